@@ -1,0 +1,95 @@
+"""Typed readers for environment variables.
+
+Every reader takes the mapping it reads from (``env=os.environ`` by default) so tests pass
+their own dict instead of patching the process environment, and every failure names the
+variable and says what was expected, never echoing a value that might be a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+
+class EnvError(ValueError):
+    """A variable is missing or malformed. The message names the variable."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name
+        super().__init__(f"{name}: {problem}")
+
+
+def env_str(name: str, default: str | None = None, *, env: Mapping[str, str] = os.environ) -> str:
+    value = env.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise EnvError(name, "is required but not set")
+    return default
+
+
+def env_optional(name: str, *, env: Mapping[str, str] = os.environ) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def env_int(
+    name: str,
+    default: int | None = None,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        if default is None:
+            raise EnvError(name, "is required but not set (expected a whole number)")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise EnvError(name, f"expected a whole number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise EnvError(name, f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise EnvError(name, f"must be at most {maximum}, got {value}")
+    return value
+
+
+def env_float(
+    name: str,
+    default: float | None = None,
+    *,
+    greater_than: float | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        if default is None:
+            raise EnvError(name, "is required but not set (expected a number)")
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise EnvError(name, f"expected a number, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise EnvError(name, f"expected a finite number, got {raw!r}")
+    if greater_than is not None and value <= greater_than:
+        raise EnvError(name, f"must be greater than {greater_than:g}, got {value:g}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_bool(name: str, default: bool, *, env: Mapping[str, str] = os.environ) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise EnvError(name, f"expected one of {sorted(_TRUE | _FALSE)}, got {raw!r}")

@@ -1,0 +1,184 @@
+"""DynoScaler settings, read from the environment.
+
+Laptop defaults need nothing installed: a SQLite file and Kombu's filesystem broker.
+Production (Heroku) sets DATABASE_URL (PostgreSQL), REDIS_URL and SECRET_KEY.
+A malformed value stops start-up with an error naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from dynoscaler_site.env import EnvError, env_bool, env_int, env_optional, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+try:
+    DEBUG = env_bool("DEBUG", False)
+    _secret = env_optional("SECRET_KEY")
+    if _secret is None and not DEBUG:
+        raise EnvError("SECRET_KEY", "is required when DEBUG is off (set DEBUG=1 on a laptop)")
+    SECRET_KEY = _secret or "insecure-laptop-key-never-use-in-production"
+
+    ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "*").split(",") if h.strip()]
+
+    DATABASES = {
+        "default": dj_database_url.parse(
+            env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+            conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        )
+    }
+
+    # Celery: Redis in production; on a laptop, a broker that needs no server.
+    _redis_url = env_optional("REDIS_URL")
+    CELERY_BROKER_URL = _redis_url or "filesystem://"
+    HEROKU_API_URL = env_str("HEROKU_API_URL", "https://api.heroku.com")
+    HEROKU_TIMEOUT_SECONDS = env_int("HEROKU_TIMEOUT_SECONDS", 10, minimum=1)
+    AWS_TIMEOUT_SECONDS = env_int("AWS_TIMEOUT_SECONDS", 10, minimum=1)
+    # A cycle's claim on its pair expires after this, so a worker killed mid-cycle does not
+    # stall the pair for ever. It must outlast the task's hard time limit.
+    CYCLE_TIME_LIMIT_SECONDS = env_int("DYNOSCALER_CYCLE_TIME_LIMIT", 120, minimum=10)
+    MIN_INTERVAL_SECONDS = env_int("DYNOSCALER_MIN_INTERVAL", 10, minimum=1)
+    HEROKU_RATE_LIMIT_BACKOFF_SECONDS = env_int("HEROKU_RATE_LIMIT_BACKOFF", 60, minimum=1)
+
+    ELK_ELASTIC_URL = env_optional("ELK_ELASTIC_URL")
+    ELK_ELASTIC_USER = env_optional("ELK_ELASTIC_USER")
+    ELK_ELASTIC_PASS = env_optional("ELK_ELASTIC_PASS")
+    ELK_INDEX_AS = env_str("ELK_INDEX_AS", "dynoscaler-decisions")
+    ELK_INDEX_TYPE_AS = env_optional("ELK_INDEX_TYPE_AS")
+    AUDIT_SHIP_BATCH = env_int("DYNOSCALER_AUDIT_BATCH", 500, minimum=1)
+    AUDIT_SHIP_INTERVAL_SECONDS = env_int("DYNOSCALER_AUDIT_INTERVAL", 30, minimum=1)
+    LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+except EnvError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share the file on a laptop: wait for locks instead of failing,
+    # and take the write lock at BEGIN so the claim on a pair cannot deadlock.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "scaling",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dynoscaler_site.urls"
+WSGI_APPLICATION = "dynoscaler_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+# --- Celery -------------------------------------------------------------------------
+if CELERY_BROKER_URL.startswith("rediss://"):
+    # Heroku Redis serves TLS with a self-signed certificate (its documentation says to
+    # skip verification); REDIS_SSL_CERT_REQS=required turns verification back on.
+    import ssl
+
+    _reqs = os.environ.get("REDIS_SSL_CERT_REQS", "none").lower()
+    if _reqs not in ("none", "optional", "required"):
+        raise ImproperlyConfigured(f"REDIS_SSL_CERT_REQS: expected none, optional or required, got {_reqs!r}")
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": getattr(ssl, f"CERT_{_reqs.upper()}")}
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = BASE_DIR / ".broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = CYCLE_TIME_LIMIT_SECONDS - 5
+CELERY_TASK_TIME_LIMIT = CYCLE_TIME_LIMIT_SECONDS
+CELERY_TASK_ACKS_LATE = False  # a cycle is not worth re-running after a crash: the next one comes
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE = {
+    "dynoscaler-ship-decisions": {
+        "task": "scaling.tasks.ship_decisions",
+        "schedule": float(AUDIT_SHIP_INTERVAL_SECONDS),
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # The decision lines the seed printed: JSON alone on a line, nothing prefixed.
+        "dynoscaler.decisions": {"handlers": ["decisions"], "level": "INFO", "propagate": False},
+        # botocore at DEBUG logs request headers that carry signatures.
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+    },
+}
+LOGGING["handlers"]["decisions"] = {  # type: ignore[index]
+    "class": "logging.StreamHandler",
+    "stream": "ext://sys.stdout",
+}

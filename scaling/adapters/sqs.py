@@ -1,0 +1,152 @@
+"""SQS: how many messages a queue holds.
+
+boto3 reads its own configuration: the default credential chain (IAM roles, AWS_PROFILE)
+when a pair's AWS account says so, and ``AWS_ENDPOINT_URL_SQS`` for a local endpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from scaling.adapters.errors import AdapterError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+SYSTEM = "SQS"
+
+# Error codes after which retrying with the same settings cannot help.
+_PERMANENT_CODES = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "AccessDeniedException",
+    "InvalidAddress",
+    "InvalidParameterValue",
+    "InvalidSecurity",
+    "AuthFailure",
+}
+_ATTRIBUTES = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+
+
+@dataclass(frozen=True)
+class AwsCredentials:
+    """An access key pair; ``None`` in its place means boto3's default credential chain."""
+
+    access_key_id: str
+    secret_access_key: str
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"AwsCredentials(access_key_id={self.access_key_id!r}, secret_access_key='****')"
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    visible: int
+    in_flight: int
+    delayed: int
+
+    def __add__(self, other: QueueCounts) -> QueueCounts:
+        return QueueCounts(
+            self.visible + other.visible,
+            self.in_flight + other.in_flight,
+            self.delayed + other.delayed,
+        )
+
+
+class SqsReader:
+    """Reads queue attributes. One instance is shared by a worker process.
+
+    Clients and resolved queue URLs are cached: building a boto3 client costs tens of
+    milliseconds and a GetQueueUrl per cycle is a wasted round trip.
+    """
+
+    def __init__(self, *, timeout_seconds: float = 10.0) -> None:
+        self._config = Config(
+            connect_timeout=timeout_seconds,
+            read_timeout=timeout_seconds,
+            retries={"max_attempts": 2, "mode": "standard"},
+        )
+        self._clients: dict[tuple[str, AwsCredentials | None], Any] = {}
+        self._urls: dict[tuple[str, AwsCredentials | None, str], str] = {}
+        self._lock = threading.Lock()
+
+    def counts(
+        self, *, queue: str, region: str, credentials: AwsCredentials | None
+    ) -> QueueCounts:
+        try:
+            client = self._client(region, credentials)
+            url = self._queue_url(client, queue, region, credentials)
+            response = client.get_queue_attributes(QueueUrl=url, AttributeNames=_ATTRIBUTES)  # type: ignore[arg-type]
+        except botocore.exceptions.ClientError as exc:
+            raise _client_error(exc, queue) from None
+        except botocore.exceptions.NoCredentialsError:
+            raise AdapterError(
+                SYSTEM, "no AWS credentials found (set a key pair or configure the default chain)", permanent=True
+            ) from None
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise AdapterError(SYSTEM, f"{type(exc).__name__} reading {queue}: {exc}", permanent=False) from None
+        attrs = response.get("Attributes", {})
+        try:
+            return QueueCounts(
+                visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+                in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+            )
+        except ValueError:
+            raise AdapterError(SYSTEM, f"unreadable attributes for {queue}", permanent=False) from None
+
+    def _client(self, region: str, credentials: AwsCredentials | None) -> SQSClient:
+        key = (region, credentials)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                kwargs: dict[str, Any] = {"region_name": region, "config": self._config}
+                if credentials is not None:
+                    kwargs["aws_access_key_id"] = credentials.access_key_id
+                    kwargs["aws_secret_access_key"] = credentials.secret_access_key
+                client = boto3.session.Session().client("sqs", **kwargs)
+                self._clients[key] = client
+        return client
+
+    def _queue_url(
+        self, client: SQSClient, queue: str, region: str, credentials: AwsCredentials | None
+    ) -> str:
+        if queue.startswith(("https://", "http://")):
+            return queue
+        key = (region, credentials, queue)
+        url = self._urls.get(key)
+        if url is None:
+            url = client.get_queue_url(QueueName=queue)["QueueUrl"]
+            self._urls[key] = url
+        return url
+
+    def forget(self, *, queue: str, region: str, credentials: AwsCredentials | None) -> None:
+        """Drop a cached URL, e.g. after the queue was deleted and made again."""
+        self._urls.pop((region, credentials, queue), None)
+
+
+def _client_error(exc: botocore.exceptions.ClientError, queue: str) -> AdapterError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = str(error.get("Message", "")) or code
+    if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+        message = f"queue {queue!r} does not exist in this account and region"
+    permanent = code in _PERMANENT_CODES or status in (400, 403, 404)
+    if code in ("Throttling", "ThrottlingException", "RequestThrottled", "OverLimit"):
+        permanent = False
+    return AdapterError(SYSTEM, f"{code}: {message}", permanent=permanent, status=status, code=code)

@@ -1,0 +1,66 @@
+"""Run one cycle of every enabled pair (or one pair) now, and print each decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from dynoscaler_site.env import EnvError
+from scaling import services
+from scaling.models import Decision, ScalingPair
+from scaling.seed_env import seed_config_from_env
+
+
+class Command(BaseCommand):
+    help = "Run one scaling cycle synchronously for the enabled pairs (or --pair NAME) and print the decisions."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--pair", metavar="NAME", help="only this pair (its name as shown in the admin)")
+        parser.add_argument("--dry-run", action="store_true", help="decide and record, but change no formation")
+
+    def handle(self, *args: Any, pair: str | None = None, dry_run: bool = False, **options: Any) -> None:
+        self.sync_env_pair()
+        decisions = [self.run_pair(p, dry_run=dry_run) for p in self.select_pairs(pair, dry_run=dry_run)]
+        shipped = services.audit_ship_pending()
+        ran = [d for d in decisions if d is not None]
+        self.stdout.write(f"{len(ran)} cycle(s) run, {shipped} decision(s) sent to the audit trail")
+        if any(d.outcome == Decision.Outcome.ERROR for d in ran):
+            raise CommandError("at least one cycle failed; see the decisions above")
+
+    def sync_env_pair(self) -> None:
+        try:
+            config = seed_config_from_env()
+        except EnvError as exc:
+            raise CommandError(f"the seed's environment variables: {exc}") from None
+        if config is not None:
+            services.pair_sync_from_env(config=config)
+
+    def select_pairs(self, name: str | None, *, dry_run: bool) -> list[ScalingPair]:
+        if name is None:
+            pairs = list(ScalingPair.objects.enabled().order_by("name"))
+            if not pairs:
+                self.stdout.write("No enabled pair. Add one in the admin or set the seed's variables.")
+            return pairs
+        pair = ScalingPair.objects.filter(name=name).first()
+        if pair is None:
+            known = ", ".join(ScalingPair.objects.order_by("name").values_list("name", flat=True)) or "none"
+            raise CommandError(f"--pair: no pair named {name!r} (known: {known})")
+        if not pair.enabled and not dry_run:
+            raise CommandError(f"--pair: {name!r} is disabled; enable it or add --dry-run")
+        return [pair]
+
+    def run_pair(self, pair: ScalingPair, *, dry_run: bool) -> Decision | None:
+        decision = services.pair_run_cycle(pair_id=pair.pk, force=True, dry_run=dry_run)
+        if decision is None:
+            self.stdout.write(f"{pair.name}: skipped, another cycle of this pair is running")
+        else:
+            self.stdout.write(format_decision(decision))
+        return decision
+
+
+def format_decision(d: Decision) -> str:
+    line = f"{d.pair_name}: {d.outcome}: {d.reason}"
+    if d.error:
+        line += f" [error: {d.error}]"
+    return line

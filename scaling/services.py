@@ -1,0 +1,498 @@
+"""Writes: one cycle of one pair, keeping beat in step with pairs, the seed's env pair,
+and shipping decisions to the audit sink.
+
+The rule everywhere: no database transaction is open while we talk to SQS, Heroku or
+Elasticsearch. Races are settled with conditional UPDATEs (a claim that expires), and a
+failure is saved on a row instead of being raised into the void.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from scaling.adapters.audit import AuditSink, ElasticsearchSink, TerminalSink
+from scaling.adapters.errors import AdapterError
+from scaling.adapters.heroku import HerokuClient
+from scaling.adapters.sqs import AwsCredentials, QueueCounts, SqsReader
+from scaling.models import AwsAccount, Decision, HerokuAccount, Lease, PairQueue, ScalingPair
+from scaling.policies import Bounds, Observation, get_policy
+from scaling.seed_env import SeedConfig
+
+log = logging.getLogger(__name__)
+
+CYCLE_TASK = "scaling.tasks.run_pair_cycle"
+Outcome = Decision.Outcome
+
+
+# --- the outside world, built from settings --------------------------------------------
+
+_sqs_reader: SqsReader | None = None
+
+
+def sqs_reader() -> SqsReader:
+    global _sqs_reader
+    if _sqs_reader is None:
+        _sqs_reader = SqsReader(timeout_seconds=settings.AWS_TIMEOUT_SECONDS)
+    return _sqs_reader
+
+
+def heroku_client(account: HerokuAccount) -> HerokuClient:
+    return HerokuClient(
+        token=account.api_token,
+        base_url=settings.HEROKU_API_URL,
+        timeout_seconds=settings.HEROKU_TIMEOUT_SECONDS,
+    )
+
+
+def aws_credentials(account: AwsAccount) -> AwsCredentials | None:
+    if account.use_default_chain:
+        return None
+    return AwsCredentials(account.access_key_id, account.secret_access_key)
+
+
+def audit_sink() -> AuditSink:
+    if settings.ELK_ELASTIC_URL:
+        return ElasticsearchSink(
+            url=settings.ELK_ELASTIC_URL,
+            index=settings.ELK_INDEX_AS,
+            user=settings.ELK_ELASTIC_USER,
+            password=settings.ELK_ELASTIC_PASS,
+            index_type=settings.ELK_INDEX_TYPE_AS,
+        )
+    return TerminalSink()
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "****")
+    return text
+
+
+# --- one cycle of one pair -----------------------------------------------------------
+
+
+@dataclass
+class _CycleResult:
+    outcome: str
+    reason: str
+    queues: list[dict[str, Any]] = field(default_factory=list)
+    totals: QueueCounts | None = None
+    running: int | None = None
+    starting: int | None = None
+    quantity: int | None = None
+    backlog_per_instance: float | None = None
+    desired: int | None = None
+    applied: int | None = None
+    state_after: Mapping[str, Any] | None = None  # None: the counters do not move
+    error: AdapterError | None = None
+    rate_limit_remaining: int | None = None
+    blocked_quantity: int | None = None
+    blocked_reason: str = ""
+
+
+def pair_claim(*, pair: ScalingPair, now: datetime, respect_interval: bool) -> uuid.UUID | None:
+    """Take this pair's cycle for ourselves, or return None if another holds it.
+
+    One conditional UPDATE decides: of two workers (or two beats' tasks) only one sees a
+    row updated. The claim expires after the task's hard time limit so a killed worker
+    cannot stall the pair. With ``respect_interval`` a cycle that comes less than half an
+    interval after the last one (a second beat's duplicate) is refused too.
+    """
+    claim = uuid.uuid4()
+    free = ScalingPair.objects.filter(id=pair.pk).filter(
+        Q(cycle_claimed_until__isnull=True) | Q(cycle_claimed_until__lt=now)
+    )
+    if respect_interval:
+        too_soon = now - timedelta(seconds=pair.interval_seconds / 2)
+        free = free.filter(Q(last_cycle_at__isnull=True) | Q(last_cycle_at__lte=too_soon))
+    updated = free.update(
+        cycle_claim=claim,
+        cycle_claimed_until=now + timedelta(seconds=settings.CYCLE_TIME_LIMIT_SECONDS + 30),
+    )
+    return claim if updated == 1 else None
+
+
+def pair_run_cycle(
+    *, pair_id: int, force: bool = False, dry_run: bool = False, now: datetime | None = None
+) -> Decision | None:
+    """Run one cycle of one pair: observe, decide, act, record.
+
+    Returns the recorded decision, or None when the pair is gone, disabled, or another
+    cycle of it holds the claim (the loser records nothing and changes nothing).
+    ``force`` skips the interval spacing (a person asked for this cycle); ``dry_run``
+    decides without touching the formation.
+    """
+    started = time.monotonic()
+    now = now or timezone.now()
+    pair = (
+        ScalingPair.objects.select_related("heroku_account", "aws_account")
+        .prefetch_related("queues")
+        .filter(id=pair_id)
+        .first()
+    )
+    if pair is None or not (pair.enabled or dry_run):
+        return None
+    claim = pair_claim(pair=pair, now=now, respect_interval=not force)
+    if claim is None:
+        log.info("cycle of pair %s skipped: another cycle holds it or ran moments ago", pair.name)
+        return None
+    try:
+        result = _cycle(pair, now=now, dry_run=dry_run or pair.dry_run)
+    except Exception as exc:
+        # A bug must not stop a pair silently: hold the formation and put it on record.
+        log.exception("pair %s: the cycle failed unexpectedly", pair.name)
+        result = _CycleResult(
+            outcome=Outcome.ERROR,
+            reason="internal error in DynoScaler; formation held",
+            error=AdapterError("DynoScaler", f"{type(exc).__name__}: {exc}", permanent=False),
+        )
+    except BaseException:  # the task's time limit, a shutdown: let it go, free the pair
+        ScalingPair.objects.filter(id=pair.pk, cycle_claim=claim).update(cycle_claim=None, cycle_claimed_until=None)
+        raise
+    return _record(pair, claim=claim, now=now, result=result, dry_run=dry_run or pair.dry_run, started=started)
+
+
+def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
+    account = pair.heroku_account
+    if account.rate_limited_until and account.rate_limited_until > now:
+        wait = int((account.rate_limited_until - now).total_seconds()) + 1
+        return _CycleResult(
+            outcome=Outcome.ERROR,
+            reason=f"Heroku rate limit: backing off for {wait} s more; formation held",
+            error=AdapterError("Heroku", "rate limited earlier; backing off", permanent=False, status=429),
+        )
+
+    # Observe. A failed read is never taken for an empty queue: hold and record.
+    queues: list[PairQueue] = list(pair.queues.all())
+    if not queues:
+        return _CycleResult(
+            outcome=Outcome.ERROR,
+            reason="no SQS queue configured for this pair; formation held",
+            error=AdapterError("DynoScaler", "no SQS queue configured", permanent=True),
+        )
+    credentials = aws_credentials(pair.aws_account)
+    per_queue: list[dict[str, Any]] = []
+    totals = QueueCounts(0, 0, 0)
+    try:
+        for q in queues:
+            counts = sqs_reader().counts(queue=q.queue, region=q.region, credentials=credentials)
+            per_queue.append({"queue": q.queue, "region": q.region, **counts.__dict__})
+            totals = totals + counts
+    except AdapterError as exc:
+        return _CycleResult(outcome=Outcome.ERROR, reason="could not read the queues; formation held", error=exc, queues=per_queue)
+
+    client = heroku_client(account)
+    try:
+        process = client.process_state(app=pair.app_name, process_type=pair.process_type)
+    except AdapterError as exc:
+        return _CycleResult(
+            outcome=Outcome.ERROR,
+            reason="could not read the Heroku formation; formation held",
+            error=exc,
+            queues=per_queue,
+            totals=totals,
+            rate_limit_remaining=client.rate_limit_remaining,
+        )
+
+    # Decide.
+    observation = Observation(
+        visible=totals.visible,
+        in_flight=totals.in_flight,
+        delayed=totals.delayed,
+        quantity=process.quantity,
+        running=process.running,
+    )
+    verdict = get_policy(pair.policy).decide(
+        observation,
+        Bounds(pair.min_dynos, pair.max_dynos),
+        pair.policy_settings(),
+        pair.policy_state or {},
+    )
+    result = _CycleResult(
+        outcome=Outcome.NO_CHANGE,
+        reason=verdict.reason,
+        queues=per_queue,
+        totals=totals,
+        running=process.running,
+        starting=process.starting,
+        quantity=process.quantity,
+        backlog_per_instance=verdict.backlog_per_instance,
+        desired=verdict.desired,
+        state_after=verdict.state,
+        rate_limit_remaining=client.rate_limit_remaining,
+        blocked_quantity=pair.blocked_quantity,
+        blocked_reason=pair.blocked_reason,
+    )
+
+    # Act.
+    if verdict.desired == process.quantity:
+        return result
+    if dry_run:
+        result.outcome = Outcome.DRY_RUN
+        result.reason += " (dry run: formation not changed)"
+        return result
+    if _still_blocked(pair.blocked_quantity, current=process.quantity, desired=verdict.desired):
+        result.outcome = Outcome.HELD
+        result.state_after = None
+        result.reason += f" — not sent: Heroku refused {pair.blocked_quantity} earlier ({pair.blocked_reason})"
+        return result
+    result.blocked_quantity, result.blocked_reason = None, ""
+    try:
+        result.applied = client.scale(app=pair.app_name, process_type=pair.process_type, quantity=verdict.desired)
+        result.outcome = Outcome.APPLIED
+    except AdapterError as exc:
+        result.outcome = Outcome.ERROR
+        result.error = exc
+        result.state_after = None  # try again next cycle from the same counters
+        result.reason += " — the formation change failed"
+        if exc.permanent:
+            result.blocked_quantity = verdict.desired
+            result.blocked_reason = exc.message
+    result.rate_limit_remaining = client.rate_limit_remaining
+    return result
+
+
+def _still_blocked(blocked: int | None, *, current: int, desired: int) -> bool:
+    """A refused quantity stays refused while the policy still wants it or beyond it."""
+    if blocked is None:
+        return False
+    if blocked > current:
+        return desired >= blocked
+    return desired <= blocked
+
+
+def _record(
+    pair: ScalingPair, *, claim: uuid.UUID, now: datetime, result: _CycleResult, dry_run: bool, started: float
+) -> Decision:
+    secrets = [pair.heroku_account.api_token, pair.aws_account.secret_access_key]
+    error = result.error
+    state_before = dict(pair.policy_state or {})
+    state_after = dict(result.state_after) if result.state_after is not None else state_before
+    totals = result.totals
+    with transaction.atomic():
+        decision = Decision.objects.create(
+            pair=pair,
+            pair_name=pair.name,
+            app_name=pair.app_name,
+            process_type=pair.process_type,
+            created_at=now,
+            policy=pair.policy,
+            queues=result.queues,
+            visible_messages=totals.visible if totals else None,
+            in_flight_messages=totals.in_flight if totals else None,
+            delayed_messages=totals.delayed if totals else None,
+            dynos_running=result.running,
+            dynos_starting=result.starting,
+            quantity_before=result.quantity,
+            backlog_per_instance=result.backlog_per_instance,
+            state_before=state_before,
+            state_after=state_after,
+            desired_quantity=result.desired,
+            applied_quantity=result.applied,
+            outcome=result.outcome,
+            reason=redact(result.reason, secrets),
+            error=redact(str(error), secrets) if error else "",
+            error_permanent=error.permanent if error else None,
+            dry_run=dry_run,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            heroku_rate_limit_remaining=result.rate_limit_remaining,
+        )
+        updated = ScalingPair.objects.filter(id=pair.pk, cycle_claim=claim).update(
+            policy_state=state_after,
+            last_cycle_at=now,
+            cycle_claim=None,
+            cycle_claimed_until=None,
+            blocked_quantity=result.blocked_quantity,
+            blocked_reason=result.blocked_reason,
+        )
+        if updated != 1:
+            log.warning("pair %s: the cycle outlived its claim; its decision is kept, its state is not", pair.name)
+        if error is not None and error.rate_limited:
+            backoff = error.retry_after or settings.HEROKU_RATE_LIMIT_BACKOFF_SECONDS
+            HerokuAccount.objects.filter(id=pair.heroku_account_id).update(
+                rate_limited_until=now + timedelta(seconds=backoff)
+            )
+    level = logging.WARNING if error else logging.INFO
+    log.log(level, "pair %s: %s: %s%s", pair.name, decision.outcome, decision.reason, f" [{decision.error}]" if error else "")
+    return decision
+
+
+# --- keeping beat in step with pairs ---------------------------------------------------
+
+
+def pair_schedule_sync(*, pair: ScalingPair) -> PeriodicTask:
+    """Create or update the pair's periodic task so it matches the pair.
+
+    Called by every write path (admin, env sync) after a pair is saved. A disabled pair's
+    task stays, disabled; ``pair_delete`` removes it. A queued cycle older than one
+    interval expires instead of running late behind a backlog of its own.
+    """
+    schedule, _ = IntervalSchedule.objects.get_or_create(
+        every=pair.interval_seconds, period=IntervalSchedule.SECONDS
+    )
+    fields = {
+        "task": CYCLE_TASK,
+        "interval": schedule,
+        "args": json.dumps([pair.pk]),
+        "enabled": pair.enabled,
+        "expire_seconds": pair.interval_seconds,
+        "description": f"Scaling cycle of {pair.app_name}/{pair.process_type}. Managed by DynoScaler: edit the pair, not this task.",
+    }
+    task = pair.periodic_task
+    if task is None:
+        task, _ = PeriodicTask.objects.update_or_create(name=f"dynoscaler pair {pair.pk}", defaults=fields)
+        ScalingPair.objects.filter(id=pair.pk).update(periodic_task=task)
+        pair.periodic_task = task
+    else:
+        changed = [name for name, value in fields.items() if getattr(task, name) != value]
+        if changed:
+            for name in changed:
+                setattr(task, name, fields[name])
+            task.save()
+    return task
+
+
+def pair_saved(*, pair: ScalingPair) -> None:
+    """After any edit of a pair: its schedule follows, and a refused quantity is forgotten
+    (the operator may have raised a limit on Heroku or changed the bounds)."""
+    ScalingPair.objects.filter(id=pair.pk).update(blocked_quantity=None, blocked_reason="")
+    pair_schedule_sync(pair=pair)
+
+
+@transaction.atomic
+def pair_delete(*, pair: ScalingPair) -> None:
+    task = pair.periodic_task
+    pair.delete()
+    if task is not None:
+        task.delete()
+
+
+# --- the seed's environment variables ---------------------------------------------------
+
+
+def pair_sync_from_env(*, config: SeedConfig) -> ScalingPair:
+    """Make the env-described pair and its credentials match the variables.
+
+    Idempotent and safe to race (worker and beat both call it at start-up): the loser of
+    a simultaneous first creation retries and finds the winner's rows.
+    """
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                pair = _upsert_env_pair(config)
+            break
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    pair_saved(pair=pair)
+    return pair
+
+
+def _upsert_env_pair(config: SeedConfig) -> ScalingPair:
+    heroku, _ = HerokuAccount.objects.update_or_create(
+        managed_by_env=True,
+        defaults={"description": config.heroku_description, "api_token": config.heroku_token},
+    )
+    aws, _ = AwsAccount.objects.update_or_create(
+        managed_by_env=True,
+        defaults={
+            "description": "from AWS_KEY / AWS_SECRET" if config.aws_key else "default AWS credential chain (env)",
+            "use_default_chain": config.aws_key is None,
+            "access_key_id": config.aws_key or "",
+            "secret_access_key": config.aws_secret or "",
+        },
+    )
+    values = {
+        "name": config.pair_name,
+        "heroku_account": heroku,
+        "aws_account": aws,
+        "app_name": config.app_name,
+        "process_type": config.process_type,
+        "min_dynos": config.min_dynos,
+        "max_dynos": config.max_dynos,
+        "policy": "classic",
+        "backlog_threshold": config.backlog_threshold,
+        "up_cycles": config.up_cycles,
+        "down_cycles": config.down_cycles,
+        "interval_seconds": config.interval_seconds,
+    }
+    pair = ScalingPair.objects.filter(managed_by_env=True).first()
+    if pair is None:
+        # A pair made in the admin for the same app/process is adopted, not duplicated.
+        pair = ScalingPair.objects.filter(app_name=config.app_name, process_type=config.process_type).first()
+    if pair is None:
+        pair = ScalingPair.objects.create(managed_by_env=True, enabled=True, **values)
+    else:
+        for name, value in values.items():
+            setattr(pair, name, value)
+        pair.managed_by_env = True
+        pair.save()
+    pair.queues.exclude(queue=config.queue, region=config.region).delete()
+    PairQueue.objects.get_or_create(pair=pair, queue=config.queue, region=config.region)
+    return pair
+
+
+# --- the audit trail --------------------------------------------------------------------
+
+
+def lease_acquire(*, key: str, seconds: float, now: datetime | None = None) -> uuid.UUID | None:
+    now = now or timezone.now()
+    holder = uuid.uuid4()
+    Lease.objects.get_or_create(key=key)
+    updated = (
+        Lease.objects.filter(key=key)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now))
+        .update(holder=holder, expires_at=now + timedelta(seconds=seconds))
+    )
+    return holder if updated == 1 else None
+
+
+def lease_release(*, key: str, holder: uuid.UUID) -> None:
+    Lease.objects.filter(key=key, holder=holder).update(holder=None, expires_at=None)
+
+
+def audit_ship_pending(*, sink: AuditSink | None = None, batch_size: int | None = None, max_batches: int = 20) -> int:
+    """Send committed, unsent decisions to the audit sink, oldest first.
+
+    A decision is marked sent only after the sink confirmed it, so when Elasticsearch is
+    down decisions wait in the database; documents carry the decision id as their own,
+    so a retry cannot duplicate one. One shipper at a time (a lease, not a lock).
+    Returns how many were delivered.
+    """
+    sink = sink or audit_sink()
+    batch_size = batch_size or settings.AUDIT_SHIP_BATCH
+    holder = lease_acquire(key="audit-shipper", seconds=300)
+    if holder is None:
+        return 0
+    delivered = 0
+    try:
+        for _ in range(max_batches):
+            decisions = list(Decision.objects.filter(shipped_at__isnull=True).order_by("id")[:batch_size])
+            if not decisions:
+                break
+            try:
+                sent = sink.send([d.as_document() for d in decisions])
+            except AdapterError as exc:
+                log.warning("audit: %d decision(s) wait for %s: %s", len(decisions), sink.name, exc)
+                break
+            Decision.objects.filter(id__in=[int(i) for i in sent]).update(shipped_at=timezone.now())
+            delivered += len(sent)
+            if len(sent) < len(decisions):
+                break
+    finally:
+        lease_release(key="audit-shipper", holder=holder)
+    return delivered

@@ -1,0 +1,20 @@
+"""Celery entry points: load by id, call a service. Nothing else lives here."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from scaling import services
+
+
+@shared_task(ignore_result=True)
+def run_pair_cycle(pair_id: int) -> None:
+    decision = services.pair_run_cycle(pair_id=pair_id)
+    if decision is not None:
+        # The decision is committed by now; ship it without waiting for the next sweep.
+        ship_decisions.delay()
+
+
+@shared_task(ignore_result=True)
+def ship_decisions() -> int:
+    return services.audit_ship_pending()

@@ -1,0 +1,128 @@
+"""A loopback stand-in for the Elasticsearch HTTP API that the official client speaks.
+
+It serves ``GET /`` (cluster info), ``PUT/POST /{index}/_doc/{id}`` and ``POST /_bulk``
+(NDJSON, per-item results), sends the ``X-Elastic-Product: Elasticsearch`` header the
+client checks for, and enforces basic auth when a user is set. ``stop()`` closes the
+port, so "down" means connection refused as it would in life; ``start()`` reopens it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CONTENT_TYPE = "application/vnd.elasticsearch+json;compatible-with=8"
+
+
+class ElasticsearchStandIn:
+    def __init__(self, *, version: str = "8.15.3", user: str | None = None, password: str | None = None) -> None:
+        self.version = version
+        self.user, self.password = user, password
+        self.documents: dict[tuple[str, str], dict[str, Any]] = {}
+        self.index_requests = 0  # document writes received, retries included
+        self.raw_bodies: list[bytes] = []
+        self.reject_ids: set[str] = set()  # bulk items answered 429 (es_rejected_execution_exception)
+        self._lock = threading.Lock()
+        self._port = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> ElasticsearchStandIn:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler())
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def docs_in(self, index: str) -> dict[str, dict[str, Any]]:
+        return {doc_id: doc for (idx, doc_id), doc in self.documents.items() if idx == index}
+
+    def _authorized(self, header: str | None) -> bool:
+        if self.user is None:
+            return True
+        expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        return header == f"Basic {expected}"
+
+    def _handle(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any]:
+        with self._lock:
+            self.raw_bodies.append(raw)
+        if not self._authorized(headers.get("Authorization")):
+            return 401, {"error": {"type": "security_exception", "reason": "unable to authenticate user"}, "status": 401}
+        if path == "/" and method in ("GET", "HEAD"):
+            return 200, {
+                "name": "standin", "cluster_name": "dynoscaler-tests",
+                "version": {"number": self.version, "build_flavor": "default"},
+                "tagline": "You Know, for Search",
+            }
+        m = re.fullmatch(r"/([^/_][^/]*)/_doc/([^/]+)", path)
+        if m and method in ("PUT", "POST"):
+            created = self._store(m.group(1), m.group(2), json.loads(raw))
+            return (201 if created else 200), {"_index": m.group(1), "_id": m.group(2), "result": "created" if created else "updated"}
+        m = re.fullmatch(r"(?:/([^/_][^/]*))?/_bulk", path)
+        if m and method in ("POST", "PUT"):
+            return 200, self._bulk(m.group(1), raw)
+        return 404, {"error": {"type": "not_found", "reason": f"no handler for {method} {path}"}, "status": 404}
+
+    def _store(self, index: str, doc_id: str, source: dict[str, Any]) -> bool:
+        with self._lock:
+            self.index_requests += 1
+            created = (index, doc_id) not in self.documents
+            self.documents[(index, doc_id)] = source
+            return created
+
+    def _bulk(self, default_index: str | None, raw: bytes) -> dict[str, Any]:
+        lines = [line for line in raw.decode().split("\n") if line.strip()]
+        items, errors = [], False
+        for action_line, source_line in zip(lines[::2], lines[1::2]):
+            action = json.loads(action_line)
+            op, meta = next(iter(action.items()))
+            index, doc_id = meta.get("_index", default_index), str(meta.get("_id"))
+            if doc_id in self.reject_ids:
+                errors = True
+                items.append({op: {"_index": index, "_id": doc_id, "status": 429,
+                                   "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}})
+                continue
+            created = self._store(index, doc_id, json.loads(source_line))
+            items.append({op: {"_index": index, "_id": doc_id, "status": 201 if created else 200,
+                               "result": "created" if created else "updated"}})
+        return {"took": 1, "errors": errors, "items": items}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                status, payload = standin._handle(self.command, self.path.split("?")[0], self.headers, raw)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("X-Elastic-Product", "Elasticsearch")
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _serve
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler

@@ -1,0 +1,266 @@
+"""One cycle of one pair against real moto_server SQS and the Heroku API stand-in."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from scaling import services
+from scaling.models import Decision, HerokuAccount, ScalingPair
+from tests.conftest import AWS_SECRET, HEROKU_TOKEN, free_port, send_messages
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world(sqs: Any, heroku: Any) -> tuple[Any, Any]:
+    sqs.create_queue(QueueName="orders")
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+    return sqs, heroku
+
+
+def cycle(pair: ScalingPair, **kwargs: Any) -> Decision:
+    decision = services.pair_run_cycle(pair_id=pair.pk, force=True, **kwargs)
+    assert decision is not None
+    return decision
+
+
+def test_scale_up_waits_for_up_cycles_then_adds_one_dyno(world: Any, make_pair: Any) -> None:
+    sqs, heroku = world
+    pair = make_pair(up_cycles=2, backlog_threshold=10)
+    send_messages(sqs, "orders", 50)
+
+    first = cycle(pair)
+    assert first.outcome == Decision.Outcome.NO_CHANGE
+    assert (first.visible_messages, first.dynos_running, first.quantity_before) == (50, 1, 1)
+    assert first.state_after == {"up_count": 1, "down_count": 0}
+    assert heroku.quantity("orders-app") == 1
+
+    second = cycle(pair)
+    assert second.outcome == Decision.Outcome.APPLIED
+    assert (second.desired_quantity, second.applied_quantity) == (2, 2)
+    assert heroku.quantity("orders-app") == 2
+    assert [w.body for w in heroku.writes()] == [{"quantity": 2}]
+    assert "add one dyno" in second.reason
+
+
+def test_scale_down_after_queue_drains(world: Any, make_pair: Any) -> None:
+    _, heroku = world
+    heroku.set_quantity("orders-app", 3)
+    pair = make_pair(down_cycles=1)
+    decision = cycle(pair)
+    assert decision.outcome == Decision.Outcome.APPLIED
+    assert heroku.quantity("orders-app") == 2
+
+
+def test_steady_load_at_the_threshold_makes_no_api_write(world: Any, make_pair: Any) -> None:
+    sqs, heroku = world
+    pair = make_pair(min_dynos=1, max_dynos=1)
+    send_messages(sqs, "orders", 30)
+    for _ in range(3):
+        assert cycle(pair).outcome == Decision.Outcome.NO_CHANGE
+    assert heroku.writes() == []
+
+
+def test_dry_run_records_the_decision_but_leaves_the_formation(world: Any, make_pair: Any) -> None:
+    sqs, heroku = world
+    pair = make_pair(dry_run=True)
+    send_messages(sqs, "orders", 100)
+    decision = cycle(pair)
+    assert decision.outcome == Decision.Outcome.DRY_RUN
+    assert decision.desired_quantity == 2 and decision.applied_quantity is None
+    assert decision.dry_run is True
+    assert heroku.quantity("orders-app") == 1 and heroku.writes() == []
+
+
+def test_visible_messages_are_summed_over_the_pairs_queues(world: Any, make_pair: Any) -> None:
+    sqs, _ = world
+    url = sqs.create_queue(QueueName="orders-priority")["QueueUrl"]
+    pair = make_pair(queues=["orders", url])
+    send_messages(sqs, "orders", 7)
+    send_messages(sqs, "orders-priority", 5)
+    decision = cycle(pair)
+    assert decision.visible_messages == 12
+    assert sorted((q["queue"], q["visible"]) for q in decision.queues) == sorted([("orders", 7), (url, 5)])
+
+
+def test_in_flight_and_delayed_messages_are_recorded(world: Any, make_pair: Any) -> None:
+    sqs, _ = world
+    url = sqs.get_queue_url(QueueName="orders")["QueueUrl"]
+    send_messages(sqs, "orders", 4)
+    sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3, VisibilityTimeout=300)
+    sqs.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=600)
+    decision = cycle(make_pair())
+    assert (decision.visible_messages, decision.in_flight_messages, decision.delayed_messages) == (1, 3, 1)
+
+
+def test_unreachable_sqs_is_not_an_empty_queue(world: Any, make_pair: Any, monkeypatch: Any) -> None:
+    _, heroku = world
+    heroku.set_quantity("orders-app", 3)
+    pair = make_pair(down_cycles=1)
+    ScalingPair.objects.filter(pk=pair.pk).update(policy_state={"up_count": 0, "down_count": 0})
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", f"http://127.0.0.1:{free_port()}")
+    services._sqs_reader = None
+
+    decision = cycle(pair)
+    assert decision.outcome == Decision.Outcome.ERROR
+    assert decision.error.startswith("SQS:") and decision.error_permanent is False
+    assert "formation held" in decision.reason
+    assert decision.state_after == decision.state_before == {"up_count": 0, "down_count": 0}
+    assert heroku.quantity("orders-app") == 3
+    assert heroku.requests == []  # no Heroku call is spent on a cycle that cannot decide
+
+
+def test_missing_queue_is_a_permanent_error_that_names_it(world: Any, make_pair: Any) -> None:
+    decision = cycle(make_pair(queues=["no-such-queue"]))
+    assert decision.outcome == Decision.Outcome.ERROR
+    assert decision.error_permanent is True
+    assert "'no-such-queue' does not exist" in decision.error
+
+
+@pytest.mark.parametrize("status, permanent", [(401, True), (403, True), (404, True), (500, False), (503, False)])
+def test_heroku_errors_hold_the_formation_and_the_counters(world: Any, make_pair: Any, status: int, permanent: bool) -> None:
+    sqs, heroku = world
+    pair = make_pair()
+    send_messages(sqs, "orders", 100)
+    heroku.fail_next("GET", r"/formation$", status)
+    decision = cycle(pair)
+    assert decision.outcome == Decision.Outcome.ERROR
+    assert decision.error_permanent is permanent
+    assert f"{status}" in decision.error
+    assert decision.state_after == decision.state_before
+    assert heroku.writes() == []
+
+
+def test_wrong_token_is_reported_without_the_token(world: Any, make_pair: Any, caplog: Any) -> None:
+    sqs, heroku = world
+    pair = make_pair()
+    HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token="hk-wrong-token-9999")
+    caplog.set_level(logging.DEBUG)
+    decision = cycle(pair)
+    assert decision.error_permanent is True and "401 unauthorized" in decision.error
+    everything = json.dumps(decision.as_document()) + caplog.text
+    for secret in ("hk-wrong-token-9999", HEROKU_TOKEN, AWS_SECRET):
+        assert secret not in everything
+
+
+def test_missing_process_type_is_a_permanent_error(world: Any, make_pair: Any) -> None:
+    decision = cycle(make_pair(process_type="urgentworker"))
+    assert decision.error_permanent is True
+    assert "no process type 'urgentworker'" in decision.error
+
+
+def test_rate_limit_backs_off_the_whole_account(world: Any, make_pair: Any, settings: Any) -> None:
+    sqs, heroku = world
+    settings.HEROKU_RATE_LIMIT_BACKOFF_SECONDS = 90
+    pair = make_pair()
+    heroku.rate_limit_pool = 0  # the account's pool is empty: Heroku answers 429
+    first = cycle(pair)
+    assert first.outcome == Decision.Outcome.ERROR and first.error_permanent is False
+    assert "429" in first.error
+    account = HerokuAccount.objects.get(pk=pair.heroku_account_id)
+    assert account.rate_limited_until is not None
+    assert account.rate_limited_until > timezone.now() + timedelta(seconds=80)
+
+    calls = len(heroku.requests)
+    second = cycle(pair)
+    assert "backing off" in second.reason
+    assert len(heroku.requests) == calls  # no call while backing off
+
+
+def test_rate_limit_remaining_is_recorded(world: Any, make_pair: Any) -> None:
+    _, heroku = world
+    heroku.rate_limit_pool = 1234
+    decision = cycle(make_pair())
+    assert decision.heroku_rate_limit_remaining == 1232  # formation + dynos
+
+
+def test_refused_quantity_is_not_retried_in_a_loop(world: Any, make_pair: Any) -> None:
+    sqs, heroku = world
+    heroku.apps["orders-app"].processes["worker"].max_quantity = 1  # e.g. an Eco dyno's limit
+    pair = make_pair(max_dynos=5)
+    send_messages(sqs, "orders", 100)
+
+    refused = cycle(pair)
+    assert refused.outcome == Decision.Outcome.ERROR and refused.error_permanent is True
+    assert "422" in refused.error
+    assert len(heroku.writes()) == 1
+
+    held = cycle(pair)
+    assert held.outcome == Decision.Outcome.HELD
+    assert "Heroku refused 2 earlier" in held.reason
+    assert len(heroku.writes()) == 1
+
+    # The operator raises the limit and saves the pair: DynoScaler tries again.
+    heroku.apps["orders-app"].processes["worker"].max_quantity = 10
+    services.pair_saved(pair=pair)
+    assert cycle(pair).outcome == Decision.Outcome.APPLIED
+    assert heroku.quantity("orders-app") == 2
+
+
+def test_transient_write_failure_retries_next_cycle_from_the_same_counters(world: Any, make_pair: Any) -> None:
+    sqs, heroku = world
+    pair = make_pair(up_cycles=1)
+    send_messages(sqs, "orders", 100)
+    heroku.fail_next("PATCH", r"/formation/worker$", 503)
+    failed = cycle(pair)
+    assert failed.outcome == Decision.Outcome.ERROR and failed.error_permanent is False
+    assert failed.state_after == failed.state_before
+    assert cycle(pair).outcome == Decision.Outcome.APPLIED
+
+
+def test_disabled_pair_runs_no_cycle(world: Any, make_pair: Any) -> None:
+    pair = make_pair(enabled=False)
+    assert services.pair_run_cycle(pair_id=pair.pk, force=True) is None
+    assert Decision.objects.count() == 0
+
+
+def test_a_second_beats_duplicate_tick_is_dropped(world: Any, make_pair: Any) -> None:
+    pair = make_pair(interval_seconds=60)
+    assert services.pair_run_cycle(pair_id=pair.pk) is not None
+    assert services.pair_run_cycle(pair_id=pair.pk) is None  # moments later: a duplicate
+    later = timezone.now() + timedelta(seconds=61)
+    assert services.pair_run_cycle(pair_id=pair.pk, now=later) is not None
+    assert Decision.objects.count() == 2
+
+
+def test_a_claim_left_by_a_killed_worker_expires(world: Any, make_pair: Any) -> None:
+    pair = make_pair()
+    ScalingPair.objects.filter(pk=pair.pk).update(
+        cycle_claim="00000000-0000-0000-0000-000000000001",
+        cycle_claimed_until=timezone.now() - timedelta(seconds=1),
+    )
+    assert services.pair_run_cycle(pair_id=pair.pk, force=True) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_cycles_of_one_pair_at_once_yield_one_decision(world: Any, make_pair: Any) -> None:
+    sqs, heroku = world
+    pair = make_pair(up_cycles=1)
+    send_messages(sqs, "orders", 100)
+    heroku.delay_seconds = 0.3  # hold the first cycle open while the second arrives
+    results: list[Decision | None] = []
+    start = threading.Barrier(4)
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(services.pair_run_cycle(pair_id=pair.pk))
+        finally:
+            from django.db import connection
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    assert Decision.objects.count() == 1
+    assert len(heroku.writes()) == 1 and heroku.quantity("orders-app") == 2
