@@ -1,0 +1,207 @@
+"""Pairs: validation an operator sees, their beat tasks, the commands, and the admin."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from scaling import services
+from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, ScalingPair
+from tests.conftest import AWS_SECRET, HEROKU_TOKEN
+
+pytestmark = pytest.mark.django_db
+
+
+def errors_of(obj: Any) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as caught:
+        obj.full_clean()
+    return caught.value.message_dict
+
+
+# --- validation -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, says", [
+    ("app_name", "Orders_App", "Heroku app name"),
+    ("process_type", "work er", "process type"),
+    ("min_dynos", -1, "greater than or equal to 0"),
+    ("max_dynos", 0, "greater than or equal to 1"),
+    ("max_dynos", 101, "less than or equal to 100"),
+    ("up_cycles", 0, "greater than or equal to 1"),
+    ("down_cycles", 0, "greater than or equal to 1"),
+    ("interval_seconds", 5, "greater than or equal to 10"),
+    ("backlog_threshold", 0, "greater than or equal to 0.001"),
+])
+def test_bad_pair_fields_are_named(make_pair: Any, field: str, value: Any, says: str) -> None:
+    pair = make_pair()
+    setattr(pair, field, value)
+    assert any(says in m for m in errors_of(pair)[field])
+
+
+def test_min_above_max_is_refused(make_pair: Any) -> None:
+    pair = make_pair()
+    pair.min_dynos, pair.max_dynos = 6, 3
+    assert "cannot be above max dynos" in errors_of(pair)["min_dynos"][0]
+
+
+def test_a_second_pair_for_the_same_app_and_process_is_refused(make_pair: Any) -> None:
+    first = make_pair()
+    twin = ScalingPair(name="twin", heroku_account=first.heroku_account, aws_account=first.aws_account,
+                       app_name=first.app_name, process_type=first.process_type)
+    assert "already scales this app's process type" in str(errors_of(twin))
+
+
+@pytest.mark.parametrize("queue, ok", [
+    ("billing", True), ("orders.fifo", True), ("https://sqs.us-east-1.amazonaws.com/123456789012/orders", True),
+    ("orders queue", False), ("a" * 81, False), ("https://sqs.us-east-1.amazonaws.com/orders", False),
+])
+def test_queue_names_and_urls(make_pair: Any, queue: str, ok: bool) -> None:
+    q = PairQueue(pair=make_pair(), queue=queue, region="us-east-1")
+    if ok:
+        q.full_clean()
+    else:
+        assert "queue" in errors_of(q)
+
+
+def test_unknown_region_shape_is_refused(make_pair: Any) -> None:
+    assert "region" in errors_of(PairQueue(pair=make_pair(), queue="orders", region="Virginia"))
+
+
+def test_aws_account_needs_a_key_pair_or_the_default_chain() -> None:
+    assert set(errors_of(AwsAccount(description="x"))) == {"access_key_id", "secret_access_key"}
+    assert "use_default_chain" in errors_of(AwsAccount(description="x", use_default_chain=True, access_key_id="AKIAIOSFODNN7EXAMPLE"))
+    AwsAccount(description="x", use_default_chain=True).full_clean()
+
+
+# --- beat follows the pair ------------------------------------------------------------
+
+def test_each_pair_has_its_own_periodic_task_at_its_interval(make_pair: Any) -> None:
+    pair = make_pair(interval_seconds=45)
+    task = PeriodicTask.objects.get(pk=pair.periodic_task_id)
+    assert task.task == "scaling.tasks.run_pair_cycle" and json.loads(task.args) == [pair.pk]
+    assert task.interval.every == 45 and task.enabled and task.expire_seconds == 45
+
+
+def test_editing_disabling_and_deleting_a_pair_keep_beat_in_step(make_pair: Any) -> None:
+    pair = make_pair()
+    pair.interval_seconds, pair.enabled = 120, False
+    pair.save()
+    services.pair_saved(pair=pair)
+    task = PeriodicTask.objects.get(pk=pair.periodic_task_id)
+    assert task.interval.every == 120 and not task.enabled
+    services.pair_delete(pair=pair)
+    assert not PeriodicTask.objects.filter(pk=task.pk).exists()
+
+
+# --- commands ---------------------------------------------------------------------------
+
+def make_decision(pair: ScalingPair, when: Any, outcome: str = "no_change") -> Decision:
+    return Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",
+                                   created_at=when, policy="classic", outcome=outcome, reason="r", duration_ms=5)
+
+
+def test_export_decisions_writes_json_lines_oldest_first(make_pair: Any) -> None:
+    pair = make_pair()
+    now = timezone.now()
+    old, new = make_decision(pair, now - timedelta(days=2)), make_decision(pair, now)
+    out = io.StringIO()
+    call_command("export_decisions", "--pair", "orders", stdout=out)
+    assert [json.loads(line)["id"] for line in out.getvalue().splitlines()] == [str(old.pk), str(new.pk)]
+    out = io.StringIO()
+    call_command("export_decisions", "--since", (now - timedelta(days=1)).isoformat(), stdout=out)
+    assert [json.loads(line)["id"] for line in out.getvalue().splitlines()] == [str(new.pk)]
+
+
+def test_export_decisions_names_a_bad_argument(make_pair: Any) -> None:
+    with pytest.raises(CommandError, match="^--since: expected an ISO 8601 time"):
+        call_command("export_decisions", "--since", "yesterday")
+    with pytest.raises(CommandError, match="^--pair: no pair or decisions named 'nope'"):
+        call_command("export_decisions", "--pair", "nope")
+
+
+def test_scale_once_names_an_unknown_or_disabled_pair(make_pair: Any) -> None:
+    make_pair(enabled=False)
+    with pytest.raises(CommandError, match="--pair: no pair named 'nope' \\(known: orders\\)"):
+        call_command("scale_once", "--pair", "nope")
+    with pytest.raises(CommandError, match="'orders' is disabled"):
+        call_command("scale_once", "--pair", "orders")
+
+
+def test_scale_once_reports_a_failed_cycle_and_exits_non_zero(make_pair: Any, sqs: Any, heroku: Any) -> None:
+    make_pair()  # its queue does not exist
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="at least one cycle failed"):
+        call_command("scale_once", stdout=out)
+    assert "orders: error:" in out.getvalue() and "does not exist" in out.getvalue()
+
+
+def test_models_and_migrations_do_not_drift() -> None:
+    out = io.StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
+    assert "No changes detected" in out.getvalue()
+
+
+# --- admin ------------------------------------------------------------------------------
+
+def test_saved_secrets_are_never_shown_again(admin_client: Any, make_pair: Any) -> None:
+    pair = make_pair()
+    for url in (f"/admin/scaling/herokuaccount/{pair.heroku_account_id}/change/",
+                f"/admin/scaling/awsaccount/{pair.aws_account_id}/change/",
+                "/admin/scaling/herokuaccount/", "/admin/scaling/awsaccount/"):
+        page = admin_client.get(url).content.decode()
+        assert HEROKU_TOKEN not in page and AWS_SECRET not in page
+    page = admin_client.get(f"/admin/scaling/herokuaccount/{pair.heroku_account_id}/change/").content.decode()
+    assert f"set, ending …{HEROKU_TOKEN[-4:]}" in page
+
+
+def test_saving_a_credential_form_with_the_secret_left_empty_keeps_it(admin_client: Any, make_pair: Any) -> None:
+    pair = make_pair()
+    url = f"/admin/scaling/herokuaccount/{pair.heroku_account_id}/change/"
+    response = admin_client.post(url, {"description": "renamed", "api_token": ""})
+    assert response.status_code == 302
+    account = HerokuAccount.objects.get(pk=pair.heroku_account_id)
+    assert account.description == "renamed" and account.api_token == HEROKU_TOKEN
+
+
+def test_creating_a_pair_in_the_admin_creates_its_beat_task(admin_client: Any, make_pair: Any) -> None:
+    existing = make_pair()
+    response = admin_client.post("/admin/scaling/scalingpair/add/", {
+        "name": "billing", "enabled": "on", "heroku_account": existing.heroku_account_id,
+        "aws_account": existing.aws_account_id, "app_name": "billing-app", "process_type": "worker",
+        "min_dynos": 0, "max_dynos": 3, "interval_seconds": 30, "policy": "classic",
+        "backlog_threshold": 50, "up_cycles": 2, "down_cycles": 5,
+        "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
+        "queues-0-queue": "billing", "queues-0-region": "eu-west-1",
+    })
+    assert response.status_code == 302, response.content.decode()[:3000]
+    pair = ScalingPair.objects.get(name="billing")
+    assert PeriodicTask.objects.get(pk=pair.periodic_task_id).interval.every == 30
+
+
+def test_the_pair_form_names_each_bad_field(admin_client: Any, make_pair: Any) -> None:
+    existing = make_pair()
+    response = admin_client.post("/admin/scaling/scalingpair/add/", {
+        "name": "bad", "heroku_account": existing.heroku_account_id, "aws_account": existing.aws_account_id,
+        "app_name": "Bad App", "process_type": "worker", "min_dynos": 4, "max_dynos": 2, "interval_seconds": 1,
+        "policy": "classic", "backlog_threshold": 10, "up_cycles": 0, "down_cycles": 1,
+        "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
+        "queues-0-queue": "bad queue", "queues-0-region": "mars",
+    })
+    assert response.status_code == 200
+    page = response.content.decode()
+    for text in ("Heroku app name", "greater than or equal to 10", "greater than or equal to 1",
+                 "queue&#x27;s name", "AWS region"):
+        assert text in page, text
+    assert not ScalingPair.objects.filter(name="bad").exists()
+
+
+def test_healthz_answers_for_the_web_dyno(client: Any) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"ok": True}

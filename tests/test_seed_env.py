@@ -1,0 +1,156 @@
+"""The original tool's variables keep working: set them, and the pair exists and scales."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django_celery_beat.models import PeriodicTask
+
+from dynoscaler_site.env import EnvError
+from scaling.models import AwsAccount, Decision, HerokuAccount, ScalingPair
+from scaling.seed_env import seed_config_from_env
+from scaling.startup import sync_env_pair
+from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN, send_messages
+
+SEED = {
+    "MY_HEROKU_AUTH_DES": "dynoscaler",
+    "MY_HEROKU_AUTH_TOKEN": HEROKU_TOKEN,
+    "MY_HEROKU_AS_APP": "orders-app",
+    "MY_HEROKU_AS_PROCESS": "worker",
+    "AWS_KEY": AWS_KEY,
+    "AWS_SECRET": AWS_SECRET,
+    "AWS_SQS_NAME": "orders",
+    "AWS_SQS_REGION": "us-east-1",
+    "DYNOSCALER_MAX_DYNOS": "4",
+    "DYNOSCALER_MIN_DYNOS": "1",
+    "DYNOSCALER_UP_CYCLES": "2",
+    "DYNOSCALER_DOWN_CYCLES": "3",
+    "DYNOSCALER_BACKLOG_THRESHOLD": "10",
+}
+
+
+def without(name: str) -> dict[str, str]:
+    return {k: v for k, v in SEED.items() if k != name}
+
+
+def test_no_seed_variable_means_no_env_pair() -> None:
+    assert seed_config_from_env({"AWS_KEY": "x", "AWS_SQS_REGION": "us-east-1", "ELK_ELASTIC_URL": "http://x"}) is None
+
+
+def test_seed_variables_read_as_one_pair() -> None:
+    config = seed_config_from_env(SEED)
+    assert config is not None
+    assert (config.app_name, config.process_type, config.queue, config.region) == ("orders-app", "worker", "orders", "us-east-1")
+    assert (config.min_dynos, config.max_dynos, config.up_cycles, config.down_cycles) == (1, 4, 2, 3)
+    assert config.backlog_threshold == 10.0 and config.interval_seconds == 60
+    assert HEROKU_TOKEN not in repr(config) and AWS_SECRET not in repr(config)
+
+
+@pytest.mark.parametrize("name", [
+    "MY_HEROKU_AUTH_TOKEN", "MY_HEROKU_AS_APP", "MY_HEROKU_AS_PROCESS", "AWS_SQS_NAME", "AWS_SQS_REGION",
+    "DYNOSCALER_MAX_DYNOS", "DYNOSCALER_MIN_DYNOS", "DYNOSCALER_UP_CYCLES", "DYNOSCALER_DOWN_CYCLES",
+    "DYNOSCALER_BACKLOG_THRESHOLD",
+])
+def test_a_missing_variable_is_named(name: str) -> None:
+    with pytest.raises(EnvError, match=f"^{name}: is required"):
+        seed_config_from_env(without(name))
+
+
+@pytest.mark.parametrize("name, value, says", [
+    ("DYNOSCALER_MAX_DYNOS", "ten", "expected a whole number, got 'ten'"),
+    ("DYNOSCALER_MAX_DYNOS", "0", "must be at least 1"),
+    ("DYNOSCALER_MAX_DYNOS", "500", "must be at most 100"),
+    ("DYNOSCALER_MIN_DYNOS", "-1", "must be at least 0"),
+    ("DYNOSCALER_MIN_DYNOS", "9", "cannot be above DYNOSCALER_MAX_DYNOS"),
+    ("DYNOSCALER_UP_CYCLES", "1.5", "expected a whole number"),
+    ("DYNOSCALER_BACKLOG_THRESHOLD", "lots", "expected a number"),
+    ("DYNOSCALER_BACKLOG_THRESHOLD", "0", "must be greater than 0"),
+    ("DYNOSCALER_BACKLOG_THRESHOLD", "nan", "finite"),
+    ("MY_HEROKU_AS_APP", "My_App", "Heroku app name"),
+    ("AWS_SQS_REGION", "virginia", "AWS region"),
+    ("AWS_SQS_NAME", "orders queue", "queue's name"),
+])
+def test_a_malformed_variable_is_named(name: str, value: str, says: str) -> None:
+    with pytest.raises(EnvError) as caught:
+        seed_config_from_env({**SEED, name: value})
+    assert str(caught.value).startswith(f"{name}:") and says in str(caught.value)
+
+
+def test_half_an_aws_key_pair_is_named() -> None:
+    with pytest.raises(EnvError, match="^AWS_SECRET:"):
+        seed_config_from_env(without("AWS_SECRET"))
+
+
+def test_no_aws_key_pair_uses_the_default_credential_chain() -> None:
+    config = seed_config_from_env({k: v for k, v in SEED.items() if k not in ("AWS_KEY", "AWS_SECRET")})
+    assert config is not None and config.aws_key is None and config.aws_secret is None
+
+
+@pytest.mark.django_db
+def test_starting_with_seed_variables_creates_the_pair_and_its_beat_task() -> None:
+    assert sync_env_pair(SEED) is True
+    pair = ScalingPair.objects.get(managed_by_env=True)
+    assert pair.name == "orders-app/worker (env)" and pair.policy == "classic" and pair.enabled
+    assert [(q.queue, q.region) for q in pair.queues.all()] == [("orders", "us-east-1")]
+    assert pair.heroku_account.api_token == HEROKU_TOKEN and pair.heroku_account.description == "dynoscaler"
+    assert pair.aws_account.access_key_id == AWS_KEY and not pair.aws_account.use_default_chain
+    task = PeriodicTask.objects.get(pk=pair.periodic_task_id)
+    assert task.enabled and task.interval.every == 60 and json.loads(task.args) == [pair.pk]
+
+
+@pytest.mark.django_db
+def test_changing_a_variable_and_restarting_updates_the_same_pair() -> None:
+    sync_env_pair(SEED)
+    sync_env_pair({**SEED, "DYNOSCALER_MAX_DYNOS": "8", "AWS_SQS_NAME": "orders-v2", "DYNOSCALER_INTERVAL_SECONDS": "30"})
+    pair = ScalingPair.objects.get()
+    assert pair.max_dynos == 8
+    assert [q.queue for q in pair.queues.all()] == ["orders-v2"]
+    assert PeriodicTask.objects.get(pk=pair.periodic_task_id).interval.every == 30
+    assert HerokuAccount.objects.count() == 1 and AwsAccount.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_bad_variable_at_start_up_logs_one_line_naming_it(caplog: Any) -> None:
+    assert sync_env_pair({**SEED, "DYNOSCALER_UP_CYCLES": "often"}) is False
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "DYNOSCALER_UP_CYCLES: expected a whole number" in errors[0].getMessage()
+    assert errors[0].exc_info is None  # a line, not a traceback
+    assert ScalingPair.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_scale_once_with_only_seed_variables_scales_the_pair(sqs: Any, heroku: Any, monkeypatch: Any) -> None:
+    for name, value in {**SEED, "DYNOSCALER_UP_CYCLES": "1"}.items():
+        monkeypatch.setenv(name, value)
+    sqs.create_queue(QueueName="orders")
+    send_messages(sqs, "orders", 30)
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+    out = io.StringIO()
+    call_command("scale_once", stdout=out)
+    assert "orders-app/worker (env): applied: 30 visible message(s) / 1 running dyno(s)" in out.getvalue()
+    assert heroku.quantity("orders-app") == 2
+    assert Decision.objects.get().applied_quantity == 2
+
+
+@pytest.mark.django_db
+def test_scale_once_names_a_malformed_seed_variable(monkeypatch: Any) -> None:
+    for name, value in SEED.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DYNOSCALER_MIN_DYNOS", "some")
+    with pytest.raises(CommandError, match="DYNOSCALER_MIN_DYNOS: expected a whole number, got 'some'"):
+        call_command("scale_once")
+
+
+@pytest.mark.django_db
+def test_sync_env_pair_command_says_what_it_did(monkeypatch: Any) -> None:
+    out = io.StringIO()
+    call_command("sync_env_pair", stdout=out)
+    assert "not set; nothing to do" in out.getvalue()
+    for name, value in SEED.items():
+        monkeypatch.setenv(name, value)
+    call_command("sync_env_pair", stdout=out)
+    assert "'orders-app/worker (env)' is up to date" in out.getvalue()
