@@ -8,7 +8,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from scaling import services
-from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, ScalingPair
+from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, PairSchedule, ScalingPair
+from scaling.policies import first_overlap
 
 
 def secret_hint(value: str) -> str:
@@ -92,9 +93,30 @@ class PairQueueInline(admin.TabularInline):
     verbose_name_plural = "SQS queues (visible messages are added up across them)"
 
 
+class ScheduleFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        windows = []
+        for form in self.forms:
+            if not form.cleaned_data or form.cleaned_data.get("DELETE") or form.errors:
+                continue
+            windows.append(form.instance.as_window())
+        overlap = first_overlap(windows)
+        if overlap is not None:
+            a, b = overlap
+            raise forms.ValidationError(f"Schedule windows overlap: {a.describe()} and {b.describe()}. Make them disjoint.")
+
+
+class PairScheduleInline(admin.TabularInline):
+    model = PairSchedule
+    formset = ScheduleFormSet
+    extra = 0
+    verbose_name_plural = "Schedules: while a window applies, its min/max replace the pair's"
+
+
 @admin.register(ScalingPair)
 class ScalingPairAdmin(admin.ModelAdmin):
-    inlines = [PairQueueInline]
+    inlines = [PairQueueInline, PairScheduleInline]
     list_display = [
         "name", "app_name", "process_type", "policy", "min_dynos", "max_dynos",
         "interval_seconds", "enabled", "dry_run", "last_cycle_at", "managed_by_env",
@@ -108,7 +130,16 @@ class ScalingPairAdmin(admin.ModelAdmin):
         ("Heroku", {"fields": ["heroku_account", "app_name", "process_type"]}),
         ("AWS", {"fields": ["aws_account"], "description": "The queues are listed below."}),
         ("Bounds and timing", {"fields": ["min_dynos", "max_dynos", "interval_seconds"]}),
-        ("Policy", {"fields": ["policy", "backlog_threshold", "up_cycles", "down_cycles"]}),
+        ("Policy", {"fields": ["policy"]}),
+        ("target_wait policy", {
+            "fields": ["target_wait_seconds", "dyno_rate", "dyno_concurrency", "boot_seconds",
+                       "scale_down_window_seconds", "lag_seconds"],
+            "description": "Used when the policy is target_wait: say how long a message may wait and what one dyno gets through.",
+        }),
+        ("classic policy", {
+            "fields": ["backlog_threshold", "up_cycles", "down_cycles"],
+            "description": "Used when the policy is classic (the original DynoScaler rule).",
+        }),
         ("State (read-only)", {"fields": ["policy_state", "last_cycle_at", "blocked_quantity", "blocked_reason", "managed_by_env"],
                                "classes": ["collapse"]}),
     ]

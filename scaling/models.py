@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -8,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from scaling.policies import POLICIES
+from scaling.policies import POLICIES, ScheduleWindow
 
 HEROKU_MAX_DYNOS_PER_APP = 100
 
@@ -147,7 +148,48 @@ class ScalingPair(models.Model):
         help_text="Dynos, never more (Heroku allows 100 per app; Performance sizes 10 per type).",
     )
     policy = models.CharField(
-        max_length=32, choices=POLICY_CHOICES, default="classic", help_text="The rule that decides the quantity."
+        max_length=32,
+        choices=POLICY_CHOICES,
+        default="target_wait",
+        help_text="target_wait: enough dynos that messages start within the target wait (the default). "
+        "classic: the original DynoScaler rule (threshold and cycle counters).",
+    )
+    target_wait_seconds = models.PositiveIntegerField(
+        "target wait",
+        default=120,
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
+        help_text="target_wait policy: seconds a message may wait before a dyno starts on it. Must exceed the boot time.",
+    )
+    dyno_rate = models.FloatField(
+        "messages per second per dyno",
+        default=1.0,
+        validators=[MinValueValidator(0.0001)],
+        help_text="target_wait policy: how many messages one dyno completes per second, measured under load.",
+    )
+    dyno_concurrency = models.PositiveSmallIntegerField(
+        "concurrency per dyno",
+        default=1,
+        validators=[MinValueValidator(1), MaxValueValidator(10000)],
+        help_text="target_wait policy: messages one dyno works on at once (its worker concurrency). "
+        "Used to tell busy dynos from in-flight counts.",
+    )
+    boot_seconds = models.PositiveIntegerField(
+        "boot time",
+        default=45,
+        validators=[MaxValueValidator(3600)],
+        help_text="target_wait policy: seconds from a formation change to a new dyno consuming (Heroku: typically 30–60).",
+    )
+    scale_down_window_seconds = models.PositiveIntegerField(
+        "scale-down window",
+        default=90,
+        validators=[MaxValueValidator(86400)],
+        help_text="target_wait policy: seconds a lower need must hold before dynos are removed.",
+    )
+    lag_seconds = models.PositiveIntegerField(
+        "count staleness",
+        default=30,
+        validators=[MaxValueValidator(600)],
+        help_text="target_wait policy: seconds SQS's approximate counts may lag behind (AWS: up to about a minute).",
     )
     backlog_threshold = models.FloatField(
         default=100.0,
@@ -218,13 +260,33 @@ class ScalingPair(models.Model):
     def clean(self) -> None:
         if self.min_dynos is not None and self.max_dynos is not None and self.min_dynos > self.max_dynos:
             raise ValidationError({"min_dynos": f"Min dynos ({self.min_dynos}) cannot be above max dynos ({self.max_dynos})."})
+        if self.policy == "target_wait" and None not in (self.target_wait_seconds, self.boot_seconds):
+            if self.target_wait_seconds <= self.boot_seconds:
+                raise ValidationError({"target_wait_seconds": (
+                    f"The target wait ({self.target_wait_seconds} s) must exceed the boot time ({self.boot_seconds} s): "
+                    "a new dyno cannot help a message that must start before it has booted."
+                )})
 
     def policy_settings(self) -> dict[str, Any]:
+        """The settings the pair's policy reads, in its own names."""
+        if self.policy == "classic":
+            return {
+                "backlog_threshold": self.backlog_threshold,
+                "up_cycles": self.up_cycles,
+                "down_cycles": self.down_cycles,
+            }
         return {
-            "backlog_threshold": self.backlog_threshold,
-            "up_cycles": self.up_cycles,
-            "down_cycles": self.down_cycles,
+            "target_wait_seconds": self.target_wait_seconds,
+            "dyno_rate": self.dyno_rate,
+            "dyno_concurrency": self.dyno_concurrency,
+            "boot_seconds": self.boot_seconds,
+            "scale_down_window_seconds": self.scale_down_window_seconds,
+            "lag_seconds": self.lag_seconds,
+            "interval_seconds": self.interval_seconds,
         }
+
+    def schedule_windows(self) -> list[ScheduleWindow]:
+        return [s.as_window() for s in self.schedules.all()]
 
 
 class PairQueue(models.Model):
@@ -242,6 +304,61 @@ class PairQueue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue} ({self.region})"
+
+
+weekdays_validator = RegexValidator(
+    r"^[0-6](,[0-6])*$", "Weekdays are numbers 0 (Monday) to 6 (Sunday), separated by commas, e.g. 0,1,2,3,4."
+)
+
+
+def timezone_validator(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"Unknown time zone {value!r}; use a name such as UTC or Europe/Berlin.") from None
+
+
+class PairSchedule(models.Model):
+    """A time-of-day window whose min/max replace the pair's while it applies."""
+
+    pair = models.ForeignKey(ScalingPair, on_delete=models.CASCADE, related_name="schedules")
+    weekdays = models.CharField(
+        max_length=13,
+        default="0,1,2,3,4",
+        validators=[weekdays_validator],
+        help_text="Days it applies: 0 = Monday … 6 = Sunday, comma-separated (0,1,2,3,4 = weekdays).",
+    )
+    start_time = models.TimeField(help_text="Local time it starts (HH:MM).")
+    end_time = models.TimeField(help_text="Local time it ends (exclusive). At or before the start: runs past midnight.")
+    timezone = models.CharField(max_length=64, default="UTC", validators=[timezone_validator], help_text="e.g. UTC, Europe/Berlin.")
+    min_dynos = models.PositiveSmallIntegerField(
+        validators=[MaxValueValidator(HEROKU_MAX_DYNOS_PER_APP)], help_text="Dynos, never fewer, while it applies."
+    )
+    max_dynos = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(HEROKU_MAX_DYNOS_PER_APP)],
+        help_text="Dynos, never more, while it applies.",
+    )
+
+    class Meta:
+        verbose_name = "schedule window"
+        ordering = ["weekdays", "start_time"]
+
+    def __str__(self) -> str:
+        return self.as_window().describe() if self.weekdays and self.start_time and self.end_time else "schedule"
+
+    def clean(self) -> None:
+        if self.min_dynos is not None and self.max_dynos is not None and self.min_dynos > self.max_dynos:
+            raise ValidationError({"min_dynos": "Min dynos cannot be above max dynos."})
+
+    def as_window(self) -> ScheduleWindow:
+        return ScheduleWindow(
+            weekdays=frozenset(int(d) for d in self.weekdays.split(",")),
+            start=self.start_time,
+            end=self.end_time,
+            min_dynos=self.min_dynos,
+            max_dynos=self.max_dynos,
+            timezone=self.timezone,
+        )
 
 
 class Decision(models.Model):

@@ -28,7 +28,7 @@ from scaling.adapters.errors import AdapterError
 from scaling.adapters.heroku import HerokuClient
 from scaling.adapters.sqs import AwsCredentials, QueueCounts, SqsReader
 from scaling.models import AwsAccount, Decision, HerokuAccount, Lease, PairQueue, ScalingPair
-from scaling.policies import Bounds, Observation, get_policy
+from scaling.policies import Bounds, Observation, effective_bounds, get_policy
 from scaling.seed_env import SeedConfig
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def pair_run_cycle(
     now = now or timezone.now()
     pair = (
         ScalingPair.objects.select_related("heroku_account", "aws_account")
-        .prefetch_related("queues")
+        .prefetch_related("queues", "schedules")
         .filter(id=pair_id)
         .first()
     )
@@ -215,16 +215,16 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
         delayed=totals.delayed,
         quantity=process.quantity,
         running=process.running,
+        at=now.timestamp(),
     )
-    verdict = get_policy(pair.policy).decide(
-        observation,
-        Bounds(pair.min_dynos, pair.max_dynos),
-        pair.policy_settings(),
-        pair.policy_state or {},
-    )
+    bounds, window = effective_bounds(Bounds(pair.min_dynos, pair.max_dynos), pair.schedule_windows(), observation.at)
+    verdict = get_policy(pair.policy).decide(observation, bounds, pair.policy_settings(), pair.policy_state or {})
+    reason = verdict.reason
+    if window is not None:
+        reason = f"[schedule {window.describe()}: min {bounds.min_dynos}, max {bounds.max_dynos}] {reason}"
     result = _CycleResult(
         outcome=Outcome.NO_CHANGE,
-        reason=verdict.reason,
+        reason=reason,
         queues=per_queue,
         totals=totals,
         running=process.running,

@@ -101,7 +101,7 @@ def make_pair(db: None) -> Callable[..., ScalingPair]:
             description="test", defaults={"access_key_id": AWS_KEY, "secret_access_key": AWS_SECRET}
         )
         values: dict[str, Any] = {
-            "min_dynos": 1, "max_dynos": 5, "backlog_threshold": 10, "up_cycles": 1, "down_cycles": 1,
+            "policy": "classic", "min_dynos": 1, "max_dynos": 5, "backlog_threshold": 10, "up_cycles": 1, "down_cycles": 1,
             "interval_seconds": 60, **fields,
         }
         pair = ScalingPair.objects.create(

@@ -18,6 +18,10 @@ from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, Scali
 from tests.conftest import AWS_SECRET, HEROKU_TOKEN
 
 pytestmark = pytest.mark.django_db
+TARGET_WAIT_FIELDS = {"target_wait_seconds": 120, "dyno_rate": 5, "dyno_concurrency": 4, "boot_seconds": 45,
+                      "scale_down_window_seconds": 90, "lag_seconds": 30}
+NO_SCHEDULES = {"schedules-TOTAL_FORMS": 0, "schedules-INITIAL_FORMS": 0, "schedules-MIN_NUM_FORMS": 0,
+                "schedules-MAX_NUM_FORMS": 1000}
 
 
 def errors_of(obj: Any) -> dict[str, list[str]]:
@@ -179,6 +183,7 @@ def test_creating_a_pair_in_the_admin_creates_its_beat_task(admin_client: Any, m
         "backlog_threshold": 50, "up_cycles": 2, "down_cycles": 5,
         "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
         "queues-0-queue": "billing", "queues-0-region": "eu-west-1",
+        **TARGET_WAIT_FIELDS, **NO_SCHEDULES,
     })
     assert response.status_code == 302, response.content.decode()[:3000]
     pair = ScalingPair.objects.get(name="billing")
@@ -193,6 +198,7 @@ def test_the_pair_form_names_each_bad_field(admin_client: Any, make_pair: Any) -
         "policy": "classic", "backlog_threshold": 10, "up_cycles": 0, "down_cycles": 1,
         "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
         "queues-0-queue": "bad queue", "queues-0-region": "mars",
+        **TARGET_WAIT_FIELDS, **NO_SCHEDULES,
     })
     assert response.status_code == 200
     page = response.content.decode()
