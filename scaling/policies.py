@@ -208,8 +208,8 @@ def _describe_load(visible: int, running: int, bpi: float | None) -> str:
 class TargetWaitSettings:
     """Operator units: how long a message may wait, and what one dyno gets through."""
 
-    target_wait_seconds: float  # a message should start within this long of arriving
     dyno_rate: float  # messages per second one dyno completes
+    target_wait_seconds: float = 120.0  # a message should start within this long of arriving
     dyno_concurrency: int = 1  # messages one dyno works on at once (its worker concurrency)
     boot_seconds: float = 45.0  # from formation change to the new dyno consuming
     scale_down_window_seconds: float = 90.0  # a lower need must hold this long
@@ -237,8 +237,12 @@ class TargetWaitSettings:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> TargetWaitSettings:
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
+        if data.get("dyno_rate") is None:
+            raise ValueError("dyno_rate is required: how many messages one dyno completes per second")
+        values: dict[str, Any] = {k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "dyno_concurrency" in values:
+            values["dyno_concurrency"] = int(values["dyno_concurrency"])
+        return cls(**values)
 
 
 class TargetWaitPolicy:

@@ -215,7 +215,7 @@ def simulate(
     # Whatever never got a dyno waited at least until the simulation stopped.
     for arrival, left in queue:
         waits.add(int(t - arrival), left)
-    if progress is not None:
+    if progress is not None and last_report < 1.0:
         progress(1.0)
     return Result(
         seconds=t,
@@ -231,3 +231,30 @@ def simulate(
         dyno_rate=rate,
         samples=samples,
     )
+
+
+def trace_from_history(
+    points: Sequence[tuple[float, int, int, int]], *, dyno_rate: float, dyno_concurrency: int
+) -> list[float]:
+    """Rebuild arrivals per second from recorded cycles: (when, visible, in flight, running).
+
+    Between two cycles, arrivals = the change in visible messages + what the busy dynos
+    completed (in flight ÷ concurrency, at most the running dynos, × rate), spread evenly
+    over the seconds between them. Approximate, as the counts are; good enough to compare
+    settings on last week's shape of traffic.
+    """
+    if len(points) < 2:
+        return []
+    start = points[0][0]
+    trace = [0.0] * (int(points[-1][0] - start) + 1)
+    for (t0, v0, f0, r0), (t1, v1, f1, _) in zip(points, points[1:]):
+        dt = t1 - t0
+        if dt <= 0:
+            continue
+        busy = min((f0 + f1) / 2 / dyno_concurrency, max(r0, 0))
+        arrivals = max(0.0, v1 - v0 + busy * dyno_rate * dt)
+        first, last = int(t0 - start), int(t1 - start)
+        per_second = arrivals / max(1, last - first)
+        for s in range(first, last):
+            trace[s] += per_second
+    return trace

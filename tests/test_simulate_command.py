@@ -1,0 +1,121 @@
+"""`manage.py simulate`: a user feature, run as a user would."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from scaling.models import Decision, ScalingPair
+
+pytestmark = pytest.mark.django_db
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def burst_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "burst.csv"
+    rows = ["second,arrivals"] + [f"{s},{3000 if s == 60 else 2}" for s in range(3600)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def simulate_json(*args: str) -> Any:
+    out = io.StringIO()
+    call_command("simulate", *args, "--json", stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_simulate_a_policy_on_a_trace_prints_cost_and_wait(burst_csv: Path) -> None:
+    out = io.StringIO()
+    call_command("simulate", "--trace", str(burst_csv), "--policy", "target_wait",
+                 "--set", "dyno_rate=10", "--set", "dyno_concurrency=4", stdout=out)
+    text = out.getvalue()
+    for label in ("dyno-hours", "work floor", "late (> 120 s)", "wait p50 / p95 / p99 / max", "formation writes"):
+        assert label in text
+
+
+def test_the_default_policy_beats_the_seeds_rule_on_a_burst(burst_csv: Path) -> None:
+    ours = simulate_json("--trace", str(burst_csv), "--policy", "target_wait", "--set", "dyno_rate=10",
+                         "--set", "dyno_concurrency=4")
+    seed = simulate_json("--trace", str(burst_csv), "--policy", "classic", "--rate", "10",
+                         "--set", "backlog_threshold=100", "--set", "up_cycles=2", "--set", "down_cycles=5")
+    assert ours["messages"] == seed["messages"] == 3000 + 2 * 3599
+    assert ours["late_share"] <= 0.01 < seed["late_share"]
+
+
+def test_a_pairs_own_settings_and_bounds_are_used(burst_csv: Path, make_pair: Any) -> None:
+    make_pair(policy="target_wait", dyno_rate=10, dyno_concurrency=4, min_dynos=1, max_dynos=3)
+    result = simulate_json("--trace", str(burst_csv), "--pair", "orders")
+    assert result["policy"] == "target_wait" and result["bounds"] == [1, 3]
+    assert result["settings"]["dyno_rate"] == 10
+
+
+def test_plot_writes_a_png(burst_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run.png"
+    call_command("simulate", "--trace", str(burst_csv), "--policy", "keda", "--rate", "10", "--plot", str(out),
+                 stdout=io.StringIO())
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("content, says", [
+    ("second,arrivals\n0,5\n1,lots\n", "line 3: expected a whole second and a number"),
+    ("0,5\n1\n", "line 2: expected second,arrivals"),
+    ("0,-5\n", "line 1: second and arrivals cannot be negative"),
+    ("second,arrivals\n", "has no rows"),
+])
+def test_a_bad_trace_names_the_line(tmp_path: Path, content: str, says: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(CommandError, match=says):
+        call_command("simulate", "--trace", str(path), "--policy", "target_wait", "--set", "dyno_rate=1")
+
+
+def test_bad_settings_are_refused_before_a_long_run(burst_csv: Path) -> None:
+    with pytest.raises(CommandError, match="--set: target_wait_seconds .* must exceed boot_seconds"):
+        call_command("simulate", "--trace", str(burst_csv), "--policy", "target_wait",
+                     "--set", "dyno_rate=1", "--set", "target_wait_seconds=30")
+    with pytest.raises(CommandError, match="--set dyno_rate: expected a number"):
+        call_command("simulate", "--trace", str(burst_csv), "--policy", "target_wait", "--set", "dyno_rate=fast")
+    with pytest.raises(CommandError, match="--set: dyno_rate is required"):
+        call_command("simulate", "--trace", str(burst_csv), "--policy", "target_wait")
+    with pytest.raises(CommandError, match="--policy: unknown policy 'magic'"):
+        call_command("simulate", "--trace", str(burst_csv), "--policy", "magic")
+
+
+def test_backtest_rebuilds_arrivals_from_a_pairs_history(make_pair: Any) -> None:
+    pair: ScalingPair = make_pair(policy="target_wait", dyno_rate=10, dyno_concurrency=1)
+    start = timezone.now() - timedelta(hours=2)
+    # Two dynos busy the whole time (2 in flight, concurrency 1) and the queue steady:
+    # arrivals must come out near 2 dynos × 10/s = 20/s.
+    for i in range(120):
+        Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",
+                                created_at=start + timedelta(seconds=60 * i), policy="target_wait", outcome="no_change",
+                                reason="r", duration_ms=1, visible_messages=50, in_flight_messages=2, dynos_running=2)
+    result = simulate_json("--from-history", "orders", "--days", "1")
+    assert result["messages"] == pytest.approx(20 * 119 * 60, rel=0.01)
+    other = simulate_json("--from-history", "orders", "--policy", "classic", "--set", "backlog_threshold=100",
+                          "--set", "up_cycles=1", "--set", "down_cycles=1")
+    assert other["policy"] == "classic" and other["messages"] == result["messages"]
+
+
+def test_backtest_needs_some_history(make_pair: Any) -> None:
+    make_pair()
+    with pytest.raises(CommandError, match="fewer than two recorded cycles"):
+        call_command("simulate", "--from-history", "orders")
+
+
+def test_the_bench_runs_and_prints_its_table() -> None:
+    done = subprocess.run([sys.executable, "bench/policies.py", "--quick"], cwd=BASE_DIR, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "| steady | **target_wait** | defaults |" in done.stdout
+    assert "**idle_bursts**:" in done.stdout
