@@ -211,3 +211,56 @@ def test_the_pair_form_names_each_bad_field(admin_client: Any, make_pair: Any) -
 def test_healthz_answers_for_the_web_dyno(client: Any) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"ok": True}
+
+
+def pair_form(existing: ScalingPair, **changes: Any) -> dict[str, Any]:
+    return {
+        "name": "billing", "enabled": "on", "heroku_account": existing.heroku_account_id,
+        "aws_account": existing.aws_account_id, "app_name": "billing-app", "process_type": "worker",
+        "min_dynos": 0, "max_dynos": 3, "interval_seconds": 30, "policy": "target_wait",
+        "backlog_threshold": 50, "up_cycles": 2, "down_cycles": 5,
+        "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
+        "queues-0-queue": "billing", "queues-0-region": "eu-west-1",
+        **TARGET_WAIT_FIELDS, **NO_SCHEDULES, **changes,
+    }
+
+
+def test_target_wait_must_exceed_boot_time(admin_client: Any, make_pair: Any) -> None:
+    response = admin_client.post("/admin/scaling/scalingpair/add/",
+                                 pair_form(make_pair(), target_wait_seconds=30, boot_seconds=45))
+    assert response.status_code == 200
+    assert "must exceed the boot time (45 s)" in response.content.decode()
+    assert not ScalingPair.objects.filter(name="billing").exists()
+
+
+def test_overlapping_schedules_are_refused_and_disjoint_ones_saved(admin_client: Any, make_pair: Any) -> None:
+    existing = make_pair()
+    windows = {
+        "schedules-TOTAL_FORMS": 2,
+        "schedules-0-weekdays": "0,1,2,3,4", "schedules-0-start_time": "08:00", "schedules-0-end_time": "18:00",
+        "schedules-0-timezone": "UTC", "schedules-0-min_dynos": 3, "schedules-0-max_dynos": 10,
+        "schedules-1-weekdays": "4", "schedules-1-start_time": "17:00", "schedules-1-end_time": "23:00",
+        "schedules-1-timezone": "UTC", "schedules-1-min_dynos": 0, "schedules-1-max_dynos": 2,
+    }
+    response = admin_client.post("/admin/scaling/scalingpair/add/", pair_form(existing, **windows))
+    assert response.status_code == 200
+    assert "Schedule windows overlap" in response.content.decode()
+    windows["schedules-1-start_time"] = "18:00"
+    response = admin_client.post("/admin/scaling/scalingpair/add/", pair_form(existing, **windows))
+    assert response.status_code == 302
+    assert ScalingPair.objects.get(name="billing").schedules.count() == 2
+
+
+def test_a_schedule_sets_the_bounds_of_a_cycle(make_pair: Any, sqs: Any, heroku: Any) -> None:
+    from datetime import time
+
+    from scaling.models import PairSchedule
+
+    sqs.create_queue(QueueName="orders")
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+    pair = make_pair(min_dynos=1, max_dynos=5)
+    PairSchedule.objects.create(pair=pair, weekdays="0,1,2,3,4,5,6", start_time=time(0), end_time=time(0),
+                                min_dynos=3, max_dynos=5)
+    decision = services.pair_run_cycle(pair_id=pair.pk, force=True)
+    assert decision is not None and decision.applied_quantity == 3
+    assert decision.reason.startswith("[schedule mon,tue,wed,thu,fri,sat,sun 00:00–00:00 UTC: min 3, max 5]")
