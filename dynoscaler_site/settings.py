@@ -53,8 +53,24 @@ try:
     AUDIT_SHIP_BATCH = env_int("DYNOSCALER_AUDIT_BATCH", 500, minimum=1)
     AUDIT_SHIP_INTERVAL_SECONDS = env_int("DYNOSCALER_AUDIT_INTERVAL", 30, minimum=1)
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+    ENCRYPTION_KEYS = [k.strip() for k in env_str("DYNOSCALER_ENCRYPTION_KEYS", "").split(",") if k.strip()]
+    DECISION_RETENTION_DAYS = env_int("DYNOSCALER_RETENTION_DAYS", 90, minimum=1)
+    # The sandbox (a simulated queue and formation) is for trying DynoScaler without an
+    # account; it is off in production unless asked for.
+    SANDBOX_ENABLED = env_bool("DYNOSCALER_SANDBOX", DEBUG)
 except EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
+
+for _key in ENCRYPTION_KEYS:
+    try:
+        from cryptography.fernet import Fernet
+
+        Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            "DYNOSCALER_ENCRYPTION_KEYS: each key must be a Fernet key (32 url-safe base64-encoded bytes); "
+            "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+        ) from None
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share the file on a laptop: wait for locks instead of failing,
@@ -67,6 +83,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 INSTALLED_APPS = [
+    "scaling",  # first, so its admin templates (the kill-switch banner) override the admin's own
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -74,7 +91,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
-    "scaling",
 ]
 
 MIDDLEWARE = [
@@ -101,6 +117,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "scaling.context_processors.kill_switch",
             ]
         },
     }
@@ -161,6 +178,10 @@ CELERY_BEAT_SCHEDULE = {
     "dynoscaler-ship-decisions": {
         "task": "scaling.tasks.ship_decisions",
         "schedule": float(AUDIT_SHIP_INTERVAL_SECONDS),
+    },
+    "dynoscaler-prune-decisions": {
+        "task": "scaling.tasks.prune_decisions",
+        "schedule": 3600.0,
     },
 }
 

@@ -1,14 +1,33 @@
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
+from functools import cached_property
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 
-from scaling import services
-from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, PairSchedule, ScalingPair
+from scaling import selectors, services
+from scaling.adapters.errors import AdapterError
+from scaling.charts import line_chart
+from scaling.models import (
+    HEROKU_MAX_DYNOS_PER_APP,
+    AwsAccount,
+    Decision,
+    HerokuAccount,
+    PairQueue,
+    PairSchedule,
+    ScalingPair,
+)
 from scaling.policies import first_overlap
 
 
@@ -86,6 +105,33 @@ class AwsAccountAdmin(admin.ModelAdmin):
         return "default chain" if obj.use_default_chain else secret_hint(obj.secret_access_key)
 
 
+class NumberStepForm(forms.Form):
+    """The intermediate page of an action that needs a number."""
+
+    title = ""
+    explanation = ""
+    submit_label = ""
+    number = forms.IntegerField()
+
+
+class PauseForm(NumberStepForm):
+    title = "Pause pairs"
+    explanation = ("While paused, each cycle still reads the queue and the formation and records what it saw, "
+                   "but changes nothing and moves no counter.")
+    submit_label = "Pause"
+    number = forms.IntegerField(label="Minutes", min_value=1, max_value=7 * 24 * 60, initial=60,
+                                help_text="How long to pause, in minutes (at most a week).")
+
+
+class ScaleNowForm(NumberStepForm):
+    title = "Scale now"
+    explanation = ("Sets the formation to this many dynos at once. It is recorded as a decision, and the policy then "
+                   "holds off for the pair's manual hold so that it does not undo it.")
+    submit_label = "Scale now"
+    number = forms.IntegerField(label="Dynos", min_value=0, max_value=HEROKU_MAX_DYNOS_PER_APP,
+                                help_text="The formation quantity to set (0–100).")
+
+
 class PairQueueInline(admin.TabularInline):
     model = PairQueue
     extra = 1
@@ -118,18 +164,21 @@ class PairScheduleInline(admin.TabularInline):
 class ScalingPairAdmin(admin.ModelAdmin):
     inlines = [PairQueueInline, PairScheduleInline]
     list_display = [
-        "name", "app_name", "process_type", "policy", "min_dynos", "max_dynos",
-        "interval_seconds", "enabled", "dry_run", "last_cycle_at", "managed_by_env",
+        "name", "provider", "app_name", "process_type", "policy", "min_dynos", "max_dynos",
+        "interval_seconds", "enabled", "dry_run", "paused_until", "last_cycle_at", "managed_by_env",
     ]
-    list_filter = ["enabled", "dry_run", "policy", "managed_by_env"]
+    list_filter = ["enabled", "dry_run", "policy", "provider", "managed_by_env"]
     search_fields = ["name", "app_name", "process_type", "queues__queue"]
     list_select_related = ["heroku_account", "aws_account"]
     readonly_fields = ["policy_state", "last_cycle_at", "blocked_quantity", "blocked_reason", "managed_by_env"]
     fieldsets = [
-        (None, {"fields": ["name", "enabled", "dry_run"]}),
+        (None, {"fields": ["name", "provider", "enabled", "dry_run"]}),
         ("Heroku", {"fields": ["heroku_account", "app_name", "process_type"]}),
         ("AWS", {"fields": ["aws_account"], "description": "The queues are listed below."}),
         ("Bounds and timing", {"fields": ["min_dynos", "max_dynos", "interval_seconds"]}),
+        ("People first", {"fields": ["paused_until", "manual_hold_seconds"],
+                          "description": "DynoScaler never fights a person: it holds off while paused, and for the "
+                          "manual hold after someone changes the formation outside it."}),
         ("Policy", {"fields": ["policy"]}),
         ("target_wait policy", {
             "fields": ["target_wait_seconds", "dyno_rate", "dyno_concurrency", "boot_seconds",
@@ -143,7 +192,119 @@ class ScalingPairAdmin(admin.ModelAdmin):
         ("State (read-only)", {"fields": ["policy_state", "last_cycle_at", "blocked_quantity", "blocked_reason", "managed_by_env"],
                                "classes": ["collapse"]}),
     ]
-    actions = ["enable_pairs", "disable_pairs", "dry_run_on", "dry_run_off", "run_cycle_now"]
+    actions = ["enable_pairs", "disable_pairs", "dry_run_on", "dry_run_off", "run_cycle_now", "check_connection",
+               "pause_pairs", "resume_pairs", "scale_now"]
+    chart_ranges = [(6, "6 hours"), (24, "24 hours"), (168, "7 days")]
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path("<int:pk>/check/", self.admin_site.admin_view(self.check_view), name="scaling_scalingpair_check"),
+            path("<int:pk>/scale-now/", self.admin_site.admin_view(self.scale_now_view), name="scaling_scalingpair_scale_now"),
+            path("<int:pk>/pause/", self.admin_site.admin_view(self.pause_view), name="scaling_scalingpair_pause"),
+        ]
+        return own + super().get_urls()
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        pair = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if pair is not None:
+            try:
+                hours = int(request.GET.get("hours", "6"))
+            except ValueError:
+                hours = 6
+            hours = hours if hours in dict(self.chart_ranges) else 6
+            series = selectors.pair_series(pair, hours=hours)
+            now = timezone.now()
+            context.update({
+                "chart_hours": hours,
+                "chart_ranges": self.chart_ranges,
+                "chart_svg": line_chart(
+                    [t for t, *_ in series],
+                    [("visible messages", "#1f77b4", [v for _, v, _, _ in series], "left"),
+                     ("dynos running", "#2ca02c", [r for _, _, r, _ in series], "right"),
+                     ("dynos desired", "#d62728", [d for _, _, _, d in series], "right")],
+                    title=f"Backlog and dynos of {pair.name}",
+                ),
+                "latest_decisions": list(pair.decisions.order_by("-created_at", "-id")[:20]),
+                "pair_stalled": selectors.pair_is_stalled(pair, now),
+                "pair_paused": bool(pair.paused_until and pair.paused_until > now),
+            })
+        return super().change_view(request, object_id, form_url, context)
+
+    def _pair_or_404(self, request: HttpRequest, pk: int, *, change: bool) -> ScalingPair:
+        pair = get_object_or_404(ScalingPair.objects.select_related("heroku_account", "aws_account"), pk=pk)
+        allowed = self.has_change_permission(request, pair) if change else self.has_view_permission(request, pair)
+        if not allowed:
+            raise PermissionDenied
+        return pair
+
+    def _back(self, pair: ScalingPair) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:scaling_scalingpair_change", args=[pair.pk]))
+
+    def check_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        pair = self._pair_or_404(request, pk, change=False)
+        self._report_checks(request, pair)
+        return self._back(pair)
+
+    def _report_checks(self, request: HttpRequest, pair: ScalingPair) -> None:
+        for check in services.pair_check_connection(pair=pair):
+            level = messages.SUCCESS if check.ok else messages.ERROR
+            self.message_user(request, f"{pair.name}: {check.what}: {'OK' if check.ok else 'FAILED'} — {check.detail}", level)
+
+    def scale_now_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        pair = self._pair_or_404(request, pk, change=True)
+        return self._number_step(request, [pair], form_class=ScaleNowForm, action="", done=self._do_scale_now) or self._back(pair)
+
+    def pause_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        pair = self._pair_or_404(request, pk, change=True)
+        return self._number_step(request, [pair], form_class=PauseForm, action="", done=self._do_pause) or self._back(pair)
+
+    def _number_step(self, request: HttpRequest, pairs: list[ScalingPair], *, form_class: type[NumberStepForm], action: str,
+                     done: Any) -> TemplateResponse | None:
+        """Ask for a number, then do it: the intermediate page of an admin action."""
+        form = form_class(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            done(request, pairs, form.cleaned_data["number"])
+            return None
+        return TemplateResponse(request, "admin/scaling/number_form.html", {
+            **self.admin_site.each_context(request), "title": form_class.title, "explanation": form_class.explanation,
+            "submit_label": form_class.submit_label, "form": form, "pairs": pairs, "action": action,
+            "opts": self.model._meta,
+        })
+
+    def _do_scale_now(self, request: HttpRequest, pairs: list[ScalingPair], quantity: int) -> None:
+        for pair in pairs:
+            try:
+                decision = services.pair_scale_now(pair=pair, quantity=quantity, user=request.user.get_username())
+                self.message_user(request, f"{pair.name}: {decision.reason}.", messages.SUCCESS)
+            except AdapterError as exc:
+                self.message_user(request, f"{pair.name}: not scaled — {exc.message}", messages.ERROR)
+
+    def _do_pause(self, request: HttpRequest, pairs: list[ScalingPair], minutes: int) -> None:
+        for pair in pairs:
+            until = services.pair_pause(pair=pair, minutes=minutes)
+            self.message_user(request, f"{pair.name}: paused until {until:%Y-%m-%d %H:%M} UTC; cycles observe and record only.",
+                              messages.SUCCESS)
+
+    @admin.action(description="Check connection (reads only, changes nothing)")
+    def check_connection(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
+        for pair in queryset.select_related("heroku_account", "aws_account"):
+            self._report_checks(request, pair)
+
+    @admin.action(description="Pause for N minutes…")
+    def pause_pairs(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> TemplateResponse | None:
+        return self._number_step(request, list(queryset), form_class=PauseForm, action="pause_pairs", done=self._do_pause)
+
+    @admin.action(description="Resume (end a pause)")
+    def resume_pairs(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
+        pairs = list(queryset)
+        for pair in pairs:
+            services.pair_resume(pair=pair)
+        self.message_user(request, f"Resumed: {', '.join(p.name for p in pairs)}.", messages.SUCCESS)
+
+    @admin.action(description="Scale now to N dynos…")
+    def scale_now(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> TemplateResponse | None:
+        return self._number_step(request, list(queryset), form_class=ScaleNowForm, action="scale_now", done=self._do_scale_now)
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
@@ -194,16 +355,75 @@ class ScalingPairAdmin(admin.ModelAdmin):
             self.message_user(request, text + (f" [{decision.error}]" if decision.error else ""), level)
 
 
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP rows, so a page of millions of decisions costs no full COUNT(*)."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return int(self.object_list[: self.CAP + 1].count())  # type: ignore[attr-defined]
+
+
+class HasErrorFilter(admin.SimpleListFilter):
+    title = "error"
+    parameter_name = "has_error"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "with an error"), ("no", "without")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Decision]) -> QuerySet[Decision]:
+        if self.value() == "yes":
+            return queryset.exclude(error="")
+        if self.value() == "no":
+            return queryset.filter(error="")
+        return queryset
+
+
+CSV_COLUMNS = [
+    "id", "created_at", "pair_name", "app_name", "process_type", "policy", "outcome", "visible_messages",
+    "in_flight_messages", "delayed_messages", "dynos_running", "dynos_starting", "quantity_before",
+    "backlog_per_instance", "desired_quantity", "applied_quantity", "dry_run", "reason", "error",
+    "error_permanent", "duration_ms", "heroku_rate_limit_remaining",
+]
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
 @admin.register(Decision)
 class DecisionAdmin(admin.ModelAdmin):
     list_display = [
         "created_at", "pair_name", "outcome", "visible_messages", "dynos_running",
         "quantity_before", "desired_quantity", "applied_quantity", "short_reason", "dry_run", "duration_ms",
     ]
-    list_filter = ["outcome", "dry_run", "error_permanent", "created_at", "pair_name"]
+    list_filter = [("pair", admin.RelatedOnlyFieldListFilter), "outcome", HasErrorFilter, "error_permanent", "dry_run", "created_at"]
     search_fields = ["pair_name", "app_name", "reason", "error"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+    paginator = CappedCountPaginator
+    list_per_page = 100
+
+    def get_urls(self) -> list[URLPattern]:
+        return [path("export.csv", self.admin_site.admin_view(self.export_csv), name="scaling_decision_export")] + super().get_urls()
+
+    def export_csv(self, request: HttpRequest) -> StreamingHttpResponse:
+        """Every decision the changelist's current filters and search select, streamed."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        queryset = self.get_changelist_instance(request).get_queryset(request).order_by("created_at", "id")
+        writer = csv.writer(_Echo())
+
+        def rows() -> Iterator[str]:
+            yield writer.writerow(CSV_COLUMNS)
+            for values in queryset.values_list(*CSV_COLUMNS).iterator(chunk_size=2000):
+                yield writer.writerow(values)
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="dynoscaler-decisions-{timezone.now():%Y%m%d-%H%M}.csv"'
+        return response
 
     @admin.display(description="reason")
     def short_reason(self, obj: Decision) -> str:

@@ -3,12 +3,14 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from scaling.fields import EncryptedTextField
 from scaling.policies import POLICIES, ScheduleWindow
 
 HEROKU_MAX_DYNOS_PER_APP = 100
@@ -40,7 +42,7 @@ class HerokuAccount(models.Model):
         help_text="What this authorization is, e.g. the name given to it in Heroku's "
         "Account → Applications page.",
     )
-    api_token = models.TextField(
+    api_token = EncryptedTextField(
         "API token",
         help_text="A Heroku OAuth authorization token with permission to scale the apps. "
         "Write-only: it is never shown again after saving.",
@@ -81,7 +83,7 @@ class AwsAccount(models.Model):
         validators=[RegexValidator(r"^[A-Z0-9]{16,128}$", "An access key ID is 16–128 capital letters and digits.")],
         help_text="aws_access_key_id, e.g. AKIA…",
     )
-    secret_access_key = models.TextField(
+    secret_access_key = EncryptedTextField(
         blank=True,
         help_text="aws_secret_access_key. Write-only: it is never shown again after saving.",
     )
@@ -121,12 +123,25 @@ class ScalingPair(models.Model):
 
     POLICY_CHOICES = [(name, name) for name in sorted(POLICIES)]
 
+    class Provider(models.TextChoices):
+        HEROKU = "heroku", "Heroku + SQS"
+        SANDBOX = "sandbox", "Sandbox (simulated queue and formation)"
+
     name = models.CharField(max_length=100, unique=True, help_text="A short label for this pair, unique.")
+    provider = models.CharField(
+        max_length=16,
+        choices=Provider.choices,
+        default=Provider.HEROKU,
+        help_text="Heroku + SQS for real apps. Sandbox: a simulated queue and formation for trying DynoScaler "
+        "without an account (only where DYNOSCALER_SANDBOX is on).",
+    )
     heroku_account = models.ForeignKey(
-        HerokuAccount, on_delete=models.PROTECT, related_name="pairs", help_text="Whose token scales the app."
+        HerokuAccount, on_delete=models.PROTECT, related_name="pairs", null=True, blank=True,
+        help_text="Whose token scales the app.",
     )
     aws_account = models.ForeignKey(
-        AwsAccount, on_delete=models.PROTECT, related_name="pairs", help_text="Whose credentials read the queues."
+        AwsAccount, on_delete=models.PROTECT, related_name="pairs", null=True, blank=True,
+        help_text="Whose credentials read the queues.",
     )
     app_name = models.CharField(
         "Heroku app", max_length=30, validators=[app_name_validator], help_text="The Heroku app's name."
@@ -209,13 +224,27 @@ class ScalingPair(models.Model):
     interval_seconds = models.PositiveIntegerField(
         "cycle interval",
         default=60,
-        validators=[MinValueValidator(10), MaxValueValidator(86400)],
+        validators=[MinValueValidator(1), MaxValueValidator(86400)],
         help_text="Seconds between cycles. Each cycle costs 2 Heroku API calls (of ~4,500/hour per account).",
     )
     enabled = models.BooleanField(default=True, help_text="Off: no cycles run and the formation is left alone.")
     dry_run = models.BooleanField(
         default=False, help_text="Decide and record, but never change the formation."
     )
+    paused_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Until then (UTC) cycles observe and record but change nothing. Set by the pause action, "
+        "by “scale now”, and when a person changes the formation outside DynoScaler.",
+    )
+    manual_hold_seconds = models.PositiveIntegerField(
+        "hold after a manual change",
+        default=900,
+        validators=[MaxValueValidator(7 * 86400)],
+        help_text="Seconds to hold off when the formation was changed outside DynoScaler (or by “scale now”), "
+        "instead of fighting the person who changed it.",
+    )
+    # What the formation should be if nobody else touched it: observed or applied last cycle.
+    expected_quantity = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     policy_state = models.JSONField(
         default=dict, blank=True, editable=False, help_text="What the policy carries from cycle to cycle."
     )
@@ -258,14 +287,29 @@ class ScalingPair(models.Model):
         return self.name
 
     def clean(self) -> None:
+        """Every problem at once, each on its field, so the operator fixes them in one go."""
+        errors: dict[str, str] = {}
         if self.min_dynos is not None and self.max_dynos is not None and self.min_dynos > self.max_dynos:
-            raise ValidationError({"min_dynos": f"Min dynos ({self.min_dynos}) cannot be above max dynos ({self.max_dynos})."})
+            errors["min_dynos"] = f"Min dynos ({self.min_dynos}) cannot be above max dynos ({self.max_dynos})."
         if self.policy == "target_wait" and None not in (self.target_wait_seconds, self.boot_seconds):
             if self.target_wait_seconds <= self.boot_seconds:
-                raise ValidationError({"target_wait_seconds": (
+                errors["target_wait_seconds"] = (
                     f"The target wait ({self.target_wait_seconds} s) must exceed the boot time ({self.boot_seconds} s): "
                     "a new dyno cannot help a message that must start before it has booted."
-                )})
+                )
+        if self.provider == self.Provider.HEROKU:
+            for name in ("heroku_account", "aws_account"):
+                if getattr(self, name + "_id") is None:
+                    errors[name] = "Required for a Heroku + SQS pair."
+        elif not settings.SANDBOX_ENABLED:
+            errors["provider"] = "The sandbox is off here (set DYNOSCALER_SANDBOX=1 to allow it)."
+        if self.interval_seconds is not None and self.interval_seconds < settings.MIN_INTERVAL_SECONDS:
+            errors["interval_seconds"] = (
+                f"At least {settings.MIN_INTERVAL_SECONDS} s (DYNOSCALER_MIN_INTERVAL): each cycle spends "
+                "Heroku API calls from the account's hourly pool."
+            )
+        if errors:
+            raise ValidationError(errors)
 
     def policy_settings(self) -> dict[str, Any]:
         """The settings the pair's policy reads, in its own names."""
@@ -458,3 +502,34 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class KillSwitch(models.Model):
+    """One row: while engaged, DynoScaler changes no formation anywhere."""
+
+    engaged = models.BooleanField(default=False)
+    changed_by = models.CharField(max_length=150, blank=True)
+    changed_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "kill switch"
+
+    def __str__(self) -> str:
+        return "engaged" if self.engaged else "off"
+
+    @classmethod
+    def current(cls) -> KillSwitch:
+        switch, _ = cls.objects.get_or_create(pk=1)
+        return switch
+
+
+class SandboxWorld(models.Model):
+    """The simulated queue and formation of a sandbox pair (the simulator's world model)."""
+
+    pair = models.OneToOneField(ScalingPair, on_delete=models.CASCADE, related_name="sandbox")
+    state = models.JSONField(default=dict)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"sandbox of {self.pair}"

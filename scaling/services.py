@@ -12,10 +12,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -25,9 +26,12 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scaling.adapters.audit import AuditSink, ElasticsearchSink, TerminalSink
 from scaling.adapters.errors import AdapterError
-from scaling.adapters.heroku import HerokuClient
+from scaling.adapters.heroku import HerokuClient, ProcessState
+from scaling.adapters.sandbox import DEMO_SETTINGS as SANDBOX_DEMO_SETTINGS
+from scaling.adapters.sandbox import SandboxSource
 from scaling.adapters.sqs import AwsCredentials, QueueCounts, SqsReader
-from scaling.models import AwsAccount, Decision, HerokuAccount, Lease, PairQueue, ScalingPair
+from scaling.fields import SecretUnreadable
+from scaling.models import HEROKU_MAX_DYNOS_PER_APP, AwsAccount, Decision, HerokuAccount, KillSwitch, Lease, PairQueue, SandboxWorld, ScalingPair
 from scaling.policies import Bounds, Observation, effective_bounds, get_policy
 from scaling.seed_env import SeedConfig
 
@@ -75,6 +79,17 @@ def audit_sink() -> AuditSink:
     return TerminalSink()
 
 
+def _pair_secrets(pair: ScalingPair) -> list[str]:
+    """The pair's secrets, to scrub from texts we store; none if they cannot be read."""
+    try:
+        return [
+            pair.heroku_account.api_token if pair.heroku_account else "",
+            pair.aws_account.secret_access_key if pair.aws_account else "",
+        ]
+    except SecretUnreadable:
+        return []
+
+
 def redact(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:
@@ -102,6 +117,63 @@ class _CycleResult:
     rate_limit_remaining: int | None = None
     blocked_quantity: int | None = None
     blocked_reason: str = ""
+    expected_quantity: int | None = None  # what the formation should be next cycle
+    paused_until: datetime | None = None  # set when a person's change is noticed
+
+
+class _Source(Protocol):
+    """What one cycle reads and changes: a pair's queues and its process type's formation."""
+
+    def read_queues(self) -> list[tuple[str, str, QueueCounts]]: ...
+    def process_state(self) -> ProcessState: ...
+    def scale(self, quantity: int) -> int: ...
+    @property
+    def rate_limit_remaining(self) -> int | None: ...
+
+
+class _HerokuSqsSource:
+    def __init__(self, pair: ScalingPair) -> None:
+        self.pair = pair
+        self.client = heroku_client(pair.heroku_account)  # type: ignore[arg-type]
+
+    def read_queues(self) -> list[tuple[str, str, QueueCounts]]:
+        credentials = aws_credentials(self.pair.aws_account)  # type: ignore[arg-type]
+        return [(q.queue, q.region, sqs_reader().counts(queue=q.queue, region=q.region, credentials=credentials))
+                for q in self.pair.queues.all()]
+
+    def process_state(self) -> ProcessState:
+        return self.client.process_state(app=self.pair.app_name, process_type=self.pair.process_type)
+
+    def scale(self, quantity: int) -> int:
+        return self.client.scale(app=self.pair.app_name, process_type=self.pair.process_type, quantity=quantity)
+
+    @property
+    def rate_limit_remaining(self) -> int | None:
+        return self.client.rate_limit_remaining
+
+
+class _SandboxSource:
+    """The sandbox world of a pair, loaded for one cycle and saved after it."""
+
+    def __init__(self, pair: ScalingPair, now: datetime) -> None:
+        self.row, _ = SandboxWorld.objects.get_or_create(pair=pair)
+        self.world = SandboxSource(self.row.state, now=now.timestamp())
+
+    def read_queues(self) -> list[tuple[str, str, QueueCounts]]:
+        return [("sandbox-queue", "simulated", self.world.counts())]
+
+    def process_state(self) -> ProcessState:
+        return self.world.process_state()
+
+    def scale(self, quantity: int) -> int:
+        return self.world.scale(quantity)
+
+    @property
+    def rate_limit_remaining(self) -> int | None:
+        return None
+
+    def save(self) -> None:
+        SandboxWorld.objects.filter(pk=self.row.pk).update(state=self.world.state())
 
 
 def pair_claim(*, pair: ScalingPair, now: datetime, respect_interval: bool) -> uuid.UUID | None:
@@ -138,12 +210,8 @@ def pair_run_cycle(
     """
     started = time.monotonic()
     now = now or timezone.now()
-    pair = (
-        ScalingPair.objects.select_related("heroku_account", "aws_account")
-        .prefetch_related("queues", "schedules")
-        .filter(id=pair_id)
-        .first()
-    )
+    # Accounts are loaded inside the cycle, where an unreadable secret becomes a recorded error.
+    pair = ScalingPair.objects.prefetch_related("queues", "schedules").filter(id=pair_id).first()
     if pair is None or not (pair.enabled or dry_run):
         return None
     claim = pair_claim(pair=pair, now=now, respect_interval=not force)
@@ -152,6 +220,9 @@ def pair_run_cycle(
         return None
     try:
         result = _cycle(pair, now=now, dry_run=dry_run or pair.dry_run)
+    except SecretUnreadable as exc:
+        result = _CycleResult(outcome=Outcome.ERROR, reason="a credential cannot be read; formation held",
+                              error=AdapterError("DynoScaler", str(exc), permanent=True))
     except Exception as exc:
         # A bug must not stop a pair silently: hold the formation and put it on record.
         log.exception("pair %s: the cycle failed unexpectedly", pair.name)
@@ -166,8 +237,33 @@ def pair_run_cycle(
     return _record(pair, claim=claim, now=now, result=result, dry_run=dry_run or pair.dry_run, started=started)
 
 
+@contextmanager
+def _source(pair: ScalingPair, now: datetime) -> Iterator[_Source]:
+    if pair.provider == ScalingPair.Provider.SANDBOX:
+        if not settings.SANDBOX_ENABLED:
+            raise AdapterError("DynoScaler", "sandbox pairs do not run here (DYNOSCALER_SANDBOX is off)", permanent=True)
+        sandbox = _SandboxSource(pair, now)
+        try:
+            yield sandbox
+        finally:
+            sandbox.save()
+        return
+    if pair.heroku_account is None or pair.aws_account is None:
+        raise AdapterError("DynoScaler", "the pair has no Heroku or AWS account", permanent=True)
+    yield _HerokuSqsSource(pair)
+
+
 def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
+    if pair.provider == ScalingPair.Provider.SANDBOX:
+        try:
+            with _source(pair, now) as sandbox:
+                return _observe_decide_act(pair, sandbox, now=now, dry_run=dry_run)
+        except AdapterError as exc:
+            return _CycleResult(outcome=Outcome.ERROR, reason="formation held", error=exc)
     account = pair.heroku_account
+    if account is None or pair.aws_account is None:
+        return _CycleResult(outcome=Outcome.ERROR, reason="no Heroku or AWS account set; formation held",
+                            error=AdapterError("DynoScaler", "the pair has no credentials", permanent=True))
     if account.rate_limited_until and account.rate_limited_until > now:
         wait = int((account.rate_limited_until - now).total_seconds()) + 1
         return _CycleResult(
@@ -175,68 +271,65 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
             reason=f"Heroku rate limit: backing off for {wait} s more; formation held",
             error=AdapterError("Heroku", "rate limited earlier; backing off", permanent=False, status=429),
         )
-
-    # Observe. A failed read is never taken for an empty queue: hold and record.
-    queues: list[PairQueue] = list(pair.queues.all())
-    if not queues:
+    if not pair.queues.all():
         return _CycleResult(
             outcome=Outcome.ERROR,
             reason="no SQS queue configured for this pair; formation held",
             error=AdapterError("DynoScaler", "no SQS queue configured", permanent=True),
         )
-    credentials = aws_credentials(pair.aws_account)
-    per_queue: list[dict[str, Any]] = []
-    totals = QueueCounts(0, 0, 0)
-    try:
-        for q in queues:
-            counts = sqs_reader().counts(queue=q.queue, region=q.region, credentials=credentials)
-            per_queue.append({"queue": q.queue, "region": q.region, **counts.__dict__})
-            totals = totals + counts
-    except AdapterError as exc:
-        return _CycleResult(outcome=Outcome.ERROR, reason="could not read the queues; formation held", error=exc, queues=per_queue)
+    with _source(pair, now) as source:
+        return _observe_decide_act(pair, source, now=now, dry_run=dry_run)
 
-    client = heroku_client(account)
+
+def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dry_run: bool) -> _CycleResult:
+    # Observe. A failed read is never taken for an empty queue: hold and record.
     try:
-        process = client.process_state(app=pair.app_name, process_type=pair.process_type)
+        read = source.read_queues()
+    except AdapterError as exc:
+        return _CycleResult(outcome=Outcome.ERROR, reason="could not read the queues; formation held", error=exc)
+    per_queue = [{"queue": q, "region": r, **c.__dict__} for q, r, c in read]
+    totals = sum((c for _, _, c in read), QueueCounts(0, 0, 0))
+    try:
+        process = source.process_state()
     except AdapterError as exc:
         return _CycleResult(
-            outcome=Outcome.ERROR,
-            reason="could not read the Heroku formation; formation held",
-            error=exc,
-            queues=per_queue,
-            totals=totals,
-            rate_limit_remaining=client.rate_limit_remaining,
+            outcome=Outcome.ERROR, reason="could not read the Heroku formation; formation held", error=exc,
+            queues=per_queue, totals=totals, rate_limit_remaining=source.rate_limit_remaining,
         )
+    seen = _CycleResult(
+        outcome=Outcome.PAUSED, reason="", queues=per_queue, totals=totals, running=process.running,
+        starting=process.starting, quantity=process.quantity, state_after=None,
+        rate_limit_remaining=source.rate_limit_remaining, blocked_quantity=pair.blocked_quantity,
+        blocked_reason=pair.blocked_reason, expected_quantity=process.quantity,
+    )
+
+    # A person's word comes first: a pause, or a formation changed outside DynoScaler.
+    if pair.paused_until and pair.paused_until > now:
+        seen.reason = f"paused until {pair.paused_until:%Y-%m-%d %H:%M} UTC; observed only, formation left at {process.quantity}"
+        return seen
+    if pair.expected_quantity is not None and process.quantity != pair.expected_quantity:
+        seen.paused_until = now + timedelta(seconds=pair.manual_hold_seconds)
+        seen.reason = (
+            f"the formation was changed outside DynoScaler (expected {pair.expected_quantity}, found "
+            f"{process.quantity}); holding off until {seen.paused_until:%H:%M} UTC instead of undoing it"
+        )
+        return seen
 
     # Decide.
     observation = Observation(
-        visible=totals.visible,
-        in_flight=totals.in_flight,
-        delayed=totals.delayed,
-        quantity=process.quantity,
-        running=process.running,
-        at=now.timestamp(),
+        visible=totals.visible, in_flight=totals.in_flight, delayed=totals.delayed,
+        quantity=process.quantity, running=process.running, at=now.timestamp(),
     )
     bounds, window = effective_bounds(Bounds(pair.min_dynos, pair.max_dynos), pair.schedule_windows(), observation.at)
     verdict = get_policy(pair.policy).decide(observation, bounds, pair.policy_settings(), pair.policy_state or {})
-    reason = verdict.reason
+    result = seen
+    result.outcome = Outcome.NO_CHANGE
+    result.reason = verdict.reason
     if window is not None:
-        reason = f"[schedule {window.describe()}: min {bounds.min_dynos}, max {bounds.max_dynos}] {reason}"
-    result = _CycleResult(
-        outcome=Outcome.NO_CHANGE,
-        reason=reason,
-        queues=per_queue,
-        totals=totals,
-        running=process.running,
-        starting=process.starting,
-        quantity=process.quantity,
-        backlog_per_instance=verdict.backlog_per_instance,
-        desired=verdict.desired,
-        state_after=verdict.state,
-        rate_limit_remaining=client.rate_limit_remaining,
-        blocked_quantity=pair.blocked_quantity,
-        blocked_reason=pair.blocked_reason,
-    )
+        result.reason = f"[schedule {window.describe()}: min {bounds.min_dynos}, max {bounds.max_dynos}] {result.reason}"
+    result.backlog_per_instance = verdict.backlog_per_instance
+    result.desired = verdict.desired
+    result.state_after = verdict.state
 
     # Act.
     if verdict.desired == process.quantity:
@@ -245,6 +338,11 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
         result.outcome = Outcome.DRY_RUN
         result.reason += " (dry run: formation not changed)"
         return result
+    if kill_switch_engaged():  # read now, right before the write, so it stops writes at once
+        result.outcome = Outcome.HELD
+        result.state_after = None
+        result.reason += " — not sent: the kill switch is on"
+        return result
     if _still_blocked(pair.blocked_quantity, current=process.quantity, desired=verdict.desired):
         result.outcome = Outcome.HELD
         result.state_after = None
@@ -252,8 +350,9 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
         return result
     result.blocked_quantity, result.blocked_reason = None, ""
     try:
-        result.applied = client.scale(app=pair.app_name, process_type=pair.process_type, quantity=verdict.desired)
+        result.applied = source.scale(verdict.desired)
         result.outcome = Outcome.APPLIED
+        result.expected_quantity = result.applied
     except AdapterError as exc:
         result.outcome = Outcome.ERROR
         result.error = exc
@@ -262,8 +361,12 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
         if exc.permanent:
             result.blocked_quantity = verdict.desired
             result.blocked_reason = exc.message
-    result.rate_limit_remaining = client.rate_limit_remaining
+    result.rate_limit_remaining = source.rate_limit_remaining
     return result
+
+
+def kill_switch_engaged() -> bool:
+    return KillSwitch.objects.filter(pk=1, engaged=True).exists()
 
 
 def _still_blocked(blocked: int | None, *, current: int, desired: int) -> bool:
@@ -276,9 +379,10 @@ def _still_blocked(blocked: int | None, *, current: int, desired: int) -> bool:
 
 
 def _record(
-    pair: ScalingPair, *, claim: uuid.UUID, now: datetime, result: _CycleResult, dry_run: bool, started: float
+    pair: ScalingPair, *, claim: uuid.UUID, now: datetime, result: _CycleResult, dry_run: bool, started: float,
+    keep_interval: bool = False,
 ) -> Decision:
-    secrets = [pair.heroku_account.api_token, pair.aws_account.secret_access_key]
+    secrets = _pair_secrets(pair)
     error = result.error
     state_before = dict(pair.policy_state or {})
     state_after = dict(result.state_after) if result.state_after is not None else state_before
@@ -313,15 +417,17 @@ def _record(
         )
         updated = ScalingPair.objects.filter(id=pair.pk, cycle_claim=claim).update(
             policy_state=state_after,
-            last_cycle_at=now,
+            **({} if keep_interval else {"last_cycle_at": now}),
             cycle_claim=None,
             cycle_claimed_until=None,
             blocked_quantity=result.blocked_quantity,
             blocked_reason=result.blocked_reason,
+            **({"expected_quantity": result.expected_quantity} if result.expected_quantity is not None else {}),
+            **({"paused_until": result.paused_until} if result.paused_until is not None else {}),
         )
         if updated != 1:
             log.warning("pair %s: the cycle outlived its claim; its decision is kept, its state is not", pair.name)
-        if error is not None and error.rate_limited:
+        if error is not None and error.rate_limited and pair.heroku_account_id is not None:
             backoff = error.retry_after or settings.HEROKU_RATE_LIMIT_BACKOFF_SECONDS
             HerokuAccount.objects.filter(id=pair.heroku_account_id).update(
                 rate_limited_until=now + timedelta(seconds=backoff)
@@ -329,6 +435,132 @@ def _record(
     level = logging.WARNING if error else logging.INFO
     log.log(level, "pair %s: %s: %s%s", pair.name, decision.outcome, decision.reason, f" [{decision.error}]" if error else "")
     return decision
+
+
+# --- what an operator does ----------------------------------------------------------------
+
+
+def pair_pause(*, pair: ScalingPair, minutes: int, now: datetime | None = None) -> datetime:
+    until = (now or timezone.now()) + timedelta(minutes=minutes)
+    ScalingPair.objects.filter(pk=pair.pk).update(paused_until=until)
+    return until
+
+
+def pair_resume(*, pair: ScalingPair) -> None:
+    ScalingPair.objects.filter(pk=pair.pk).update(paused_until=None)
+
+
+def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime | None = None) -> Decision:
+    """A person sets the formation to ``quantity`` from DynoScaler. It is recorded like a
+    cycle, and the policy then holds off for the pair's manual hold so it does not undo it.
+    Raises AdapterError (nothing changed) if the kill switch is on or the change fails."""
+    started = time.monotonic()
+    now = now or timezone.now()
+    if not 0 <= quantity <= HEROKU_MAX_DYNOS_PER_APP:
+        raise ValueError(f"quantity must be 0 to {HEROKU_MAX_DYNOS_PER_APP}")
+    if kill_switch_engaged():
+        raise AdapterError("DynoScaler", "the kill switch is on: no formation changes", permanent=True)
+    claim = pair_claim(pair=pair, now=now, respect_interval=False)
+    if claim is None:
+        raise AdapterError("DynoScaler", "a cycle of this pair is running; try again in a moment", permanent=False)
+    try:
+        with _source(pair, now) as source:
+            before = source.process_state()
+            applied = source.scale(quantity)
+            remaining = source.rate_limit_remaining
+    except BaseException:
+        ScalingPair.objects.filter(pk=pair.pk, cycle_claim=claim).update(cycle_claim=None, cycle_claimed_until=None)
+        raise
+    hold = now + timedelta(seconds=pair.manual_hold_seconds)
+    result = _CycleResult(
+        outcome=Outcome.APPLIED,
+        reason=f"scaled by {user} from {before.quantity} to {applied} dynos (scale now); "
+        f"the policy holds off until {hold:%H:%M} UTC",
+        running=before.running, starting=before.starting, quantity=before.quantity, desired=quantity,
+        applied=applied, rate_limit_remaining=remaining, expected_quantity=applied, paused_until=hold,
+        blocked_quantity=None,
+    )
+    return _record(pair, claim=claim, now=now, result=result, dry_run=False, started=started, keep_interval=True)
+
+
+def kill_switch_set(*, engaged: bool, user: str, note: str = "") -> KillSwitch:
+    switch = KillSwitch.current()
+    switch.engaged, switch.changed_by, switch.changed_at, switch.note = engaged, user, timezone.now(), note[:200]
+    switch.save()
+    log.warning("kill switch %s by %s", "ENGAGED" if engaged else "released", user)
+    return switch
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    ok: bool
+    detail: str
+
+
+def pair_check_connection(*, pair: ScalingPair) -> list[Check]:
+    """Read each queue and the formation, change nothing, and say exactly what works."""
+    now = timezone.now()
+    checks: list[Check] = []
+    try:
+        with _source(pair, now) as source:
+            if isinstance(source, _HerokuSqsSource):
+                credentials = aws_credentials(pair.aws_account)  # type: ignore[arg-type]
+                for q in pair.queues.all():
+                    what = f"SQS queue {q.queue} ({q.region})"
+                    try:
+                        counts = sqs_reader().counts(queue=q.queue, region=q.region, credentials=credentials)
+                        checks.append(Check(what, True, f"readable: {counts.visible} visible, {counts.in_flight} in flight"))
+                    except AdapterError as exc:
+                        checks.append(Check(what, False, exc.message))
+            else:
+                counts = source.read_queues()[0][2]
+                checks.append(Check("sandbox queue", True, f"simulated: {counts.visible} visible"))
+            what = f"Heroku app {pair.app_name}, process type {pair.process_type}"
+            try:
+                state = source.process_state()
+                checks.append(Check(what, True, f"formation {state.quantity} ({state.size}), {state.running} up"))
+            except AdapterError as exc:
+                checks.append(Check(what, False, exc.message))
+    except AdapterError as exc:
+        checks.append(Check("set-up", False, exc.message))
+    except SecretUnreadable as exc:
+        checks.append(Check("credentials", False, str(exc)))
+    secrets = _pair_secrets(pair)
+    return [Check(c.what, c.ok, redact(c.detail, secrets)) for c in checks]
+
+
+def decisions_prune(*, now: datetime | None = None, batch: int = 10_000) -> int:
+    """Delete decisions older than the retention, in batches, once they reached the audit sink."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.DECISION_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(Decision.objects.filter(created_at__lt=cutoff, shipped_at__isnull=False)
+                   .order_by("id").values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += Decision.objects.filter(id__in=ids).delete()[0]
+
+
+SANDBOX_DEMO_NAME = "Sandbox demo (simulated, no account)"
+
+
+def sandbox_demo_ensure() -> ScalingPair | None:
+    """On a laptop with nothing configured, a demo pair whose queue and formation are
+    simulated, so a newcomer sees a pair scale. Never where real credentials exist."""
+    if not settings.SANDBOX_ENABLED or HerokuAccount.objects.exists() or AwsAccount.objects.exists():
+        return None
+    if ScalingPair.objects.exclude(provider=ScalingPair.Provider.SANDBOX).exists():
+        return None
+    values = {k: v for k, v in SANDBOX_DEMO_SETTINGS.items() if k != "interval_seconds"}
+    pair, created = ScalingPair.objects.get_or_create(
+        name=SANDBOX_DEMO_NAME,
+        defaults={"provider": ScalingPair.Provider.SANDBOX, "app_name": "sandbox-app", "process_type": "worker",
+                  "interval_seconds": SANDBOX_DEMO_SETTINGS["interval_seconds"], **values},
+    )
+    if created:
+        pair_saved(pair=pair)
+    return pair
 
 
 # --- keeping beat in step with pairs ---------------------------------------------------

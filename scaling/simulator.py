@@ -125,6 +125,88 @@ class _Waits:
         return float(max(self.counts))
 
 
+class QueueWorld:
+    """A FIFO queue and a formation, advanced one second at a time.
+
+    ``dynos`` holds when each dyno is (or will be) up, in formation order: new dynos are
+    appended with later times and removals take the newest first, so it stays sorted.
+    Used by ``simulate`` and, persisted between cycles, by the sandbox provider.
+    """
+
+    def __init__(self, world: World, *, dynos: int = 0, now: float = 0.0) -> None:
+        self.world = world
+        self.queue: deque[list[float]] = deque()  # [arrival second, messages left]
+        self.visible = 0.0
+        self.in_flight = 0.0
+        self.carry = 0.0
+        self.dynos: list[float] = [now - world.boot_seconds] * dynos
+        lag = int(world.lag_seconds)
+        self.history: deque[tuple[float, float, float]] = deque([(0.0, 0.0, 0.0)] * lag, maxlen=lag + 1)
+
+    @property
+    def formation(self) -> int:
+        return len(self.dynos)
+
+    def running(self, t: float) -> int:
+        return bisect_right(self.dynos, t)
+
+    def tick(self, t: float, arrivals: float, waits: _Waits | None = None) -> None:
+        """One second: arrivals join the queue, running dynos serve it in order."""
+        if arrivals > 0:
+            self.queue.append([t, arrivals])
+            self.visible += arrivals
+        capacity = self.running(t) * self.world.dyno_rate + self.carry
+        served = 0.0
+        queue = self.queue
+        while queue and capacity > 1e-9:
+            head = queue[0]
+            take = min(head[1], capacity)
+            if waits is not None:
+                waits.add(int(t - head[0]), take)
+            head[1] -= take
+            capacity -= take
+            served += take
+            if head[1] <= 1e-9:
+                queue.popleft()
+        self.carry = min(capacity, 0.999) if queue else 0.0  # a part-message carries, idle time does not
+        self.visible = max(0.0, self.visible - served)
+        self.in_flight = served / self.world.dyno_rate * self.world.dyno_concurrency
+        self.history.append((self.visible, self.in_flight, self.oldest_wait(t)))
+
+    def oldest_wait(self, t: float) -> float:
+        return float(t - self.queue[0][0]) if self.queue else 0.0
+
+    def seen(self) -> tuple[float, float, float]:
+        """(visible, in flight, oldest age) as SQS would show them: ``lag_seconds`` ago."""
+        return self.history[0]
+
+    def set_formation(self, quantity: int, t: float) -> None:
+        if quantity > len(self.dynos):
+            self.dynos += [t + self.world.boot_seconds] * (quantity - len(self.dynos))
+        else:
+            del self.dynos[quantity:]  # Heroku stops the highest-numbered (newest) dynos
+
+    def as_dict(self, *, max_entries: int = 5000) -> dict[str, Any]:
+        entries = list(self.queue)
+        if len(entries) > max_entries:  # merge the oldest so the saved state stays small
+            head = entries[: len(entries) - max_entries + 1]
+            entries = [[head[0][0], sum(e[1] for e in head)], *entries[len(head):]]
+        return {"queue": entries, "visible": self.visible, "in_flight": self.in_flight, "carry": self.carry,
+                "dynos": self.dynos, "history": list(self.history)}
+
+    @classmethod
+    def from_dict(cls, world: World, data: dict[str, Any]) -> QueueWorld:
+        qw = cls(world)
+        qw.queue = deque([float(a), float(n)] for a, n in data.get("queue", []))
+        qw.visible = float(data.get("visible", 0.0))
+        qw.in_flight = float(data.get("in_flight", 0.0))
+        qw.carry = float(data.get("carry", 0.0))
+        qw.dynos = sorted(float(d) for d in data.get("dynos", []))
+        for item in data.get("history", []):
+            qw.history.append((float(item[0]), float(item[1]), float(item[2])))
+        return qw
+
+
 def simulate(
     trace: Sequence[float],
     *,
@@ -139,14 +221,8 @@ def simulate(
 ) -> Result:
     if interval <= 0:
         raise ValueError("interval must be greater than 0")
-    rate = world.dyno_rate
-    queue: deque[list[float]] = deque()  # [arrival second, messages left]
-    visible = 0.0
     initial = bounds.min_dynos if world.initial_dynos is None else world.initial_dynos
-    dynos: list[float] = [-world.boot_seconds] * initial  # when each became (or becomes) up
-    lag = int(world.lag_seconds)
-    history: deque[tuple[float, float, float]] = deque(maxlen=lag + 1)  # (visible, in flight, oldest age)
-    history.extend([(0.0, 0.0, 0.0)] * lag)  # before second 0 the queue was empty
+    qw = QueueWorld(world, dynos=initial)
     waits = _Waits()
     policy_state: Mapping[str, Any] = dict(state or {})
     dyno_seconds = 0.0
@@ -154,55 +230,32 @@ def simulate(
     messages = 0.0
     samples: list[Sample] = []
     next_cycle = 0.0
-    carry = 0.0
     end_of_trace = len(trace)
     last_report = -1.0
     t = 0
     while True:
-        if t >= end_of_trace and (visible < 1e-6 or t >= end_of_trace + world.max_drain_seconds):
+        if t >= end_of_trace and (qw.visible < 1e-6 or t >= end_of_trace + world.max_drain_seconds):
             break
         arrivals = float(trace[t]) if t < end_of_trace else 0.0
-        if arrivals > 0:
-            queue.append([t, arrivals])
-            visible += arrivals
-            messages += arrivals
-
-        running = bisect_right(dynos, t)  # sorted: added in time order, removed from the end
-        capacity = running * rate + carry
-        served = 0.0
-        while queue and capacity > 1e-9:
-            head = queue[0]
-            take = min(head[1], capacity)
-            waits.add(int(t - head[0]), take)
-            head[1] -= take
-            capacity -= take
-            served += take
-            if head[1] <= 1e-9:
-                queue.popleft()
-        carry = min(capacity, 0.999) if queue else 0.0  # a part-message carries, idle time does not
-        visible = max(0.0, visible - served)
-        in_flight = served / rate * world.dyno_concurrency
-        oldest = float(t - queue[0][0]) if queue else 0.0
-        history.append((visible, in_flight, oldest))
-        dyno_seconds += len(dynos)
+        messages += arrivals
+        qw.tick(t, arrivals, waits)
+        dyno_seconds += qw.formation
 
         if t >= next_cycle:
-            seen_visible, seen_in_flight, seen_age = history[0]
+            seen_visible, seen_in_flight, seen_age = qw.seen()
             at = TRACE_EPOCH + t
+            running = qw.running(t)
             obs = Observation(
                 visible=int(round(seen_visible)), in_flight=int(round(seen_in_flight)), delayed=0,
-                quantity=len(dynos), running=running, at=at, oldest_age=seen_age,
+                quantity=qw.formation, running=running, at=at, oldest_age=seen_age,
             )
             current_bounds, _ = effective_bounds(bounds, windows, at)
             verdict = policy.decide(obs, current_bounds, settings, policy_state)
             policy_state = verdict.state
-            if verdict.desired != len(dynos):
+            if verdict.desired != qw.formation:
                 writes += 1
-                if verdict.desired > len(dynos):
-                    dynos += [t + world.boot_seconds] * (verdict.desired - len(dynos))
-                else:
-                    del dynos[verdict.desired:]
-            samples.append(Sample(t, obs.visible, obs.in_flight, len(dynos), running, verdict.desired, oldest))
+                qw.set_formation(verdict.desired, t)
+            samples.append(Sample(t, obs.visible, obs.in_flight, qw.formation, running, verdict.desired, qw.oldest_wait(t)))
             next_cycle += interval
 
         if progress is not None and end_of_trace and t % 3600 == 0:
@@ -213,7 +266,7 @@ def simulate(
         t += 1
 
     # Whatever never got a dyno waited at least until the simulation stopped.
-    for arrival, left in queue:
+    for arrival, left in qw.queue:
         waits.add(int(t - arrival), left)
     if progress is not None and last_report < 1.0:
         progress(1.0)
@@ -227,8 +280,8 @@ def simulate(
         p95_wait=waits.percentile(0.95),
         p99_wait=waits.percentile(0.99),
         max_wait=waits.percentile(1.0),
-        unfinished=sum(left for _, left in queue),
-        dyno_rate=rate,
+        unfinished=sum(left for _, left in qw.queue),
+        dyno_rate=world.dyno_rate,
         samples=samples,
     )
 

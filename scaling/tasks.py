@@ -18,3 +18,8 @@ def run_pair_cycle(pair_id: int) -> None:
 @shared_task(ignore_result=True)
 def ship_decisions() -> int:
     return services.audit_ship_pending()
+
+
+@shared_task(ignore_result=True)
+def prune_decisions() -> int:
+    return services.decisions_prune()

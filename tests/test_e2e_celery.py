@@ -56,7 +56,8 @@ def celery(tmp_path: Path, redis_url: str, moto_url: str, heroku: Any, elastic: 
     def start(extra_env: dict[str, str]) -> None:
         env = {k: v for k, v in os.environ.items() if k not in SEED}
         env.update({
-            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": "e2e-only",
+            # Web, worker and beat share one key, as Heroku config vars make them do.
+            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": settings.SECRET_KEY,
             "HEROKU_API_URL": heroku.url, "AWS_ENDPOINT_URL_SQS": moto_url,
             "ELK_ELASTIC_URL": elastic.url, "ELK_ELASTIC_USER": "elastic", "ELK_ELASTIC_PASS": "es-pass-s3cret-XYZ",
             "DYNOSCALER_MIN_INTERVAL": "1", **extra_env,

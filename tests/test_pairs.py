@@ -19,7 +19,8 @@ from tests.conftest import AWS_SECRET, HEROKU_TOKEN
 
 pytestmark = pytest.mark.django_db
 TARGET_WAIT_FIELDS = {"target_wait_seconds": 120, "dyno_rate": 5, "dyno_concurrency": 4, "boot_seconds": 45,
-                      "scale_down_window_seconds": 90, "lag_seconds": 30}
+                      "scale_down_window_seconds": 90, "lag_seconds": 30, "provider": "heroku",
+                      "manual_hold_seconds": 900}
 NO_SCHEDULES = {"schedules-TOTAL_FORMS": 0, "schedules-INITIAL_FORMS": 0, "schedules-MIN_NUM_FORMS": 0,
                 "schedules-MAX_NUM_FORMS": 1000}
 
@@ -40,7 +41,7 @@ def errors_of(obj: Any) -> dict[str, list[str]]:
     ("max_dynos", 101, "less than or equal to 100"),
     ("up_cycles", 0, "greater than or equal to 1"),
     ("down_cycles", 0, "greater than or equal to 1"),
-    ("interval_seconds", 5, "greater than or equal to 10"),
+    ("interval_seconds", 5, "At least 10 s (DYNOSCALER_MIN_INTERVAL)"),
     ("backlog_threshold", 0, "greater than or equal to 0.001"),
 ])
 def test_bad_pair_fields_are_named(make_pair: Any, field: str, value: Any, says: str) -> None:
@@ -202,7 +203,7 @@ def test_the_pair_form_names_each_bad_field(admin_client: Any, make_pair: Any) -
     })
     assert response.status_code == 200
     page = response.content.decode()
-    for text in ("Heroku app name", "greater than or equal to 10", "greater than or equal to 1",
+    for text in ("Heroku app name", "At least 10 s", "greater than or equal to 1",
                  "queue&#x27;s name", "AWS region"):
         assert text in page, text
     assert not ScalingPair.objects.filter(name="bad").exists()
@@ -210,7 +211,8 @@ def test_the_pair_form_names_each_bad_field(admin_client: Any, make_pair: Any) -
 
 def test_healthz_answers_for_the_web_dyno(client: Any) -> None:
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json() == {"ok": True}
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "stalled_pairs": 0, "kill_switch": False}
 
 
 def pair_form(existing: ScalingPair, **changes: Any) -> dict[str, Any]:

@@ -96,6 +96,7 @@ def test_starting_with_seed_variables_creates_the_pair_and_its_beat_task() -> No
     pair = ScalingPair.objects.get(managed_by_env=True)
     assert pair.name == "orders-app/worker (env)" and pair.policy == "classic" and pair.enabled
     assert [(q.queue, q.region) for q in pair.queues.all()] == [("orders", "us-east-1")]
+    assert pair.heroku_account is not None and pair.aws_account is not None
     assert pair.heroku_account.api_token == HEROKU_TOKEN and pair.heroku_account.description == "dynoscaler"
     assert pair.aws_account.access_key_id == AWS_KEY and not pair.aws_account.use_default_chain
     task = PeriodicTask.objects.get(pk=pair.periodic_task_id)

@@ -17,6 +17,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from scaling import services
 from scaling.startup import sync_env_pair
 
 PASSWORD_FILE = Path(settings.BASE_DIR) / ".local-admin-password"
@@ -31,7 +32,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, port: int = 8000, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         user, password = self.ensure_admin()
-        sync_env_pair()
+        if not sync_env_pair() and services.sandbox_demo_ensure() is not None:
+            self.stdout.write("A sandbox pair (simulated queue and formation, clearly labelled) shows DynoScaler at work; "
+                              "it is not created when real credentials exist.")
         self.stdout.write(self.style.SUCCESS(
             f"\nDynoScaler admin: http://127.0.0.1:{port}/admin/  user {user!r}  password {password!r}\n"
             "Press Ctrl-C to stop web, worker and beat.\n"

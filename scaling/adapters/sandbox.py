@@ -1,0 +1,65 @@
+"""The sandbox: a simulated queue and formation, for trying DynoScaler with no account.
+
+It is the simulator's world model (``QueueWorld``) run in wall-clock time: each cycle
+advances it from its last step to now with traffic that rises and falls over ten
+minutes plus a burst every seven, so a newcomer sees a pair scale within a minute.
+Pure: the caller loads and saves ``state``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from scaling.adapters.heroku import ProcessState
+from scaling.adapters.sqs import QueueCounts
+from scaling.simulator import QueueWorld, World
+
+WORLD = World(dyno_rate=5.0, dyno_concurrency=2, boot_seconds=20.0, lag_seconds=0.0, target_wait_seconds=60.0)
+MAX_CATCH_UP_SECONDS = 3600  # after a long stop the world resumes, it does not replay days
+PERIOD = 600.0
+PEAK_PER_SECOND = 24.0
+BURST_EVERY, BURST_SIZE = 420, 400
+# What the demo pair is told, in the same units an operator would enter.
+DEMO_SETTINGS: dict[str, Any] = {
+    "policy": "target_wait", "target_wait_seconds": 60, "dyno_rate": WORLD.dyno_rate,
+    "dyno_concurrency": WORLD.dyno_concurrency, "boot_seconds": 20, "scale_down_window_seconds": 60,
+    "lag_seconds": 0, "interval_seconds": 10, "min_dynos": 0, "max_dynos": 12,
+}
+
+
+def arrivals_at(t: int) -> float:
+    """Messages arriving in second t: a ten-minute wave from 0 to the peak, and bursts."""
+    wave = PEAK_PER_SECOND * (1 - math.cos(2 * math.pi * (t % PERIOD) / PERIOD)) / 2
+    return wave + (BURST_SIZE if t % BURST_EVERY == 0 else 0.0)
+
+
+class SandboxSource:
+    """Reads and scales the simulated world as SQS and Heroku would be read and scaled."""
+
+    def __init__(self, state: dict[str, Any], *, now: float) -> None:
+        self.now = int(now)
+        if state.get("world"):
+            self.world = QueueWorld.from_dict(WORLD, state["world"])
+            last = int(state.get("last", self.now - 1))
+        else:
+            self.world = QueueWorld(WORLD, dynos=0, now=self.now)
+            last = self.now - 1
+        for t in range(max(last + 1, self.now - MAX_CATCH_UP_SECONDS), self.now + 1):
+            self.world.tick(t, arrivals_at(t))
+
+    def counts(self) -> QueueCounts:
+        visible, in_flight, _ = self.world.seen()
+        return QueueCounts(visible=int(round(visible)), in_flight=int(round(in_flight)), delayed=0)
+
+    def process_state(self) -> ProcessState:
+        running = self.world.running(self.now)
+        return ProcessState(quantity=self.world.formation, size="sandbox", running=running,
+                            starting=self.world.formation - running, crashed=0)
+
+    def scale(self, quantity: int) -> int:
+        self.world.set_formation(quantity, self.now)
+        return self.world.formation
+
+    def state(self) -> dict[str, Any]:
+        return {"world": self.world.as_dict(), "last": self.now}

@@ -1,0 +1,56 @@
+"""Admin pages beyond the model admin: status, the kill switch, and the health check."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from scaling import selectors, services
+from scaling.models import Decision, KillSwitch
+
+
+def status(request: HttpRequest) -> TemplateResponse:
+    context = {
+        **admin.site.each_context(request),
+        "title": "Status",
+        "rows": selectors.pairs_status(),
+        "switch": KillSwitch.current(),
+        "unshipped": Decision.objects.filter(shipped_at__isnull=True).count(),
+        "now": timezone.now(),
+    }
+    return TemplateResponse(request, "admin/scaling/status.html", context)
+
+
+@require_POST
+def kill_switch(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("scaling.change_scalingpair"):
+        raise PermissionDenied
+    engage = request.POST.get("engage") == "1"
+    services.kill_switch_set(engaged=engage, user=request.user.get_username(), note=request.POST.get("note", ""))
+    if engage:
+        messages.warning(request, "Kill switch engaged: DynoScaler will change no formation until it is released.")
+    else:
+        messages.success(request, "Kill switch released: pairs may change formations again.")
+    target = request.POST.get("next") or "/admin/status/"
+    return redirect(target if target.startswith("/admin/") else "/admin/status/")
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The web dyno's health for Heroku: 200 while it and its database answer.
+
+    Also reports stalled pairs and the kill switch, for monitors; those do not make the
+    web dyno unhealthy (restarting it would not help them)."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        stalled = selectors.stalled_pair_count()
+        engaged = KillSwitch.objects.filter(pk=1, engaged=True).exists()
+    except Exception as exc:  # any database failure makes the dyno unhealthy
+        return JsonResponse({"ok": False, "database": type(exc).__name__}, status=503)
+    return JsonResponse({"ok": True, "stalled_pairs": stalled, "kill_switch": engaged})
