@@ -397,7 +397,7 @@ class _Echo:
 class DecisionAdmin(admin.ModelAdmin):
     list_display = [
         "created_at", "pair_name", "outcome", "visible_messages", "dynos_running",
-        "quantity_before", "desired_quantity", "applied_quantity", "short_reason", "dry_run", "duration_ms",
+        "quantity_before", "desired_quantity", "applied_quantity", "reason", "dry_run", "duration_ms",
     ]
     list_filter = [("pair", admin.RelatedOnlyFieldListFilter), "outcome", HasErrorFilter, "error_permanent", "dry_run", "created_at"]
     search_fields = ["pair_name", "app_name", "reason", "error"]
@@ -424,10 +424,6 @@ class DecisionAdmin(admin.ModelAdmin):
         response = StreamingHttpResponse(rows(), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="dynoscaler-decisions-{timezone.now():%Y%m%d-%H%M}.csv"'
         return response
-
-    @admin.display(description="reason")
-    def short_reason(self, obj: Decision) -> str:
-        return obj.reason if len(obj.reason) <= 120 else obj.reason[:117] + "…"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -20,12 +20,14 @@ def line_chart(
     plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
              f'role="img" aria-label="{escape(title)}" style="max-width:{width}px;background:#fff">']
-    if len(times) < 2:
+    if not times:
         parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#666">'
                      "No cycles recorded in this period yet.</text></svg>")
         return "".join(parts)
     t0, t1 = times[0].timestamp(), times[-1].timestamp()
-    span = max(t1 - t0, 1.0)
+    if t1 - t0 < 1.0:  # a single cycle: centre it
+        t0, t1 = t0 - 60, t1 + 60
+    span = t1 - t0
     tops = {}
     for axis in ("left", "right"):
         values = [v for _, _, vals, ax in series if ax == axis for v in vals if v is not None]
@@ -44,7 +46,8 @@ def line_chart(
                      f'{tops["left"] * frac:,.0f}</text>')
         parts.append(f'<text x="{width - pad_r + 6}" y="{yy + 4:.1f}" font-size="11" fill="#555">'
                      f'{tops["right"] * frac:,.0f}</text>')
-    for t, anchor in ((times[0], "start"), (times[-1], "end")):
+    ends = [(times[0], "start"), (times[-1], "end")] if times[-1] != times[0] else [(times[0], "middle")]
+    for t, anchor in ends:
         parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="{anchor}" font-size="11" fill="#555">'
                      f'{t:%Y-%m-%d %H:%M} UTC</text>')
     for i, (label, colour, line, axis) in enumerate(series):
@@ -57,6 +60,9 @@ def line_chart(
             pen_down = True
         parts.append(f'<path d="{" ".join(path)}" fill="none" stroke="{colour}" stroke-width="1.6" '
                      f'data-series="{escape(label)}"/>')
+        if len(times) <= 60:  # few cycles: mark each one so a lone point shows
+            parts += [f'<circle cx="{x(t):.1f}" cy="{y(v, axis):.1f}" r="2.5" fill="{colour}"/>'
+                      for t, v in zip(times, line) if v is not None]
         parts.append(f'<rect x="{pad_l + 8 + i * 190}" y="6" width="12" height="4" fill="{colour}"/>'
                      f'<text x="{pad_l + 24 + i * 190}" y="12" font-size="11">{escape(label)} ({axis} axis)</text>')
     parts.append("</svg>")

@@ -1,0 +1,164 @@
+"""The admin as an operator uses it, in a real browser: Playwright driving Debian's Chromium.
+
+Screenshots go to a temporary folder; with UPDATE_SCREENSHOTS=1 they replace the ones in
+docs/screenshots/ that the README shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright import sync_api
+
+from scaling.models import Decision, ScalingPair
+from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN, send_messages
+
+# Playwright's sync API runs an event loop in this thread; the ORM calls below are ours.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def browser_page(tmp_path: Path) -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                  "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Iterator[Any]:
+    taken: list[Path] = []
+
+    def shoot(page: Any, name: str) -> None:
+        path = tmp_path / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        taken.append(path)
+
+    yield shoot
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        for path in taken:
+            shutil.copy(path, DOCS / path.name)
+
+
+def fill(page: Any, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        page.fill(f"[name='{name}']", value)
+
+
+def test_an_operator_sets_up_a_pair_watches_it_scale_and_stops_everything(
+    live_server: Any, admin_user: Any, browser_page: Any, shots: Any, sqs: Any, heroku: Any
+) -> None:
+    page = browser_page
+    base = live_server.url
+    sqs.create_queue(QueueName="orders")
+    send_messages(sqs, "orders", 500)
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+
+    # Log in.
+    page.goto(f"{base}/admin/login/")
+    fill(page, {"username": "admin", "password": "password"})
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    shots(page, "admin-home")
+
+    # Credentials: the secret is typed once and never shown again.
+    page.goto(f"{base}/admin/scaling/herokuaccount/add/")
+    fill(page, {"description": "production", "api_token": HEROKU_TOKEN})
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist .success")
+    page.click("#result_list a:text('production')")
+    page.wait_for_selector("#herokuaccount_form")
+    assert HEROKU_TOKEN not in page.content() and f"ending …{HEROKU_TOKEN[-4:]}" in page.content()
+    page.goto(f"{base}/admin/scaling/awsaccount/add/")
+    fill(page, {"description": "queues", "access_key_id": AWS_KEY, "secret_access_key": AWS_SECRET})
+    page.click("input[name=_save]")
+    page.wait_for_selector(".messagelist .success")
+    page.click("#result_list a:text('queues')")
+    page.wait_for_selector("#awsaccount_form")
+    assert AWS_SECRET not in page.content() and f"ending …{AWS_SECRET[-4:]}" in page.content()
+
+    # A pair with bad input: every problem is named on its field.
+    page.goto(f"{base}/admin/scaling/scalingpair/add/")
+    fill(page, {"name": "orders", "app_name": "Orders App", "min_dynos": "6", "max_dynos": "2",
+                "interval_seconds": "3", "queues-0-queue": "orders queue", "queues-0-region": "mars",
+                "dyno_rate": "5", "dyno_concurrency": "4"})
+    page.select_option("[name=heroku_account]", label="production")
+    page.select_option("[name=aws_account]", label="queues")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".errornote")
+    text = page.inner_text("#content")
+    for problem in ("Heroku app name", "cannot be above max dynos", "At least 10 s", "queue's name", "AWS region"):
+        assert problem in text, problem
+    shots(page, "pair-errors")
+
+    # Fixed, it saves, and its beat task exists.
+    fill(page, {"app_name": "orders-app", "min_dynos": "1", "max_dynos": "8", "interval_seconds": "30",
+                "queues-0-queue": "orders", "queues-0-region": "us-east-1"})
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    pair = ScalingPair.objects.get(name="orders")
+    page.goto(f"{base}/admin/django_celery_beat/periodictask/")
+    assert f"dynoscaler pair {pair.pk}" in page.inner_text("#result_list")
+
+    # Run a cycle from the list: the message says what it did.
+    page.goto(f"{base}/admin/scaling/scalingpair/")
+    page.check(f"input[name=_selected_action][value='{pair.pk}']")
+    page.select_option("select[name=action]", "run_cycle_now")
+    page.click("button[name=index]")
+    message = page.inner_text(".messagelist").lower()  # the admin's CSS capitalises messages
+    assert "orders: applied" in message and "scale up" in message
+    assert heroku.quantity("orders-app") > 1
+
+    # The decision is in the history, and on the pair page with its chart.
+    page.goto(f"{base}/admin/scaling/decision/")
+    assert "applied" in page.inner_text("#result_list")
+    shots(page, "decision-history")
+    page.goto(f"{base}/admin/scaling/scalingpair/{pair.pk}/change/")
+    page.wait_for_selector("#pair-chart svg path[data-series='visible messages']", state="attached")
+    assert page.locator("#pair-chart svg circle").count() >= 3  # one cycle: a point per series
+    assert "scale up" in page.inner_text("#latest-decisions")
+    shots(page, "pair-page")
+
+    # Check connection reads, changes nothing, and reports each part.
+    writes = len(heroku.writes())
+    page.click("#check-connection")
+    report = page.inner_text(".messagelist")
+    assert "SQS queue orders (us-east-1): OK" in report and "Heroku app orders-app, process type worker: OK" in report
+    assert len(heroku.writes()) == writes
+
+    # The kill switch: one click, a banner everywhere, and no formation change while on.
+    page.goto(f"{base}/admin/status/")
+    page.click("#engage-kill-switch")
+    page.wait_for_selector("#kill-switch-banner")
+    shots(page, "status-kill-switch")
+    page.goto(f"{base}/admin/scaling/scalingpair/")
+    assert page.is_visible("#kill-switch-banner")
+    send_messages(sqs, "orders", 1000)  # 1,500 waiting: now the policy wants more than 3 dynos
+    page.check(f"input[name=_selected_action][value='{pair.pk}']")
+    page.select_option("select[name=action]", "run_cycle_now")
+    page.click("button[name=index]")
+    assert "scale up" in page.inner_text(".messagelist") and "not sent: the kill switch is on" in page.inner_text(".messagelist")
+    assert len(heroku.writes()) == writes
+    page.goto(f"{base}/admin/status/")
+    page.click("#release-kill-switch")
+    page.wait_for_selector(".messagelist .success")
+    assert not page.is_visible("#kill-switch-banner")
+    assert Decision.objects.filter(pair=pair, outcome="held").exists()
