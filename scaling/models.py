@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import boto3
+import botocore
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -24,10 +27,26 @@ process_type_validator = RegexValidator(
     r"^[A-Za-z0-9_-]{1,64}$",
     "A process type is the Procfile name, e.g. “worker”: letters, digits, “_” and “-”.",
 )
-region_validator = RegexValidator(
+_region_shape = RegexValidator(
     r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$",
     "An AWS region looks like “us-east-1” or “eu-west-2”.",
 )
+
+
+@lru_cache(maxsize=1)
+def known_sqs_regions() -> frozenset[str]:
+    """The regions the installed botocore knows SQS in (read from its bundled data, no network)."""
+    session = boto3.session.Session()
+    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("sqs", p))
+
+
+def region_validator(value: str) -> None:
+    _region_shape(value)
+    if value not in known_sqs_regions():
+        raise ValidationError(
+            f"“{value}” is not an AWS region with SQS that botocore {botocore.__version__} knows. "
+            "Check the spelling; if AWS opened it recently, upgrade boto3."
+        )
 _QUEUE_NAME = r"[A-Za-z0-9_-]{1,75}(\.fifo)?|[A-Za-z0-9_-]{1,80}"
 queue_validator = RegexValidator(
     rf"^(?:{_QUEUE_NAME}|https?://[^/\s]+/\d{{12}}/(?:{_QUEUE_NAME}))$",

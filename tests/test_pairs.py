@@ -79,6 +79,12 @@ def test_unknown_region_shape_is_refused(make_pair: Any) -> None:
     assert "region" in errors_of(PairQueue(pair=make_pair(), queue="orders", region="Virginia"))
 
 
+def test_a_well_shaped_region_that_does_not_exist_is_refused(make_pair: Any) -> None:
+    errors = errors_of(PairQueue(pair=make_pair(), queue="billing", region="us-north-9"))
+    assert "not an AWS region with SQS that botocore" in errors["region"][0]
+    PairQueue(pair=make_pair(name="other", app="other-app"), queue="billing", region="ap-southeast-2").full_clean()
+
+
 def test_aws_account_needs_a_key_pair_or_the_default_chain() -> None:
     assert set(errors_of(AwsAccount(description="x"))) == {"access_key_id", "secret_access_key"}
     assert "use_default_chain" in errors_of(AwsAccount(description="x", use_default_chain=True, access_key_id="AKIAIOSFODNN7EXAMPLE"))
