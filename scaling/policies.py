@@ -296,11 +296,13 @@ class TargetWaitPolicy:
         window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity) + [(obs.at, down_need)]
         held_need = max(n for _, n in window)
 
-        wait_now = obs.visible / (obs.running * rate) if obs.running else (math.inf if obs.visible else 0.0)
+        if obs.running:
+            waits = f"with {obs.running} running the newest message waits ≈ {obs.visible / (obs.running * rate):,.0f} s"
+        else:
+            waits = "no dyno is running" + (", so nothing is served" if obs.visible else "")
         load = (
             f"{obs.visible:,} visible, {obs.in_flight:,} in flight (≈ {busy} dyno(s) busy), "
-            f"arrivals ≈ {arrivals:,.1f}/s; with {obs.running} running the newest message waits "
-            f"{_fmt_wait(wait_now)}, budget {budget:.0f} s of the {cfg.target_wait_seconds:g} s target"
+            f"arrivals ≈ {arrivals:,.1f}/s; {waits}; budget {budget:.0f} s of the {cfg.target_wait_seconds:g} s target"
         )
         if bounds.clamp(up_need) > quantity:
             desired = bounds.clamp(up_need)
@@ -376,10 +378,6 @@ class TargetWaitPolicy:
 
 def _ceil(x: float) -> int:
     return max(0, math.ceil(x - 1e-9))
-
-
-def _fmt_wait(seconds: float) -> str:
-    return "for ever (arrivals outpace the dynos)" if math.isinf(seconds) else f"≈ {seconds:,.0f} s"
 
 
 # --- time-of-day schedules -------------------------------------------------------------
