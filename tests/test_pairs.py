@@ -160,6 +160,18 @@ def test_models_and_migrations_do_not_drift() -> None:
 
 
 # --- admin ------------------------------------------------------------------------------
+def pair_form(existing: ScalingPair, **changes: Any) -> dict[str, Any]:
+    return {
+        "name": "billing", "enabled": "on", "heroku_account": existing.heroku_account_id,
+        "aws_account": existing.aws_account_id, "app_name": "billing-app", "process_type": "worker",
+        "min_dynos": 0, "max_dynos": 3, "interval_seconds": 30, "policy": "target_wait",
+        "backlog_threshold": 50, "up_cycles": 2, "down_cycles": 5,
+        "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
+        "queues-0-queue": "billing", "queues-0-region": "eu-west-1",
+        **TARGET_WAIT_FIELDS, **NO_SCHEDULES, **changes,
+    }
+
+
 
 def test_saved_secrets_are_never_shown_again(admin_client: Any, make_pair: Any) -> None:
     pair = make_pair()
@@ -182,34 +194,20 @@ def test_saving_a_credential_form_with_the_secret_left_empty_keeps_it(admin_clie
 
 
 def test_creating_a_pair_in_the_admin_creates_its_beat_task(admin_client: Any, make_pair: Any) -> None:
-    existing = make_pair()
-    response = admin_client.post("/admin/scaling/scalingpair/add/", {
-        "name": "billing", "enabled": "on", "heroku_account": existing.heroku_account_id,
-        "aws_account": existing.aws_account_id, "app_name": "billing-app", "process_type": "worker",
-        "min_dynos": 0, "max_dynos": 3, "interval_seconds": 30, "policy": "classic",
-        "backlog_threshold": 50, "up_cycles": 2, "down_cycles": 5,
-        "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
-        "queues-0-queue": "billing", "queues-0-region": "eu-west-1",
-        **TARGET_WAIT_FIELDS, **NO_SCHEDULES,
-    })
+    response = admin_client.post("/admin/scaling/scalingpair/add/", pair_form(make_pair(), policy="classic"))
     assert response.status_code == 302, response.content.decode()[:3000]
     pair = ScalingPair.objects.get(name="billing")
     assert PeriodicTask.objects.get(pk=pair.periodic_task_id).interval.every == 30
 
 
 def test_the_pair_form_names_each_bad_field(admin_client: Any, make_pair: Any) -> None:
-    existing = make_pair()
-    response = admin_client.post("/admin/scaling/scalingpair/add/", {
-        "name": "bad", "heroku_account": existing.heroku_account_id, "aws_account": existing.aws_account_id,
-        "app_name": "Bad App", "process_type": "worker", "min_dynos": 4, "max_dynos": 2, "interval_seconds": 1,
-        "policy": "classic", "backlog_threshold": 10, "up_cycles": 0, "down_cycles": 1,
-        "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
-        "queues-0-queue": "bad queue", "queues-0-region": "mars",
-        **TARGET_WAIT_FIELDS, **NO_SCHEDULES,
-    })
+    response = admin_client.post("/admin/scaling/scalingpair/add/", pair_form(
+        make_pair(), name="bad", app_name="Bad App", min_dynos=4, max_dynos=2, interval_seconds=1, up_cycles=0,
+        policy="classic", **{"queues-0-queue": "bad queue", "queues-0-region": "mars"},
+    ))
     assert response.status_code == 200
     page = response.content.decode()
-    for text in ("Heroku app name", "At least 10 s", "greater than or equal to 1",
+    for text in ("Heroku app name", "At least 10 s", "greater than or equal to 1", "cannot be above max dynos",
                  "queue&#x27;s name", "AWS region"):
         assert text in page, text
     assert not ScalingPair.objects.filter(name="bad").exists()
@@ -219,18 +217,6 @@ def test_healthz_answers_for_the_web_dyno(client: Any) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"ok": True, "stalled_pairs": 0, "kill_switch": False}
-
-
-def pair_form(existing: ScalingPair, **changes: Any) -> dict[str, Any]:
-    return {
-        "name": "billing", "enabled": "on", "heroku_account": existing.heroku_account_id,
-        "aws_account": existing.aws_account_id, "app_name": "billing-app", "process_type": "worker",
-        "min_dynos": 0, "max_dynos": 3, "interval_seconds": 30, "policy": "target_wait",
-        "backlog_threshold": 50, "up_cycles": 2, "down_cycles": 5,
-        "queues-TOTAL_FORMS": 1, "queues-INITIAL_FORMS": 0, "queues-MIN_NUM_FORMS": 1, "queues-MAX_NUM_FORMS": 1000,
-        "queues-0-queue": "billing", "queues-0-region": "eu-west-1",
-        **TARGET_WAIT_FIELDS, **NO_SCHEDULES, **changes,
-    }
 
 
 def test_target_wait_must_exceed_boot_time(admin_client: Any, make_pair: Any) -> None:
