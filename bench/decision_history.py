@@ -1,0 +1,123 @@
+"""How the decision history behaves at production size: a million rows in PostgreSQL.
+
+    python bench/decision_history.py                 # 1,000,000 decisions
+    python bench/decision_history.py --rows 200000
+
+Fills a scratch database (BENCH_DATABASE_URL, default postgres://postgres@127.0.0.1:5432/
+dynoscaler_bench, created if missing) and times the admin pages an operator uses, through
+Django's test client with a logged-in superuser, and the memory the CSV export takes while
+streaming. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/dynoscaler_bench"
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    ensure_database(url)
+    os.environ.update({"DATABASE_URL": url, "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only"),
+                       "DJANGO_SETTINGS_MODULE": "dynoscaler_site.settings"})
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+
+    from scaling.models import Decision, ScalingPair
+
+    call_command("migrate", verbosity=0)
+    pairs = list(ScalingPair.objects.all()[:20])
+    if Decision.objects.count() != args.rows or len(pairs) < 20:
+        print(f"filling {args.rows:,} decisions over 20 pairs…", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        Decision.objects.all().delete()
+        ScalingPair.objects.all().delete()
+        for i in range(20):
+            ScalingPair.objects.create(name=f"pair-{i:02d}", app_name=f"app-{i:02d}", provider="sandbox")
+        ids = list(ScalingPair.objects.order_by("id").values_list("id", flat=True))
+        with connection.cursor() as cursor:
+            # One INSERT … SELECT: a million rows in seconds, spread over 90 days.
+            cursor.execute(
+                """
+                INSERT INTO scaling_decision (pair_id, pair_name, app_name, process_type, created_at, policy, queues,
+                    visible_messages, in_flight_messages, delayed_messages, dynos_running, quantity_before,
+                    state_before, state_after, desired_quantity, outcome, reason, error, dry_run, duration_ms,
+                    shipped_at)
+                SELECT (%s::bigint[])[1 + g %% 20], 'pair-' || lpad((g %% 20)::text, 2, '0'), 'app', 'worker',
+                    now() - (g * interval '7.776 seconds'), 'target_wait', '[]', g %% 5000, g %% 40, 0, 1 + g %% 9,
+                    1 + g %% 9, '{}', '{}', 1 + g %% 9,
+                    (ARRAY['no_change','no_change','no_change','applied','error','dry_run','paused'])[1 + g %% 7],
+                    'backlog ' || g || ' visible → needs ' || (1 + g %% 9),
+                    CASE WHEN g %% 7 = 4 THEN 'Heroku: 503 service_unavailable' ELSE '' END,
+                    g %% 7 = 5, 40, now()
+                FROM generate_series(1, %s) AS g
+                """,
+                [ids, args.rows],
+            )
+            cursor.execute("ANALYZE scaling_decision")
+        print(f"filled in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+    User = get_user_model()
+    admin = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench", "", "bench")
+    client = Client()
+    client.force_login(admin)
+    pair_id = ScalingPair.objects.order_by("id").values_list("id", flat=True).first()
+    pages = [
+        ("history, newest first", "/admin/scaling/decision/"),
+        ("one pair", f"/admin/scaling/decision/?pair__id__exact={pair_id}"),
+        ("errors only", "/admin/scaling/decision/?has_error=yes"),
+        ("outcome = applied", "/admin/scaling/decision/?outcome__exact=applied"),
+        ("dry runs", "/admin/scaling/decision/?dry_run__exact=1"),
+        ("page 50", "/admin/scaling/decision/?p=50"),
+        ("search 'service_unavailable'", "/admin/scaling/decision/?q=service_unavailable"),
+        ("a pair's page (chart, 7 days)", f"/admin/scaling/scalingpair/{pair_id}/change/?hours=168"),
+        ("status page", "/admin/status/"),
+    ]
+    print(f"\n{Decision.objects.count():,} decisions in PostgreSQL\n")
+    print(f"| page | median of 5 | slowest |\n| --- | ---: | ---: |")
+    for label, path in pages:
+        times = []
+        for _ in range(5):
+            t = time.monotonic()
+            response = client.get(path)
+            times.append(time.monotonic() - t)
+            assert response.status_code == 200, (path, response.status_code)
+        times.sort()
+        print(f"| {label} | {times[2] * 1000:,.0f} ms | {times[-1] * 1000:,.0f} ms |")
+
+    tracemalloc.start()
+    t = time.monotonic()
+    response = client.get(f"/admin/scaling/decision/export.csv?pair__id__exact={pair_id}")
+    size = sum(len(chunk) for chunk in response.streaming_content)
+    elapsed = time.monotonic() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"\nCSV export of one pair: {size / 1e6:,.1f} MB in {elapsed:.1f} s, peak Python memory {peak / 1e6:,.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
