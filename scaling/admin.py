@@ -309,7 +309,8 @@ class ScalingPairAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         # After the queues are saved too: the beat task follows the pair.
-        services.pair_saved(pair=form.instance)
+        repointed = bool({"app_name", "process_type", "provider"} & set(form.changed_data))
+        services.pair_saved(pair=form.instance, repointed=repointed)
 
     def delete_model(self, request: HttpRequest, obj: ScalingPair) -> None:
         services.pair_delete(pair=obj)

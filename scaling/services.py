@@ -598,10 +598,15 @@ def pair_schedule_sync(*, pair: ScalingPair) -> PeriodicTask:
     return task
 
 
-def pair_saved(*, pair: ScalingPair) -> None:
+def pair_saved(*, pair: ScalingPair, repointed: bool = False) -> None:
     """After any edit of a pair: its schedule follows, and a refused quantity is forgotten
-    (the operator may have raised a limit on Heroku or changed the bounds)."""
-    ScalingPair.objects.filter(id=pair.pk).update(blocked_quantity=None, blocked_reason="")
+    (the operator may have raised a limit on Heroku or changed the bounds). A pair pointed
+    at another app, process type or provider also forgets the formation it expected, or
+    its first cycle there would take the new app's formation for a person's change."""
+    reset: dict[str, Any] = {"blocked_quantity": None, "blocked_reason": ""}
+    if repointed:
+        reset["expected_quantity"] = None
+    ScalingPair.objects.filter(id=pair.pk).update(**reset)
     pair_schedule_sync(pair=pair)
 
 
@@ -669,6 +674,8 @@ def _upsert_env_pair(config: SeedConfig) -> ScalingPair:
     if pair is None:
         pair = ScalingPair.objects.create(managed_by_env=True, enabled=True, **values)
     else:
+        if (pair.app_name, pair.process_type) != (config.app_name, config.process_type):
+            pair.expected_quantity = None  # another app now: nothing is expected of its formation
         for name, value in values.items():
             setattr(pair, name, value)
         pair.managed_by_env = True

@@ -65,6 +65,15 @@ def test_a_person_changing_the_formation_is_not_fought(busy: Any) -> None:
     assert resumed is not None and resumed.quantity_before == 7 and resumed.outcome != Decision.Outcome.PAUSED
 
 
+def test_pointing_a_pair_at_another_app_is_not_taken_for_a_persons_change(busy: Any, admin_client: Any) -> None:
+    pair, heroku = busy
+    cycle(pair)  # DynoScaler now expects orders-app at 2
+    heroku.add_app("billing-app", token=HEROKU_TOKEN, quantity=5)
+    ScalingPair.objects.filter(pk=pair.pk).update(app_name="billing-app")
+    services.pair_saved(pair=pair, repointed=True)
+    assert cycle(pair).outcome != Decision.Outcome.PAUSED
+
+
 def test_the_kill_switch_stops_every_formation_write_at_once(busy: Any) -> None:
     pair, heroku = busy
     services.kill_switch_set(engaged=True, user="oncall", note="incident 42")

@@ -115,6 +115,18 @@ def test_changing_a_variable_and_restarting_updates_the_same_pair() -> None:
 
 
 @pytest.mark.django_db
+def test_a_new_app_in_the_variables_starts_with_no_expected_formation() -> None:
+    sync_env_pair(SEED)
+    ScalingPair.objects.update(expected_quantity=3)
+    sync_env_pair({**SEED, "MY_HEROKU_AS_APP": "other-app"})
+    assert ScalingPair.objects.get().expected_quantity is None
+    sync_env_pair({**SEED, "MY_HEROKU_AS_APP": "other-app", "DYNOSCALER_MAX_DYNOS": "9"})
+    ScalingPair.objects.update(expected_quantity=4)
+    sync_env_pair({**SEED, "MY_HEROKU_AS_APP": "other-app", "DYNOSCALER_MAX_DYNOS": "8"})
+    assert ScalingPair.objects.get().expected_quantity == 4  # same app: still expected
+
+
+@pytest.mark.django_db
 def test_a_bad_variable_at_start_up_logs_one_line_naming_it(caplog: Any) -> None:
     assert sync_env_pair({**SEED, "DYNOSCALER_UP_CYCLES": "often"}) is False
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
