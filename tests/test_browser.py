@@ -162,3 +162,29 @@ def test_an_operator_sets_up_a_pair_watches_it_scale_and_stops_everything(
     page.wait_for_selector(".messagelist .success")
     assert not page.is_visible("#kill-switch-banner")
     assert Decision.objects.filter(pair=pair, outcome="held").exists()
+
+
+def test_a_newcomer_watches_the_sandbox_pair_scale(live_server: Any, admin_user: Any, browser_page: Any,
+                                                   shots: Any, settings: Any) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scaling import services
+
+    settings.SANDBOX_ENABLED = True
+    pair = services.sandbox_demo_ensure()
+    assert pair is not None
+    start = timezone.now() - timedelta(minutes=12)
+    for i in range(72):  # twelve minutes of 10-second cycles: a full wave and a burst
+        services.pair_run_cycle(pair_id=pair.pk, force=True, now=start + timedelta(seconds=10 * i))
+
+    page = browser_page
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/scaling/scalingpair/{pair.pk}/change/")
+    fill(page, {"username": "admin", "password": "password"})
+    page.click("input[type=submit]")
+    page.wait_for_selector("#pair-chart svg")
+    assert "SANDBOX" in page.inner_text("#pair-state")
+    desired = Decision.objects.filter(pair=pair).values_list("desired_quantity", flat=True)
+    assert max(d or 0 for d in desired) >= 3 and "scale down" in page.content()
+    shots(page, "sandbox-pair")
