@@ -46,9 +46,12 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
 def shots(tmp_path: Path) -> Iterator[Any]:
     taken: list[Path] = []
 
-    def shoot(page: Any, name: str) -> None:
+    def shoot(page: Any, name: str, selector: str | None = None) -> None:
         path = tmp_path / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        if selector:
+            page.locator(selector).screenshot(path=str(path))
+        else:
+            page.screenshot(path=str(path), full_page=True)
         taken.append(path)
 
     yield shoot
@@ -187,4 +190,4 @@ def test_a_newcomer_watches_the_sandbox_pair_scale(live_server: Any, admin_user:
     assert "SANDBOX" in page.inner_text("#pair-state")
     desired = Decision.objects.filter(pair=pair).values_list("desired_quantity", flat=True)
     assert max(d or 0 for d in desired) >= 3 and "scale down" in page.content()
-    shots(page, "sandbox-pair")
+    shots(page, "sandbox-pair-chart", "#pair-state")
