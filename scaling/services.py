@@ -115,8 +115,9 @@ class _CycleResult:
     state_after: Mapping[str, Any] | None = None  # None: the counters do not move
     error: AdapterError | None = None
     rate_limit_remaining: int | None = None
-    blocked_quantity: int | None = None
-    blocked_reason: str = ""
+    # A quantity Heroku refused for good and why: None leaves the pair's record as it is,
+    # (None, "") clears it. Only a cycle that reached the act step may change it.
+    block: tuple[int | None, str] | None = None
     expected_quantity: int | None = None  # what the formation should be next cycle
     paused_until: datetime | None = None  # set when a person's change is noticed
 
@@ -299,8 +300,7 @@ def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dr
     seen = _CycleResult(
         outcome=Outcome.PAUSED, reason="", queues=per_queue, totals=totals, running=process.running,
         starting=process.starting, quantity=process.quantity, state_after=None,
-        rate_limit_remaining=source.rate_limit_remaining, blocked_quantity=pair.blocked_quantity,
-        blocked_reason=pair.blocked_reason, expected_quantity=process.quantity,
+        rate_limit_remaining=source.rate_limit_remaining, expected_quantity=process.quantity,
     )
 
     # A person's word comes first: a pause, or a formation changed outside DynoScaler.
@@ -348,7 +348,7 @@ def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dr
         result.state_after = None
         result.reason += f" — not sent: Heroku refused {pair.blocked_quantity} earlier ({pair.blocked_reason})"
         return result
-    result.blocked_quantity, result.blocked_reason = None, ""
+    result.block = (None, "")
     try:
         result.applied = source.scale(verdict.desired)
         result.outcome = Outcome.APPLIED
@@ -359,8 +359,7 @@ def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dr
         result.state_after = None  # try again next cycle from the same counters
         result.reason += " — the formation change failed"
         if exc.permanent:
-            result.blocked_quantity = verdict.desired
-            result.blocked_reason = exc.message
+            result.block = (verdict.desired, exc.message)
     result.rate_limit_remaining = source.rate_limit_remaining
     return result
 
@@ -420,8 +419,7 @@ def _record(
             **({} if keep_interval else {"last_cycle_at": now}),
             cycle_claim=None,
             cycle_claimed_until=None,
-            blocked_quantity=result.blocked_quantity,
-            blocked_reason=result.blocked_reason,
+            **({"blocked_quantity": result.block[0], "blocked_reason": result.block[1]} if result.block else {}),
             **({"expected_quantity": result.expected_quantity} if result.expected_quantity is not None else {}),
             **({"paused_until": result.paused_until} if result.paused_until is not None else {}),
         )
@@ -478,7 +476,7 @@ def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime
         f"the policy holds off until {hold:%H:%M} UTC",
         running=before.running, starting=before.starting, quantity=before.quantity, desired=quantity,
         applied=applied, rate_limit_remaining=remaining, expected_quantity=applied, paused_until=hold,
-        blocked_quantity=None,
+        block=(None, ""),
     )
     return _record(pair, claim=claim, now=now, result=result, dry_run=False, started=started, keep_interval=True)
 

@@ -204,6 +204,18 @@ def test_refused_quantity_is_not_retried_in_a_loop(world: Any, make_pair: Any) -
     assert heroku.quantity("orders-app") == 2
 
 
+def test_a_refusal_survives_a_cycle_that_could_not_observe(world: Any, make_pair: Any) -> None:
+    sqs, heroku = world
+    heroku.apps["orders-app"].processes["worker"].max_quantity = 1
+    pair = make_pair(max_dynos=5)
+    send_messages(sqs, "orders", 100)
+    assert cycle(pair).outcome == Decision.Outcome.ERROR  # 422: refused for good
+    heroku.fail_next("GET", r"/formation$", 503)  # a passing Heroku hiccup
+    assert cycle(pair).outcome == Decision.Outcome.ERROR
+    held = cycle(pair)
+    assert held.outcome == Decision.Outcome.HELD and len(heroku.writes()) == 1
+
+
 def test_transient_write_failure_retries_next_cycle_from_the_same_counters(world: Any, make_pair: Any) -> None:
     sqs, heroku = world
     pair = make_pair(up_cycles=1)
