@@ -255,17 +255,20 @@ def _source(pair: ScalingPair, now: datetime) -> Iterator[_Source]:
 
 
 def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
-    if pair.provider == ScalingPair.Provider.SANDBOX:
-        try:
-            with _source(pair, now) as sandbox:
-                return _observe_decide_act(pair, sandbox, now=now, dry_run=dry_run)
-        except AdapterError as exc:
-            return _CycleResult(outcome=Outcome.ERROR, reason="formation held", error=exc)
+    held = _heroku_holds(pair, now) if pair.provider == ScalingPair.Provider.HEROKU else None
+    if held is not None:
+        return held
+    try:
+        with _source(pair, now) as source:
+            return _observe_decide_act(pair, source, now=now, dry_run=dry_run)
+    except AdapterError as exc:  # the source could not be set up (its calls are handled inside)
+        return _CycleResult(outcome=Outcome.ERROR, reason=f"{exc.message}; formation held", error=exc)
+
+
+def _heroku_holds(pair: ScalingPair, now: datetime) -> _CycleResult | None:
+    """Why a Heroku pair must not call out this cycle, if it must not."""
     account = pair.heroku_account
-    if account is None or pair.aws_account is None:
-        return _CycleResult(outcome=Outcome.ERROR, reason="no Heroku or AWS account set; formation held",
-                            error=AdapterError("DynoScaler", "the pair has no credentials", permanent=True))
-    if account.rate_limited_until and account.rate_limited_until > now:
+    if account is not None and account.rate_limited_until and account.rate_limited_until > now:
         wait = int((account.rate_limited_until - now).total_seconds()) + 1
         return _CycleResult(
             outcome=Outcome.ERROR,
@@ -278,8 +281,7 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> _CycleResult:
             reason="no SQS queue configured for this pair; formation held",
             error=AdapterError("DynoScaler", "no SQS queue configured", permanent=True),
         )
-    with _source(pair, now) as source:
-        return _observe_decide_act(pair, source, now=now, dry_run=dry_run)
+    return None
 
 
 def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dry_run: bool) -> _CycleResult:
