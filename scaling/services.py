@@ -552,11 +552,10 @@ def sandbox_demo_ensure() -> ScalingPair | None:
         return None
     if ScalingPair.objects.exclude(provider=ScalingPair.Provider.SANDBOX).exists():
         return None
-    values = {k: v for k, v in SANDBOX_DEMO_SETTINGS.items() if k != "interval_seconds"}
     pair, created = ScalingPair.objects.get_or_create(
         name=SANDBOX_DEMO_NAME,
         defaults={"provider": ScalingPair.Provider.SANDBOX, "app_name": "sandbox-app", "process_type": "worker",
-                  "interval_seconds": SANDBOX_DEMO_SETTINGS["interval_seconds"], **values},
+                  **SANDBOX_DEMO_SETTINGS},
     )
     if created:
         pair_saved(pair=pair)
