@@ -188,6 +188,9 @@ def test_a_newcomer_watches_the_sandbox_pair_scale(live_server: Any, admin_user:
     page.click("input[type=submit]")
     page.wait_for_selector("#pair-chart svg")
     assert "SANDBOX" in page.inner_text("#pair-state")
-    desired = Decision.objects.filter(pair=pair).values_list("desired_quantity", flat=True)
-    assert max(d or 0 for d in desired) >= 3 and "scale down" in page.content()
+    # Twelve minutes span a whole ten-minute wave, whenever the test runs: up and back down.
+    decisions = Decision.objects.filter(pair=pair)
+    assert max(d or 0 for d in decisions.values_list("desired_quantity", flat=True)) >= 3
+    assert decisions.filter(reason__contains="scale up").exists()
+    assert decisions.filter(reason__contains="scale down").exists()
     shots(page, "sandbox-pair-chart", "#pair-state")
