@@ -44,6 +44,9 @@ try:
     CYCLE_TIME_LIMIT_SECONDS = env_int("DYNOSCALER_CYCLE_TIME_LIMIT", 120, minimum=10)
     MIN_INTERVAL_SECONDS = env_int("DYNOSCALER_MIN_INTERVAL", 10, minimum=1)
     HEROKU_RATE_LIMIT_BACKOFF_SECONDS = env_int("HEROKU_RATE_LIMIT_BACKOFF", 60, minimum=1)
+    # API calls left in an account's pool below which its pairs wait for the pool to refill,
+    # so DynoScaler never drains the tokens the team's own tools (deploys, CI) need.
+    HEROKU_RATE_LIMIT_RESERVE = env_int("HEROKU_RATE_LIMIT_RESERVE", 100, minimum=0, maximum=4500)
 
     ELK_ELASTIC_URL = env_optional("ELK_ELASTIC_URL")
     ELK_ELASTIC_USER = env_optional("ELK_ELASTIC_USER")

@@ -272,8 +272,8 @@ def _heroku_holds(pair: ScalingPair, now: datetime) -> _CycleResult | None:
         wait = int((account.rate_limited_until - now).total_seconds()) + 1
         return _CycleResult(
             outcome=Outcome.ERROR,
-            reason=f"Heroku rate limit: backing off for {wait} s more; formation held",
-            error=AdapterError("Heroku", "rate limited earlier; backing off", permanent=False, status=429),
+            reason=f"the account's Heroku API pool is empty or below its reserve: backing off for {wait} s more; formation held",
+            error=AdapterError("Heroku", "API pool low; backing off", permanent=False, status=429),
         )
     if not pair.queues.all():
         return _CycleResult(
@@ -366,6 +366,20 @@ def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dr
     return result
 
 
+HEROKU_REFILL_PER_SECOND = 75 / 60  # Heroku refills an account's pool by about 75 calls a minute
+
+
+def _heroku_backoff_seconds(error: AdapterError | None, remaining: int | None) -> float:
+    """How long the account's pairs should make no call: after a 429, or when the pool
+    has fallen below the reserve (as long as it takes to refill to the reserve)."""
+    if error is not None and error.rate_limited:
+        return error.retry_after or settings.HEROKU_RATE_LIMIT_BACKOFF_SECONDS
+    reserve = settings.HEROKU_RATE_LIMIT_RESERVE
+    if remaining is not None and remaining < reserve:
+        return (reserve - remaining) / HEROKU_REFILL_PER_SECOND
+    return 0.0
+
+
 def kill_switch_engaged() -> bool:
     return KillSwitch.objects.filter(pk=1, engaged=True).exists()
 
@@ -427,8 +441,8 @@ def _record(
         )
         if updated != 1:
             log.warning("pair %s: the cycle outlived its claim; its decision is kept, its state is not", pair.name)
-        if error is not None and error.rate_limited and pair.heroku_account_id is not None:
-            backoff = error.retry_after or settings.HEROKU_RATE_LIMIT_BACKOFF_SECONDS
+        backoff = _heroku_backoff_seconds(error, result.rate_limit_remaining)
+        if backoff and pair.heroku_account_id is not None:
             HerokuAccount.objects.filter(id=pair.heroku_account_id).update(
                 rate_limited_until=now + timedelta(seconds=backoff)
             )

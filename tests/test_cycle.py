@@ -174,10 +174,24 @@ def test_rate_limit_backs_off_the_whole_account(world: Any, make_pair: Any, sett
     assert len(heroku.requests) == calls  # no call while backing off
 
 
+def test_a_low_api_pool_is_left_for_the_teams_own_tools(world: Any, make_pair: Any, settings: Any) -> None:
+    _, heroku = world
+    settings.HEROKU_RATE_LIMIT_RESERVE = 100
+    heroku.rate_limit_pool = 62  # two calls this cycle leave 60: 40 under the reserve
+    pair = make_pair()
+    assert cycle(pair).outcome != Decision.Outcome.ERROR
+    account = HerokuAccount.objects.get(pk=pair.heroku_account_id)
+    assert account.rate_limited_until is not None
+    wait = (account.rate_limited_until - timezone.now()).total_seconds()
+    assert 25 < wait <= 32  # 40 calls at ~75 a minute
+    calls = len(heroku.requests)
+    assert "below its reserve" in cycle(pair).reason and len(heroku.requests) == calls
+
+
 def test_rate_limit_remaining_is_recorded(world: Any, make_pair: Any) -> None:
     _, heroku = world
     heroku.rate_limit_pool = 1234
-    decision = cycle(make_pair())
+    decision = cycle(make_pair())  # far above the reserve: no back-off
     assert decision.heroku_rate_limit_remaining == 1232  # formation + dynos
 
 
