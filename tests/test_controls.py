@@ -252,6 +252,14 @@ def test_sandbox_pair_scales_with_its_simulated_traffic(settings: Any) -> None:
     assert all(d is not None and d.outcome != Decision.Outcome.ERROR for d in decisions)
 
 
+def test_a_newcomer_sees_the_sandbox_scale_up_in_its_first_cycle(settings: Any) -> None:
+    settings.SANDBOX_ENABLED = True
+    pair = services.sandbox_demo_ensure()
+    assert pair is not None
+    first = services.pair_run_cycle(pair_id=pair.pk, force=True)
+    assert first is not None and first.outcome == Decision.Outcome.APPLIED and (first.applied_quantity or 0) >= 2
+
+
 def test_the_sandbox_is_never_created_where_real_credentials_exist(settings: Any, make_pair: Any) -> None:
     settings.SANDBOX_ENABLED = True
     make_pair()

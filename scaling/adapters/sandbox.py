@@ -19,7 +19,7 @@ WORLD = World(dyno_rate=5.0, dyno_concurrency=2, boot_seconds=20.0, lag_seconds=
 MAX_CATCH_UP_SECONDS = 3600  # after a long stop the world resumes, it does not replay days
 PERIOD = 600.0
 PEAK_PER_SECOND = 24.0
-BURST_EVERY, BURST_SIZE = 420, 400
+BURST_EVERY, BURST_SIZE, BURST_OFFSET = 420, 400, 3
 # What the demo pair is told, in the same units an operator would enter.
 DEMO_SETTINGS: dict[str, Any] = {
     "policy": "target_wait", "target_wait_seconds": 60, "dyno_rate": WORLD.dyno_rate,
@@ -29,9 +29,11 @@ DEMO_SETTINGS: dict[str, Any] = {
 
 
 def arrivals_at(t: int) -> float:
-    """Messages arriving in second t: a ten-minute wave from 0 to the peak, and bursts."""
+    """Messages arriving t seconds after the sandbox started: a burst a few seconds in (so
+    a newcomer sees a scale-up within the first minute) and every seven minutes after,
+    over a ten-minute wave from 0 to the peak."""
     wave = PEAK_PER_SECOND * (1 - math.cos(2 * math.pi * (t % PERIOD) / PERIOD)) / 2
-    return wave + (BURST_SIZE if t % BURST_EVERY == 0 else 0.0)
+    return wave + (BURST_SIZE if t % BURST_EVERY == BURST_OFFSET else 0.0)
 
 
 class SandboxSource:
@@ -42,11 +44,12 @@ class SandboxSource:
         if state.get("world"):
             self.world = QueueWorld.from_dict(WORLD, state["world"])
             last = int(state.get("last", self.now - 1))
+            self.origin = int(state.get("origin", last))
         else:
             self.world = QueueWorld(WORLD, dynos=0, now=self.now)
-            last = self.now - 1
+            last = self.origin = self.now - BURST_OFFSET - 1  # the first burst is already waiting
         for t in range(max(last + 1, self.now - MAX_CATCH_UP_SECONDS), self.now + 1):
-            self.world.tick(t, arrivals_at(t))
+            self.world.tick(t, arrivals_at(t - self.origin))
 
     def counts(self) -> QueueCounts:
         visible, in_flight, _ = self.world.seen()
@@ -62,4 +65,4 @@ class SandboxSource:
         return self.world.formation
 
     def state(self) -> dict[str, Any]:
-        return {"world": self.world.as_dict(), "last": self.now}
+        return {"world": self.world.as_dict(), "last": self.now, "origin": self.origin}
