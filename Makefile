@@ -23,6 +23,7 @@ test: setup
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(TEST_REDIS_URL) SECRET_KEY=test-only-key \
 		$(PY) -m pytest $(PYTEST_ARGS)
 	SECRET_KEY=test-only-key $(VENV)/bin/mypy
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) .broker db.sqlite3* .mypy_cache .pytest_cache

@@ -98,7 +98,7 @@ def main() -> None:
         ("status page", "/admin/status/"),
     ]
     print(f"\n{Decision.objects.count():,} decisions in PostgreSQL\n")
-    print(f"| page | median of 5 | slowest |\n| --- | ---: | ---: |")
+    print("| page | median of 5 | slowest |\n| --- | ---: | ---: |")
     for label, path in pages:
         times = []
         for _ in range(5):
