@@ -138,9 +138,11 @@ class _HerokuSqsSource:
         self.client = heroku_client(pair.heroku_account)  # type: ignore[arg-type]
 
     def read_queues(self) -> list[tuple[str, str, QueueCounts]]:
+        return [(q.queue, q.region, self.read_queue(q)) for q in self.pair.queues.all()]
+
+    def read_queue(self, queue: PairQueue) -> QueueCounts:
         credentials = aws_credentials(self.pair.aws_account)  # type: ignore[arg-type]
-        return [(q.queue, q.region, sqs_reader().counts(queue=q.queue, region=q.region, credentials=credentials))
-                for q in self.pair.queues.all()]
+        return sqs_reader().counts(queue=queue.queue, region=queue.region, credentials=credentials)
 
     def process_state(self) -> ProcessState:
         return self.client.process_state(app=self.pair.app_name, process_type=self.pair.process_type)
@@ -519,11 +521,10 @@ def pair_check_connection(*, pair: ScalingPair) -> list[Check]:
     try:
         with _source(pair, now) as source:
             if isinstance(source, _HerokuSqsSource):
-                credentials = aws_credentials(pair.aws_account)  # type: ignore[arg-type]
                 for q in pair.queues.all():
                     what = f"SQS queue {q.queue} ({q.region})"
                     try:
-                        counts = sqs_reader().counts(queue=q.queue, region=q.region, credentials=credentials)
+                        counts = source.read_queue(q)
                         checks.append(Check(what, True, f"readable: {counts.visible} visible, {counts.in_flight} in flight"))
                     except AdapterError as exc:
                         checks.append(Check(what, False, exc.message))

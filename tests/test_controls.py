@@ -104,7 +104,6 @@ def test_check_connection_says_what_works_and_changes_nothing(busy: Any, sqs: An
 
     pair.queues.update(queue="missing-queue")
     ScalingPair.objects.filter(pk=pair.pk).update(process_type="clock")
-    HerokuAccount.objects.update(api_token=HEROKU_TOKEN)
     pair = ScalingPair.objects.select_related("heroku_account", "aws_account").get(pk=pair.pk)
     checks = services.pair_check_connection(pair=pair)
     assert [c.ok for c in checks] == [False, False]
