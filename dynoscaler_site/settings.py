@@ -55,6 +55,9 @@ try:
     ELK_INDEX_TYPE_AS = env_optional("ELK_INDEX_TYPE_AS")
     AUDIT_SHIP_BATCH = env_int("DYNOSCALER_AUDIT_BATCH", 500, minimum=1)
     AUDIT_SHIP_INTERVAL_SECONDS = env_int("DYNOSCALER_AUDIT_INTERVAL", 30, minimum=1)
+    # One shipper at a time holds this lease, renewed before each batch (one Elasticsearch
+    # request of at most its 10 s timeout): a killed shipper holds the trail up this long at most.
+    AUDIT_LEASE_SECONDS = env_int("DYNOSCALER_AUDIT_LEASE", 30, minimum=15, maximum=600)
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
     ENCRYPTION_KEYS = [k.strip() for k in env_str("DYNOSCALER_ENCRYPTION_KEYS", "").split(",") if k.strip()]
     DECISION_RETENTION_DAYS = env_int("DYNOSCALER_RETENTION_DAYS", 90, minimum=1)

@@ -264,6 +264,9 @@ class ScalingPair(models.Model):
     )
     # What the formation should be if nobody else touched it: observed or applied last cycle.
     expected_quantity = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
+    # A formation write whose answer was lost (timeout, dropped connection): the quantity
+    # asked for. Seeing it next is our own change confirmed, not a person's.
+    unconfirmed_quantity = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     policy_state = models.JSONField(
         default=dict, blank=True, editable=False, help_text="What the policy carries from cycle to cycle."
     )

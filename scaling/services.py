@@ -25,7 +25,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scaling.adapters.audit import AuditSink, ElasticsearchSink, TerminalSink
-from scaling.adapters.errors import AdapterError
+from scaling.adapters.errors import AdapterError, redact
 from scaling.adapters.heroku import HerokuClient, ProcessState
 from scaling.adapters.sandbox import DEMO_SETTINGS as SANDBOX_DEMO_SETTINGS
 from scaling.adapters.sandbox import SandboxSource
@@ -38,6 +38,9 @@ from scaling.seed_env import SeedConfig
 log = logging.getLogger(__name__)
 
 CYCLE_TASK = "scaling.tasks.run_pair_cycle"
+# A claim or lease outlives the task's hard time limit by this much, no more: a killed
+# worker stalls nothing for longer.
+CLAIM_MARGIN_SECONDS = 5
 Outcome = Decision.Outcome
 
 
@@ -90,13 +93,6 @@ def _pair_secrets(pair: ScalingPair) -> list[str]:
         return []
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "****")
-    return text
-
-
 # --- one cycle of one pair -----------------------------------------------------------
 
 
@@ -119,6 +115,9 @@ class _CycleResult:
     # (None, "") clears it. Only a cycle that reached the act step may change it.
     block: tuple[int | None, str] | None = None
     expected_quantity: int | None = None  # what the formation should be next cycle
+    # A write whose answer was lost: the quantity asked for, which the next observation may
+    # show (it was applied) without anyone else having touched the formation.
+    unconfirmed_quantity: int | None = None
     paused_until: datetime | None = None  # set when a person's change is noticed
 
 
@@ -196,7 +195,7 @@ def pair_claim(*, pair: ScalingPair, now: datetime, respect_interval: bool) -> u
         free = free.filter(Q(last_cycle_at__isnull=True) | Q(last_cycle_at__lte=too_soon))
     updated = free.update(
         cycle_claim=claim,
-        cycle_claimed_until=now + timedelta(seconds=settings.CYCLE_TIME_LIMIT_SECONDS + 30),
+        cycle_claimed_until=now + timedelta(seconds=settings.CYCLE_TIME_LIMIT_SECONDS + CLAIM_MARGIN_SECONDS),
     )
     return claim if updated == 1 else None
 
@@ -272,10 +271,12 @@ def _heroku_holds(pair: ScalingPair, now: datetime) -> _CycleResult | None:
     account = pair.heroku_account
     if account is not None and account.rate_limited_until and account.rate_limited_until > now:
         wait = int((account.rate_limited_until - now).total_seconds()) + 1
+        # Not a Heroku error: nothing was asked of Heroku, so this cycle cannot extend the back-off.
         return _CycleResult(
             outcome=Outcome.ERROR,
             reason=f"the account's Heroku API pool is empty or below its reserve: backing off for {wait} s more; formation held",
-            error=AdapterError("Heroku", "API pool low; backing off", permanent=False, status=429),
+            error=AdapterError("DynoScaler", f"Heroku API pool low; no call until {account.rate_limited_until:%H:%M:%S} UTC",
+                               permanent=False),
         )
     if not pair.queues.all():
         return _CycleResult(
@@ -307,11 +308,15 @@ def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dr
         rate_limit_remaining=source.rate_limit_remaining, expected_quantity=process.quantity,
     )
 
+    # Our own write whose answer was lost, now seen applied: not a person's change.
+    confirmed = ""
+    if pair.unconfirmed_quantity is not None and process.quantity == pair.unconfirmed_quantity != pair.expected_quantity:
+        confirmed = f"the change to {process.quantity} asked for earlier was applied (its answer had been lost); "
     # A person's word comes first: a pause, or a formation changed outside DynoScaler.
     if pair.paused_until and pair.paused_until > now:
-        seen.reason = f"paused until {pair.paused_until:%Y-%m-%d %H:%M} UTC; observed only, formation left at {process.quantity}"
+        seen.reason = f"{confirmed}paused until {pair.paused_until:%Y-%m-%d %H:%M} UTC; observed only, formation left at {process.quantity}"
         return seen
-    if pair.expected_quantity is not None and process.quantity != pair.expected_quantity:
+    if not confirmed and pair.expected_quantity is not None and process.quantity != pair.expected_quantity:
         seen.paused_until = now + timedelta(seconds=pair.manual_hold_seconds)
         seen.reason = (
             f"the formation was changed outside DynoScaler (expected {pair.expected_quantity}, found "
@@ -328,7 +333,7 @@ def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dr
     verdict = get_policy(pair.policy).decide(observation, bounds, pair.policy_settings(), pair.policy_state or {})
     result = seen
     result.outcome = Outcome.NO_CHANGE
-    result.reason = verdict.reason
+    result.reason = confirmed + verdict.reason
     if window is not None:
         result.reason = f"[schedule {window.describe()}: min {bounds.min_dynos}, max {bounds.max_dynos}] {result.reason}"
     result.backlog_per_instance = verdict.backlog_per_instance
@@ -347,25 +352,48 @@ def _observe_decide_act(pair: ScalingPair, source: _Source, *, now: datetime, dr
         result.state_after = None
         result.reason += " — not sent: the kill switch is on"
         return result
-    if _still_blocked(pair.blocked_quantity, current=process.quantity, desired=verdict.desired):
+    ask, keep_refusal = within_refusal(pair.blocked_quantity, current=process.quantity, desired=verdict.desired)
+    if ask is None:
         result.outcome = Outcome.HELD
         result.state_after = None
         result.reason += f" — not sent: Heroku refused {pair.blocked_quantity} earlier ({pair.blocked_reason})"
+        if pair.blocked_quantity is not None and pair.blocked_quantity > process.quantity:
+            result.reason += f"; {process.quantity} is the most it accepts"
         return result
-    result.block = (None, "")
-    try:
-        result.applied = source.scale(verdict.desired)
-        result.outcome = Outcome.APPLIED
-        result.expected_quantity = result.applied
-    except AdapterError as exc:
-        result.outcome = Outcome.ERROR
-        result.error = exc
-        result.state_after = None  # try again next cycle from the same counters
-        result.reason += " — the formation change failed"
-        if exc.permanent:
-            result.block = (verdict.desired, exc.message)
+    if ask != verdict.desired:
+        result.reason += f" — Heroku refused {pair.blocked_quantity} earlier, so asking for {ask}"
+    result.block = None if keep_refusal else (None, "")
+    _write(result, source, ask=ask, current=process.quantity)
     result.rate_limit_remaining = source.rate_limit_remaining
     return result
+
+
+def _write(result: _CycleResult, source: _Source, *, ask: int, current: int) -> None:
+    """Change the formation to ``ask``. A refusal is remembered so it is not asked again; when
+    Heroku says what it accepts (a size's dyno limit), that is asked for once, at once."""
+    error = _scale(result, source, ask)
+    if error is not None and error.permanent:
+        result.block = (ask, error.message)
+        limit = error.accepts_at_most
+        if limit is not None and current < limit < ask:
+            result.block = (limit + 1, error.message)
+            result.reason += f" — Heroku refused {ask} ({error.message}); asking for {limit}, the most it accepts"
+            error = _scale(result, source, limit)
+    if error is not None:
+        result.state_after = None  # try again next cycle from the same counters
+        result.reason += " — the formation change failed"
+
+
+def _scale(result: _CycleResult, source: _Source, quantity: int) -> AdapterError | None:
+    try:
+        result.applied = source.scale(quantity)
+    except AdapterError as exc:
+        result.outcome, result.error, result.applied = Outcome.ERROR, exc, None
+        if exc.outcome_unknown:
+            result.unconfirmed_quantity = quantity
+        return exc
+    result.outcome, result.error, result.expected_quantity = Outcome.APPLIED, None, result.applied
+    return None
 
 
 HEROKU_REFILL_PER_SECOND = 75 / 60  # Heroku refills an account's pool by about 75 calls a minute
@@ -374,7 +402,7 @@ HEROKU_REFILL_PER_SECOND = 75 / 60  # Heroku refills an account's pool by about 
 def _heroku_backoff_seconds(error: AdapterError | None, remaining: int | None) -> float:
     """How long the account's pairs should make no call: after a 429, or when the pool
     has fallen below the reserve (as long as it takes to refill to the reserve)."""
-    if error is not None and error.rate_limited:
+    if error is not None and error.system == "Heroku" and error.rate_limited:
         return error.retry_after or settings.HEROKU_RATE_LIMIT_BACKOFF_SECONDS
     reserve = settings.HEROKU_RATE_LIMIT_RESERVE
     if remaining is not None and remaining < reserve:
@@ -386,13 +414,25 @@ def kill_switch_engaged() -> bool:
     return KillSwitch.objects.filter(pk=1, engaged=True).exists()
 
 
-def _still_blocked(blocked: int | None, *, current: int, desired: int) -> bool:
-    """A refused quantity stays refused while the policy still wants it or beyond it."""
-    if blocked is None:
-        return False
-    if blocked > current:
-        return desired >= blocked
-    return desired <= blocked
+def within_refusal(refused: int | None, *, current: int, desired: int) -> tuple[int | None, bool]:
+    """What to ask Heroku for after it refused ``refused`` for good (a 422), and whether the
+    refusal still stands: (quantity to ask, or None to hold; keep the refusal on record).
+
+    A refused increase is never asked again; while the policy wants it or more, DynoScaler
+    asks halfway between what runs and what was refused, so the pair ends up at the most
+    Heroku accepts, not stuck where it was. When the policy wants no more than what runs,
+    the refusal is forgotten. A refused decrease holds while the policy still wants it."""
+    if refused is None:
+        return desired, False
+    if refused > current:
+        if desired < refused:
+            return desired, desired > current
+        if refused - current <= 1:
+            return None, True
+        return (current + refused) // 2, True
+    if desired <= refused:
+        return None, True
+    return desired, False
 
 
 def _record(
@@ -439,6 +479,8 @@ def _record(
             cycle_claimed_until=None,
             **({"blocked_quantity": result.block[0], "blocked_reason": result.block[1]} if result.block else {}),
             **({"expected_quantity": result.expected_quantity} if result.expected_quantity is not None else {}),
+            # Any cycle that saw the formation settles an earlier lost answer, one way or the other.
+            **({"unconfirmed_quantity": result.unconfirmed_quantity} if result.quantity is not None else {}),
             **({"paused_until": result.paused_until} if result.paused_until is not None else {}),
         )
         if updated != 1:
@@ -484,8 +526,10 @@ def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime
             before = source.process_state()
             applied = source.scale(quantity)
             remaining = source.rate_limit_remaining
-    except BaseException:
-        ScalingPair.objects.filter(pk=pair.pk, cycle_claim=claim).update(cycle_claim=None, cycle_claimed_until=None)
+    except BaseException as exc:
+        lost = isinstance(exc, AdapterError) and exc.outcome_unknown
+        ScalingPair.objects.filter(pk=pair.pk, cycle_claim=claim).update(
+            cycle_claim=None, cycle_claimed_until=None, **({"unconfirmed_quantity": quantity} if lost else {}))
         raise
     hold = now + timedelta(seconds=pair.manual_hold_seconds)
     result = _CycleResult(
@@ -644,16 +688,22 @@ def pair_sync_from_env(*, config: SeedConfig) -> ScalingPair:
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                pair = _upsert_env_pair(config)
+                pair, changed = _upsert_env_pair(config)
             break
         except IntegrityError:
             if attempt == 2:
                 raise
-    pair_saved(pair=pair)
+    if changed:
+        pair_saved(pair=pair)
+    else:
+        # Same variables as last start: nothing the operator changed, so a quantity Heroku
+        # refused stays refused (every scale_once would otherwise send it again).
+        pair_schedule_sync(pair=pair)
     return pair
 
 
-def _upsert_env_pair(config: SeedConfig) -> ScalingPair:
+def _upsert_env_pair(config: SeedConfig) -> tuple[ScalingPair, bool]:
+    """The env pair, created or brought in line with ``config``; and whether anything changed."""
     heroku, _ = HerokuAccount.objects.update_or_create(
         managed_by_env=True,
         defaults={"description": config.heroku_description, "api_token": config.heroku_token},
@@ -687,16 +737,19 @@ def _upsert_env_pair(config: SeedConfig) -> ScalingPair:
         pair = ScalingPair.objects.filter(app_name=config.app_name, process_type=config.process_type).first()
     if pair is None:
         pair = ScalingPair.objects.create(managed_by_env=True, enabled=True, **values)
+        changed = True
     else:
+        changed = not pair.managed_by_env or any(getattr(pair, name) != value for name, value in values.items())
         if (pair.app_name, pair.process_type) != (config.app_name, config.process_type):
             pair.expected_quantity = None  # another app now: nothing is expected of its formation
-        for name, value in values.items():
-            setattr(pair, name, value)
-        pair.managed_by_env = True
-        pair.save()
-    pair.queues.exclude(queue=config.queue, region=config.region).delete()
-    PairQueue.objects.get_or_create(pair=pair, queue=config.queue, region=config.region)
-    return pair
+        if changed:
+            for name, value in values.items():
+                setattr(pair, name, value)
+            pair.managed_by_env = True
+            pair.save()
+    removed, _ = pair.queues.exclude(queue=config.queue, region=config.region).delete()
+    _, added = PairQueue.objects.get_or_create(pair=pair, queue=config.queue, region=config.region)
+    return pair, changed or bool(removed) or added
 
 
 # --- the audit trail --------------------------------------------------------------------
@@ -714,26 +767,43 @@ def lease_acquire(*, key: str, seconds: float, now: datetime | None = None) -> u
     return holder if updated == 1 else None
 
 
+def lease_renew(*, key: str, holder: uuid.UUID, seconds: float, now: datetime | None = None) -> bool:
+    """Extend a lease we still hold; False if it lapsed and someone else may have taken it."""
+    until = (now or timezone.now()) + timedelta(seconds=seconds)
+    return Lease.objects.filter(key=key, holder=holder).update(expires_at=until) == 1
+
+
 def lease_release(*, key: str, holder: uuid.UUID) -> None:
     Lease.objects.filter(key=key, holder=holder).update(holder=None, expires_at=None)
 
 
-def audit_ship_pending(*, sink: AuditSink | None = None, batch_size: int | None = None, max_batches: int = 20) -> int:
+AUDIT_LEASE = "audit-shipper"
+
+
+def audit_ship_pending(
+    *, sink: AuditSink | None = None, batch_size: int | None = None, max_batches: int = 20, now: datetime | None = None
+) -> int:
     """Send committed, unsent decisions to the audit sink, oldest first.
 
     A decision is marked sent only after the sink confirmed it, so when Elasticsearch is
     down decisions wait in the database; documents carry the decision id as their own,
-    so a retry cannot duplicate one. One shipper at a time (a lease, not a lock).
+    so a retry cannot duplicate one. One shipper at a time: a short lease, renewed before
+    each batch, so a shipper killed mid-batch holds the trail up for one lease at most.
     Returns how many were delivered.
     """
     sink = sink or audit_sink()
     batch_size = batch_size or settings.AUDIT_SHIP_BATCH
-    holder = lease_acquire(key="audit-shipper", seconds=300)
+    lease_seconds = settings.AUDIT_LEASE_SECONDS
+    holder = lease_acquire(key=AUDIT_LEASE, seconds=lease_seconds, now=now)
     if holder is None:
         return 0
+    # Stop starting batches well within the task's time limit, so the task ends by itself.
+    stop_at = time.monotonic() + settings.CYCLE_TIME_LIMIT_SECONDS / 2
     delivered = 0
     try:
         for _ in range(max_batches):
+            if time.monotonic() > stop_at or not lease_renew(key=AUDIT_LEASE, holder=holder, seconds=lease_seconds, now=now):
+                break
             decisions = list(Decision.objects.filter(shipped_at__isnull=True).order_by("id")[:batch_size])
             if not decisions:
                 break
@@ -747,5 +817,5 @@ def audit_ship_pending(*, sink: AuditSink | None = None, batch_size: int | None 
             if len(sent) < len(decisions):
                 break
     finally:
-        lease_release(key="audit-shipper", holder=holder)
+        lease_release(key=AUDIT_LEASE, holder=holder)
     return delivered

@@ -82,13 +82,8 @@ class ElasticsearchSink:
         try:
             _, errors = helpers.bulk(self._client, actions, raise_on_error=False, raise_on_exception=True)
         except (TransportError, es_exceptions.ApiError, helpers.BulkIndexError) as exc:
-            raise AdapterError(SYSTEM, self._redact(f"{type(exc).__name__}: {exc}"), permanent=False) from None
+            raise AdapterError(SYSTEM, f"{type(exc).__name__}: {exc}", permanent=False, secrets=self._secrets) from None
         failed = {str(item.get("index", {}).get("_id")) for item in errors}  # type: ignore[union-attr]
         if errors:
             log.warning("Elasticsearch refused %d of %d decision documents; they will be sent again", len(failed), len(actions))
         return {str(doc["id"]) for doc in documents} - failed
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "****")
-        return text

@@ -11,6 +11,7 @@ the quantity changes, one PATCH: no ``GET /apps/{app}`` and no token check call.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from scaling.adapters.errors import AdapterError
 
 SYSTEM = "Heroku"
 _PERMANENT_STATUSES = {400, 401, 402, 403, 404, 422}
+# Heroku's 422 on a size's dyno limit: "Cannot update to more than 10 Performance-M size dynos per process type."
+_LIMIT_HINT = re.compile(r"more than (\d+)\b")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class HerokuClient:
         session.headers["Accept"] = "application/vnd.heroku+json; version=3"
         session.headers["Authorization"] = f"Bearer {token}"
         self._api._heroku_url = base_url.rstrip("/")
+        self._secrets = (token,)
 
     @property
     def rate_limit_remaining(self) -> int | None:
@@ -67,7 +71,7 @@ class HerokuClient:
 
     def process_state(self, *, app: str, process_type: str) -> ProcessState:
         handle = self._app(app)
-        with _translated(f"reading the formation of {app}"):
+        with _translated(f"reading the formation of {app}", self._secrets):
             formation = [f for f in handle.process_formation() if f.type == process_type]
         if not formation:
             raise AdapterError(
@@ -76,7 +80,7 @@ class HerokuClient:
                 permanent=True,
                 status=404,
             )
-        with _translated(f"listing the dynos of {app}"):
+        with _translated(f"listing the dynos of {app}", self._secrets):
             dynos = [d for d in handle.dynos() if d.type == process_type]
         states = [d.state for d in dynos]
         return ProcessState(
@@ -89,7 +93,7 @@ class HerokuClient:
 
     def scale(self, *, app: str, process_type: str, quantity: int) -> int:
         handle = self._app(app)
-        with _translated(f"scaling {app} {process_type} to {quantity}"):
+        with _translated(f"scaling {app} {process_type} to {quantity}", self._secrets):
             formation = handle.scale_formation_process(process_type, quantity)
         return int(formation.quantity)
 
@@ -99,25 +103,23 @@ class HerokuClient:
 
 
 @contextmanager
-def _translated(doing: str) -> Iterator[None]:
-    """Turns whatever heroku3 or requests raised into an AdapterError."""
+def _translated(doing: str, secrets: tuple[str, ...]) -> Iterator[None]:
+    """Turns whatever heroku3 or requests raised into an AdapterError, scrubbed of the token."""
     try:
         yield
     except RateLimitExceeded:
-        raise AdapterError(
-            SYSTEM, f"rate limit reached while {doing} (429)", permanent=False, status=429, code="rate_limit"
-        ) from None
+        raise AdapterError(SYSTEM, f"rate limit reached while {doing} (429)", permanent=False, status=429) from None
     except requests.HTTPError as exc:
         if exc.response is None:
             raise AdapterError(SYSTEM, f"HTTP error while {doing}", permanent=False) from None
-        raise _http_error(exc.response, doing) from None
+        raise _http_error(exc.response, doing, secrets) from None
     except (requests.Timeout, requests.ConnectionError) as exc:
-        raise AdapterError(SYSTEM, f"{type(exc).__name__} while {doing}", permanent=False, code="unreachable") from None
+        raise AdapterError(SYSTEM, f"{type(exc).__name__} while {doing}", permanent=False) from None
     except (requests.RequestException, ValueError) as exc:  # heroku3's ResponseError is a ValueError
         raise AdapterError(SYSTEM, f"unexpected answer while {doing}: {type(exc).__name__}", permanent=False) from None
 
 
-def _http_error(response: requests.Response, doing: str) -> AdapterError:
+def _http_error(response: requests.Response, doing: str, secrets: tuple[str, ...]) -> AdapterError:
     status = response.status_code
     code, message = "", ""
     try:
@@ -129,14 +131,15 @@ def _http_error(response: requests.Response, doing: str) -> AdapterError:
     text = f"{status} {code or response.reason} while {doing}"
     if message:
         text += f": {message}"
-    retry_after = _seconds(response.headers.get("Retry-After"))
+    hint = _LIMIT_HINT.search(message) if status == 422 else None
     return AdapterError(
         SYSTEM,
         text,
         permanent=status in _PERMANENT_STATUSES,
         status=status,
-        code=code or None,
-        retry_after=retry_after,
+        retry_after=_seconds(response.headers.get("Retry-After")),
+        accepts_at_most=int(hint.group(1)) if hint else None,
+        secrets=secrets,
     )
 
 

@@ -87,18 +87,19 @@ class SqsReader:
     def counts(
         self, *, queue: str, region: str, credentials: AwsCredentials | None
     ) -> QueueCounts:
+        secrets = (credentials.secret_access_key,) if credentials else ()
         try:
             client = self._client(region, credentials)
             url = self._queue_url(client, queue, region, credentials)
             response = client.get_queue_attributes(QueueUrl=url, AttributeNames=_ATTRIBUTES)  # type: ignore[arg-type]
         except botocore.exceptions.ClientError as exc:
-            raise _client_error(exc, queue) from None
+            raise _client_error(exc, queue, secrets) from None
         except botocore.exceptions.NoCredentialsError:
             raise AdapterError(
                 SYSTEM, "no AWS credentials found (set a key pair or configure the default chain)", permanent=True
             ) from None
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise AdapterError(SYSTEM, f"{type(exc).__name__} reading {queue}: {exc}", permanent=False) from None
+            raise AdapterError(SYSTEM, f"{type(exc).__name__} reading {queue}: {exc}", permanent=False, secrets=secrets) from None
         attrs = response.get("Attributes", {})
         try:
             return QueueCounts(
@@ -134,12 +135,8 @@ class SqsReader:
             self._urls[key] = url
         return url
 
-    def forget(self, *, queue: str, region: str, credentials: AwsCredentials | None) -> None:
-        """Drop a cached URL, e.g. after the queue was deleted and made again."""
-        self._urls.pop((region, credentials, queue), None)
 
-
-def _client_error(exc: botocore.exceptions.ClientError, queue: str) -> AdapterError:
+def _client_error(exc: botocore.exceptions.ClientError, queue: str, secrets: tuple[str, ...]) -> AdapterError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -149,4 +146,4 @@ def _client_error(exc: botocore.exceptions.ClientError, queue: str) -> AdapterEr
     permanent = code in _PERMANENT_CODES or status in (400, 403, 404)
     if code in ("Throttling", "ThrottlingException", "RequestThrottled", "OverLimit"):
         permanent = False
-    return AdapterError(SYSTEM, f"{code}: {message}", permanent=permanent, status=status, code=code)
+    return AdapterError(SYSTEM, f"{code}: {message}", permanent=permanent, status=status, secrets=secrets)

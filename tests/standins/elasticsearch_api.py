@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -26,6 +27,7 @@ class ElasticsearchStandIn:
         self.index_requests = 0  # document writes received, retries included
         self.raw_bodies: list[bytes] = []
         self.reject_ids: set[str] = set()  # bulk items answered 429 (es_rejected_execution_exception)
+        self.delay_seconds = 0.0  # every answer waits this long (a slow or hung cluster)
         self._lock = threading.Lock()
         self._port = 0
         self._server: ThreadingHTTPServer | None = None
@@ -110,6 +112,8 @@ class ElasticsearchStandIn:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if standin.delay_seconds:
+                    time.sleep(standin.delay_seconds)
                 status, payload = standin._handle(self.command, self.path.split("?")[0], self.headers, raw)
                 data = json.dumps(payload).encode()
                 self.send_response(status)

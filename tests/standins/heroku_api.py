@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ACCEPT = "application/vnd.heroku+json; version=3"
+LOST = 0  # carried out, but no answer is sent
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Process:
     quantity: int
     size: str = "Standard-1X"
     max_quantity: int = 100  # above this PATCH answers 422, as a size limit would
+    limit_message: str = ""  # the 422's message; by default Heroku's wording, which names the limit
     boot_seconds: float = 0.0
     dyno_started: dict[int, float] = field(default_factory=dict)  # dyno number -> when it was started
 
@@ -53,6 +55,7 @@ class HerokuStandIn:
         self.requests: list[Seen] = []
         self.delay_seconds = 0.0  # every response waits this long (to hold a cycle open)
         self._failures: list[tuple[str, str, int, dict[str, Any], dict[str, str]]] = []
+        self._lost_answers: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -86,13 +89,19 @@ class HerokuStandIn:
         with self._lock:
             self._scale(self.apps[app].processes[process_type], quantity)
 
-    def fail_next(self, method: str, path_pattern: str, status: int, *, times: int = 1, headers: dict[str, str] | None = None) -> None:
+    def fail_next(self, method: str, path_pattern: str, status: int, *, times: int = 1,
+                  headers: dict[str, str] | None = None, message: str | None = None) -> None:
         """The next ``times`` requests matching method and regex answer ``status``."""
         ids = {401: "unauthorized", 403: "forbidden", 404: "not_found", 422: "invalid_params",
                429: "rate_limit", 500: "internal_server_error", 503: "service_unavailable"}
-        body = {"id": ids.get(status, "error"), "message": f"Stand-in failure {status}."}
+        body = {"id": ids.get(status, "error"), "message": message or f"Stand-in failure {status}."}
         for _ in range(times):
             self._failures.append((method, path_pattern, status, body, headers or {}))
+
+    def lose_answer_next(self, method: str, path_pattern: str) -> None:
+        """The next matching request is carried out, then the connection drops before the
+        answer is sent: the client cannot know whether it was applied."""
+        self._lost_answers.append((method, path_pattern))
 
     def writes(self) -> list[Seen]:
         return [r for r in self.requests if r.method == "PATCH"]
@@ -134,6 +143,15 @@ class HerokuStandIn:
         return out
 
     def _handle(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        answer = self._answer(method, path, headers, raw)
+        with self._lock:
+            for i, (verb, pattern) in enumerate(self._lost_answers):
+                if verb == method and re.search(pattern, path):
+                    del self._lost_answers[i]
+                    return LOST, None, {}
+        return answer
+
+    def _answer(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
         token = (headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         body = json.loads(raw) if raw else None
         with self._lock:
@@ -173,8 +191,9 @@ class HerokuStandIn:
                     if not isinstance(quantity, int) or quantity < 0:
                         return 422, {"id": "invalid_params", "message": "Quantity must be a non-negative integer."}, {}
                     if quantity > proc.max_quantity:
-                        return 422, {"id": "invalid_params",
-                                     "message": f"Cannot update to more than {proc.max_quantity} {proc.size} size dynos per process type."}, {}
+                        message = proc.limit_message or (
+                            f"Cannot update to more than {proc.max_quantity} {proc.size} size dynos per process type.")
+                        return 422, {"id": "invalid_params", "message": message}, {}
                     self._scale(proc, quantity)
                     return 200, self._formation(app, ptype, proc), {}
             return 404, {"id": "not_found", "message": "Not found."}, {}
@@ -191,6 +210,9 @@ class HerokuStandIn:
                 if standin.delay_seconds:
                     time.sleep(standin.delay_seconds)
                 status, payload, extra = standin._handle(self.command, self.path.split("?")[0], self.headers, raw)
+                if status == LOST:
+                    self.close_connection = True
+                    return
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
