@@ -17,8 +17,8 @@ app.autodiscover_tasks()
 
 @beat_init.connect
 @worker_ready.connect
-def _sync_env_pair(**_: Any) -> None:
-    # The seed's users set variables and restart; no admin step may be needed.
-    from scaling.startup import sync_env_pair
+def _sync_legacy_pair(**_: Any) -> None:
+    # The original tool's users set variables and restart; no admin step may be needed.
+    from scaling.legacy_env import legacy_pair_sync_at_start
 
-    sync_env_pair()
+    legacy_pair_sync_at_start()

@@ -15,11 +15,13 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
-from scaling import selectors, services
+from scaling import selectors, services, tasks
 from scaling.adapters.errors import AdapterError
 from scaling.charts import line_chart
 from scaling.models import (
+    CSV_COLUMNS,
     HEROKU_MAX_DYNOS_PER_APP,
     AwsAccount,
     Decision,
@@ -310,7 +312,7 @@ class ScalingPairAdmin(admin.ModelAdmin):
         super().save_related(request, form, formsets, change)
         # After the queues are saved too: the beat task follows the pair.
         repointed = bool({"app_name", "process_type", "provider"} & set(form.changed_data))
-        services.pair_saved(pair=form.instance, repointed=repointed)
+        services.pair_apply_settings(pair=form.instance, repointed=repointed)
 
     def delete_model(self, request: HttpRequest, obj: ScalingPair) -> None:
         services.pair_delete(pair=obj)
@@ -325,7 +327,7 @@ class ScalingPairAdmin(admin.ModelAdmin):
             for name, value in values.items():
                 setattr(pair, name, value)
             pair.save(update_fields=[*values, "updated_at"])
-            services.pair_saved(pair=pair)
+            services.pair_apply_settings(pair=pair)
         self.message_user(request, f"{what}: {', '.join(p.name for p in pairs)}.", messages.SUCCESS)
 
     @admin.action(description="Enable the selected pairs")
@@ -344,16 +346,31 @@ class ScalingPairAdmin(admin.ModelAdmin):
     def dry_run_off(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
         self._set(request, queryset, "Dry run off", dry_run=False)
 
-    @admin.action(description="Run one cycle now")
+    @admin.action(description="Run one cycle now (queued for a worker)")
     def run_cycle_now(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
+        # The cycle calls SQS and Heroku: a worker does that, not this web request, unless
+        # the task queue cannot be reached (then here, so the operator still gets a cycle).
         for pair in queryset:
-            decision = services.pair_run_cycle(pair_id=pair.pk, force=True)
-            if decision is None:
-                self.message_user(request, f"{pair.name}: not run (disabled, or a cycle is already running).", messages.WARNING)
+            if not pair.enabled:
+                self.message_user(request, f"{pair.name}: not run: the pair is disabled.", messages.WARNING)
                 continue
-            level = messages.ERROR if decision.outcome == Decision.Outcome.ERROR else messages.SUCCESS
-            text = f"{pair.name}: {decision.get_outcome_display()}: {decision.reason}"
-            self.message_user(request, text + (f" [{decision.error}]" if decision.error else ""), level)
+            try:
+                tasks.run_pair_cycle.apply_async(args=(pair.pk,), kwargs={"force": True}, retry=False)
+            except (OperationalError, OSError):
+                decision = services.pair_run_cycle(pair_id=pair.pk, force=True)
+                self._report_cycle_run_here(request, pair, decision)
+                continue
+            self.message_user(request, f"{pair.name}: a cycle is queued for a worker; its decision appears in the "
+                              "pair's latest decisions within seconds.", messages.SUCCESS)
+
+    def _report_cycle_run_here(self, request: HttpRequest, pair: ScalingPair, decision: Decision | None) -> None:
+        if decision is None:
+            self.message_user(request, f"{pair.name}: the task queue is unreachable, and a cycle of this pair is "
+                              "already running.", messages.WARNING)
+            return
+        level = messages.ERROR if decision.outcome == Decision.Outcome.ERROR else messages.SUCCESS
+        text = f"{pair.name} (the task queue is unreachable, so the cycle ran here): {decision.get_outcome_display()}: {decision.reason}"
+        self.message_user(request, text + (f" [{decision.error}]" if decision.error else ""), level)
 
 
 class CappedCountPaginator(Paginator):
@@ -381,12 +398,6 @@ class HasErrorFilter(admin.SimpleListFilter):
         return queryset
 
 
-CSV_COLUMNS = [
-    "id", "created_at", "pair_name", "app_name", "process_type", "policy", "outcome", "visible_messages",
-    "in_flight_messages", "delayed_messages", "dynos_running", "dynos_starting", "quantity_before",
-    "backlog_per_instance", "desired_quantity", "applied_quantity", "dry_run", "reason", "error",
-    "error_permanent", "duration_ms", "heroku_rate_limit_remaining",
-]
 
 
 class _Echo:

@@ -9,4 +9,4 @@ def kill_switch(request: HttpRequest) -> dict[str, KillSwitch | None]:
     """The kill switch, for the banner on every admin page (one indexed read)."""
     if not request.path.startswith("/admin/"):
         return {}
-    return {"kill_switch": KillSwitch.objects.filter(pk=1, engaged=True).first()}
+    return {"kill_switch": KillSwitch.engaged_now()}

@@ -43,6 +43,10 @@ def pairs_status(now: datetime | None = None) -> list[PairStatus]:
     ]
 
 
+def unshipped_decision_count() -> int:
+    return Decision.objects.filter(shipped_at__isnull=True).count()
+
+
 def stalled_pair_count(now: datetime | None = None) -> int:
     now = now or timezone.now()
     return sum(pair_is_stalled(p, now) for p in ScalingPair.objects.enabled().only(

@@ -8,8 +8,8 @@ from scaling import services
 
 
 @shared_task(ignore_result=True)
-def run_pair_cycle(pair_id: int) -> None:
-    decision = services.pair_run_cycle(pair_id=pair_id)
+def run_pair_cycle(pair_id: int, force: bool = False) -> None:
+    decision = services.pair_run_cycle(pair_id=pair_id, force=force)
     if decision is not None:
         # The decision is committed by now; ship it without waiting for the next sweep.
         ship_decisions.delay()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from scaling import selectors, services
-from scaling.models import Decision, KillSwitch
+from scaling.models import KillSwitch
 
 
 def status(request: HttpRequest) -> TemplateResponse:
@@ -21,7 +21,7 @@ def status(request: HttpRequest) -> TemplateResponse:
         "title": "Status",
         "rows": selectors.pairs_status(),
         "switch": KillSwitch.current(),
-        "unshipped": Decision.objects.filter(shipped_at__isnull=True).count(),
+        "unshipped": selectors.unshipped_decision_count(),
         "now": timezone.now(),
     }
     return TemplateResponse(request, "admin/scaling/status.html", context)
@@ -50,7 +50,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         stalled = selectors.stalled_pair_count()
-        engaged = KillSwitch.objects.filter(pk=1, engaged=True).exists()
+        engaged = KillSwitch.is_engaged()
     except Exception as exc:  # any database failure makes the dyno unhealthy
         return JsonResponse({"ok": False, "database": type(exc).__name__}, status=503)
     return JsonResponse({"ok": True, "stalled_pairs": stalled, "kill_switch": engaged})

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from scaling import services
-from scaling.models import AwsAccount, HerokuAccount, PairQueue, ScalingPair
+from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, ScalingPair
 from tests.standins.elasticsearch_api import ElasticsearchStandIn
 from tests.standins.heroku_api import HerokuStandIn
 
@@ -46,6 +46,52 @@ def wait_for_port(port: int, *, seconds: float = 20) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
 
 
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """After the run, close what still holds the test database (a live-server request thread
+    the browser left, a worker subprocess's connection), so it is dropped, not left behind."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+        connection.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def celery_on_test_redis() -> Iterator[str]:
+    """Tasks the suite queues go to the test Redis (the production broker), never to the
+    laptop's filesystem broker in the working copy."""
+    from dynoscaler_site.celery import app
+
+    app.conf.update(broker_url=TEST_REDIS_URL, broker_transport_options={})
+    yield TEST_REDIS_URL
+
+
+@pytest.fixture
+def celery_worker(celery_on_test_redis: str) -> Iterator[Any]:
+    """A real Celery worker (in this process, one thread) consuming from the test Redis."""
+    import redis
+    from celery.contrib.testing.worker import start_worker
+
+    from dynoscaler_site.celery import app
+
+    try:
+        redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=2).flushdb()
+    except redis.exceptions.ConnectionError:
+        pytest.fail(f"Redis is not reachable at {TEST_REDIS_URL}: start it (see .ci/run) or set TEST_REDIS_URL")
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING") as worker:
+        yield worker
+
+
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real moto_server process on loopback; boto3 finds it through AWS_ENDPOINT_URL_SQS."""
@@ -70,7 +116,7 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def sqs(moto_url: str) -> Any:
     """A boto3 SQS client on a freshly reset moto_server."""
     requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
-    services._sqs_reader = None  # forget cached queue URLs from earlier tests
+    services.forget_cached_clients()  # cached queue URLs from earlier tests
     return boto3.client("sqs", region_name=REGION, aws_access_key_id=AWS_KEY, aws_secret_access_key=AWS_SECRET)
 
 
@@ -109,11 +155,26 @@ def make_pair(db: None) -> Callable[..., ScalingPair]:
         )
         for queue in queues or ["orders"]:
             PairQueue.objects.create(pair=pair, queue=queue, region=REGION)
-        services.pair_saved(pair=pair)
+        services.pair_apply_settings(pair=pair)
         pair.refresh_from_db()
         return pair
 
     return make
+
+
+@pytest.fixture
+def queue_and_app(sqs: Any, heroku: Any) -> tuple[Any, Any]:
+    """What most tests scale: the "orders" SQS queue, and "orders-app" on Heroku at one dyno."""
+    sqs.create_queue(QueueName="orders")
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+    return sqs, heroku
+
+
+def cycle(pair: ScalingPair, **kwargs: Any) -> Decision:
+    """Run one cycle of ``pair`` now, as a person asking for it would (no interval spacing)."""
+    decision = services.pair_run_cycle(pair_id=pair.pk, force=True, **kwargs)
+    assert decision is not None, "the cycle did not run"
+    return decision
 
 
 def send_messages(sqs: Any, queue: str, count: int) -> None:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from scaling import services
 from scaling.adapters.errors import AdapterError
 from scaling.models import AwsAccount, Decision, HerokuAccount, ScalingPair
-from tests.conftest import AWS_SECRET, HEROKU_TOKEN, send_messages
+from tests.conftest import AWS_SECRET, HEROKU_TOKEN, cycle, send_messages
 
 pytestmark = pytest.mark.django_db
 
@@ -31,11 +31,6 @@ def busy(sqs: Any, heroku: Any, make_pair: Any) -> tuple[ScalingPair, Any]:
     send_messages(sqs, "orders", 100)
     return make_pair(), heroku
 
-
-def cycle(pair: ScalingPair, **kw: Any) -> Decision:
-    decision = services.pair_run_cycle(pair_id=pair.pk, force=True, **kw)
-    assert decision is not None
-    return decision
 
 
 def test_a_paused_pair_observes_and_records_but_changes_nothing(busy: Any) -> None:
@@ -70,7 +65,7 @@ def test_pointing_a_pair_at_another_app_is_not_taken_for_a_persons_change(busy: 
     cycle(pair)  # DynoScaler now expects orders-app at 2
     heroku.add_app("billing-app", token=HEROKU_TOKEN, quantity=5)
     ScalingPair.objects.filter(pk=pair.pk).update(app_name="billing-app")
-    services.pair_saved(pair=pair, repointed=True)
+    services.pair_apply_settings(pair=pair, repointed=True)
     assert cycle(pair).outcome != Decision.Outcome.PAUSED
 
 

@@ -13,26 +13,15 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.models import Decision, HerokuAccount, ScalingPair
-from tests.conftest import AWS_SECRET, HEROKU_TOKEN, free_port, send_messages
+from tests.conftest import AWS_SECRET, HEROKU_TOKEN, cycle, free_port, send_messages
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def world(sqs: Any, heroku: Any) -> tuple[Any, Any]:
-    sqs.create_queue(QueueName="orders")
-    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
-    return sqs, heroku
 
 
-def cycle(pair: ScalingPair, **kwargs: Any) -> Decision:
-    decision = services.pair_run_cycle(pair_id=pair.pk, force=True, **kwargs)
-    assert decision is not None
-    return decision
-
-
-def test_scale_up_waits_for_up_cycles_then_adds_one_dyno(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_scale_up_waits_for_up_cycles_then_adds_one_dyno(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair(up_cycles=2, backlog_threshold=10)
     send_messages(sqs, "orders", 50)
 
@@ -50,8 +39,8 @@ def test_scale_up_waits_for_up_cycles_then_adds_one_dyno(world: Any, make_pair: 
     assert "add one dyno" in second.reason
 
 
-def test_scale_down_after_queue_drains(world: Any, make_pair: Any) -> None:
-    _, heroku = world
+def test_scale_down_after_queue_drains(queue_and_app: Any, make_pair: Any) -> None:
+    _, heroku = queue_and_app
     heroku.set_quantity("orders-app", 3)
     pair = make_pair(down_cycles=1)
     decision = cycle(pair)
@@ -59,8 +48,8 @@ def test_scale_down_after_queue_drains(world: Any, make_pair: Any) -> None:
     assert heroku.quantity("orders-app") == 2
 
 
-def test_steady_load_at_the_threshold_makes_no_api_write(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_steady_load_at_the_threshold_makes_no_api_write(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair(min_dynos=1, max_dynos=1)
     send_messages(sqs, "orders", 30)
     for _ in range(3):
@@ -68,8 +57,8 @@ def test_steady_load_at_the_threshold_makes_no_api_write(world: Any, make_pair: 
     assert heroku.writes() == []
 
 
-def test_dry_run_records_the_decision_but_leaves_the_formation(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_dry_run_records_the_decision_but_leaves_the_formation(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair(dry_run=True)
     send_messages(sqs, "orders", 100)
     decision = cycle(pair)
@@ -79,8 +68,8 @@ def test_dry_run_records_the_decision_but_leaves_the_formation(world: Any, make_
     assert heroku.quantity("orders-app") == 1 and heroku.writes() == []
 
 
-def test_visible_messages_are_summed_over_the_pairs_queues(world: Any, make_pair: Any) -> None:
-    sqs, _ = world
+def test_visible_messages_are_summed_over_the_pairs_queues(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, _ = queue_and_app
     url = sqs.create_queue(QueueName="orders-priority")["QueueUrl"]
     pair = make_pair(queues=["orders", url])
     send_messages(sqs, "orders", 7)
@@ -90,8 +79,8 @@ def test_visible_messages_are_summed_over_the_pairs_queues(world: Any, make_pair
     assert sorted((q["queue"], q["visible"]) for q in decision.queues) == sorted([("orders", 7), (url, 5)])
 
 
-def test_in_flight_and_delayed_messages_are_recorded(world: Any, make_pair: Any) -> None:
-    sqs, _ = world
+def test_in_flight_and_delayed_messages_are_recorded(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, _ = queue_and_app
     url = sqs.get_queue_url(QueueName="orders")["QueueUrl"]
     send_messages(sqs, "orders", 4)
     sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3, VisibilityTimeout=300)
@@ -100,13 +89,13 @@ def test_in_flight_and_delayed_messages_are_recorded(world: Any, make_pair: Any)
     assert (decision.visible_messages, decision.in_flight_messages, decision.delayed_messages) == (1, 3, 1)
 
 
-def test_unreachable_sqs_is_not_an_empty_queue(world: Any, make_pair: Any, monkeypatch: Any) -> None:
-    _, heroku = world
+def test_unreachable_sqs_is_not_an_empty_queue(queue_and_app: Any, make_pair: Any, monkeypatch: Any) -> None:
+    _, heroku = queue_and_app
     heroku.set_quantity("orders-app", 3)
     pair = make_pair(down_cycles=1)
     ScalingPair.objects.filter(pk=pair.pk).update(policy_state={"up_count": 0, "down_count": 0})
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", f"http://127.0.0.1:{free_port()}")
-    services._sqs_reader = None
+    services.forget_cached_clients()
 
     decision = cycle(pair)
     assert decision.outcome == Decision.Outcome.ERROR
@@ -117,7 +106,7 @@ def test_unreachable_sqs_is_not_an_empty_queue(world: Any, make_pair: Any, monke
     assert heroku.requests == []  # no Heroku call is spent on a cycle that cannot decide
 
 
-def test_missing_queue_is_a_permanent_error_that_names_it(world: Any, make_pair: Any) -> None:
+def test_missing_queue_is_a_permanent_error_that_names_it(queue_and_app: Any, make_pair: Any) -> None:
     decision = cycle(make_pair(queues=["no-such-queue"]))
     assert decision.outcome == Decision.Outcome.ERROR
     assert decision.error_permanent is True
@@ -125,8 +114,8 @@ def test_missing_queue_is_a_permanent_error_that_names_it(world: Any, make_pair:
 
 
 @pytest.mark.parametrize("status, permanent", [(401, True), (403, True), (404, True), (500, False), (503, False)])
-def test_heroku_errors_hold_the_formation_and_the_counters(world: Any, make_pair: Any, status: int, permanent: bool) -> None:
-    sqs, heroku = world
+def test_heroku_errors_hold_the_formation_and_the_counters(queue_and_app: Any, make_pair: Any, status: int, permanent: bool) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair()
     send_messages(sqs, "orders", 100)
     heroku.fail_next("GET", r"/formation$", status)
@@ -138,8 +127,8 @@ def test_heroku_errors_hold_the_formation_and_the_counters(world: Any, make_pair
     assert heroku.writes() == []
 
 
-def test_wrong_token_is_reported_without_the_token(world: Any, make_pair: Any, caplog: Any) -> None:
-    sqs, heroku = world
+def test_wrong_token_is_reported_without_the_token(queue_and_app: Any, make_pair: Any, caplog: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair()
     HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token="hk-wrong-token-9999")
     caplog.set_level(logging.DEBUG)
@@ -150,14 +139,14 @@ def test_wrong_token_is_reported_without_the_token(world: Any, make_pair: Any, c
         assert secret not in everything
 
 
-def test_missing_process_type_is_a_permanent_error(world: Any, make_pair: Any) -> None:
+def test_missing_process_type_is_a_permanent_error(queue_and_app: Any, make_pair: Any) -> None:
     decision = cycle(make_pair(process_type="urgentworker"))
     assert decision.error_permanent is True
     assert "no process type 'urgentworker'" in decision.error
 
 
-def test_rate_limit_backs_off_the_whole_account(world: Any, make_pair: Any, settings: Any) -> None:
-    sqs, heroku = world
+def test_rate_limit_backs_off_the_whole_account(queue_and_app: Any, make_pair: Any, settings: Any) -> None:
+    sqs, heroku = queue_and_app
     settings.HEROKU_RATE_LIMIT_BACKOFF_SECONDS = 90
     pair = make_pair()
     heroku.rate_limit_pool = 0  # the account's pool is empty: Heroku answers 429
@@ -174,8 +163,8 @@ def test_rate_limit_backs_off_the_whole_account(world: Any, make_pair: Any, sett
     assert len(heroku.requests) == calls  # no call while backing off
 
 
-def test_a_low_api_pool_is_left_for_the_teams_own_tools(world: Any, make_pair: Any, settings: Any) -> None:
-    _, heroku = world
+def test_a_low_api_pool_is_left_for_the_teams_own_tools(queue_and_app: Any, make_pair: Any, settings: Any) -> None:
+    _, heroku = queue_and_app
     settings.HEROKU_RATE_LIMIT_RESERVE = 100
     heroku.rate_limit_pool = 62  # two calls this cycle leave 60: 40 under the reserve
     pair = make_pair()
@@ -188,15 +177,15 @@ def test_a_low_api_pool_is_left_for_the_teams_own_tools(world: Any, make_pair: A
     assert "below its reserve" in cycle(pair).reason and len(heroku.requests) == calls
 
 
-def test_rate_limit_remaining_is_recorded(world: Any, make_pair: Any) -> None:
-    _, heroku = world
+def test_rate_limit_remaining_is_recorded(queue_and_app: Any, make_pair: Any) -> None:
+    _, heroku = queue_and_app
     heroku.rate_limit_pool = 1234
     decision = cycle(make_pair())  # far above the reserve: no back-off
     assert decision.heroku_rate_limit_remaining == 1232  # formation + dynos
 
 
-def test_refused_quantity_is_not_retried_in_a_loop(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_refused_quantity_is_not_retried_in_a_loop(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     heroku.apps["orders-app"].processes["worker"].max_quantity = 1  # e.g. an Eco dyno's limit
     pair = make_pair(max_dynos=5)
     send_messages(sqs, "orders", 100)
@@ -213,13 +202,13 @@ def test_refused_quantity_is_not_retried_in_a_loop(world: Any, make_pair: Any) -
 
     # The operator raises the limit and saves the pair: DynoScaler tries again.
     heroku.apps["orders-app"].processes["worker"].max_quantity = 10
-    services.pair_saved(pair=pair)
+    services.pair_apply_settings(pair=pair)
     assert cycle(pair).outcome == Decision.Outcome.APPLIED
     assert heroku.quantity("orders-app") == 2
 
 
-def test_a_refusal_survives_a_cycle_that_could_not_observe(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_a_refusal_survives_a_cycle_that_could_not_observe(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     heroku.apps["orders-app"].processes["worker"].max_quantity = 1
     pair = make_pair(max_dynos=5)
     send_messages(sqs, "orders", 100)
@@ -230,8 +219,8 @@ def test_a_refusal_survives_a_cycle_that_could_not_observe(world: Any, make_pair
     assert held.outcome == Decision.Outcome.HELD and len(heroku.writes()) == 1
 
 
-def test_transient_write_failure_retries_next_cycle_from_the_same_counters(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_transient_write_failure_retries_next_cycle_from_the_same_counters(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair(up_cycles=1)
     send_messages(sqs, "orders", 100)
     heroku.fail_next("PATCH", r"/formation/worker$", 503)
@@ -241,13 +230,13 @@ def test_transient_write_failure_retries_next_cycle_from_the_same_counters(world
     assert cycle(pair).outcome == Decision.Outcome.APPLIED
 
 
-def test_disabled_pair_runs_no_cycle(world: Any, make_pair: Any) -> None:
+def test_disabled_pair_runs_no_cycle(queue_and_app: Any, make_pair: Any) -> None:
     pair = make_pair(enabled=False)
     assert services.pair_run_cycle(pair_id=pair.pk, force=True) is None
     assert Decision.objects.count() == 0
 
 
-def test_a_second_beats_duplicate_tick_is_dropped(world: Any, make_pair: Any) -> None:
+def test_a_second_beats_duplicate_tick_is_dropped(queue_and_app: Any, make_pair: Any) -> None:
     pair = make_pair(interval_seconds=60)
     assert services.pair_run_cycle(pair_id=pair.pk) is not None
     assert services.pair_run_cycle(pair_id=pair.pk) is None  # moments later: a duplicate
@@ -256,7 +245,7 @@ def test_a_second_beats_duplicate_tick_is_dropped(world: Any, make_pair: Any) ->
     assert Decision.objects.count() == 2
 
 
-def test_a_claim_left_by_a_killed_worker_expires(world: Any, make_pair: Any) -> None:
+def test_a_claim_left_by_a_killed_worker_expires(queue_and_app: Any, make_pair: Any) -> None:
     pair = make_pair()
     ScalingPair.objects.filter(pk=pair.pk).update(
         cycle_claim="00000000-0000-0000-0000-000000000001",
@@ -266,8 +255,8 @@ def test_a_claim_left_by_a_killed_worker_expires(world: Any, make_pair: Any) -> 
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_cycles_of_one_pair_at_once_yield_one_decision(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_two_cycles_of_one_pair_at_once_yield_one_decision(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair(up_cycles=1)
     send_messages(sqs, "orders", 100)
     heroku.delay_seconds = 0.3  # hold the first cycle open while the second arrives

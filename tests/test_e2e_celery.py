@@ -19,7 +19,7 @@ from django.db import connection
 
 from scaling.models import Decision, ScalingPair
 from tests.conftest import AWS_SECRET, HEROKU_TOKEN, send_messages
-from tests.test_seed_env import SEED
+from tests.test_legacy_env import LEGACY_ENV
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 BASE_DIR = Path(settings.BASE_DIR)
@@ -54,7 +54,7 @@ def celery(tmp_path: Path, redis_url: str, moto_url: str, heroku: Any, elastic: 
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(extra_env: dict[str, str]) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in SEED}
+        env = {k: v for k, v in os.environ.items() if k not in LEGACY_ENV}
         env.update({
             # Web, worker and beat share one key, as Heroku config vars make them do.
             "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": settings.SECRET_KEY,
@@ -93,9 +93,9 @@ def test_formations_follow_the_backlog_up_and_down(celery: Any, sqs: Any, heroku
     sqs.create_queue(QueueName="legacy")
     heroku.add_app("legacy-app", token="hk-legacy-token-abcdef123456", quantity=1)
     send_messages(sqs, "legacy", 50)
-    seed = {**SEED, "MY_HEROKU_AUTH_TOKEN": "hk-legacy-token-abcdef123456", "MY_HEROKU_AS_APP": "legacy-app",
+    legacy = {**LEGACY_ENV, "MY_HEROKU_AUTH_TOKEN": "hk-legacy-token-abcdef123456", "MY_HEROKU_AS_APP": "legacy-app",
             "AWS_SQS_NAME": "legacy", "DYNOSCALER_UP_CYCLES": "1", "DYNOSCALER_INTERVAL_SECONDS": "10"}
-    celery(seed)
+    celery(legacy)
 
     wait_until(lambda: heroku.quantity("orders-app") == 4, seconds=60, what="orders-app to grow to 4", logs=tmp_path)
     wait_until(lambda: heroku.quantity("legacy-app") >= 2, seconds=60, what="the env pair to add a dyno", logs=tmp_path)

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,30 +22,19 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.models import Decision, HerokuAccount, Lease, ScalingPair
-from tests.conftest import HEROKU_TOKEN, send_messages
-from tests.test_seed_env import SEED
+from tests.conftest import HEROKU_TOKEN, cycle, send_messages
+from tests.test_legacy_env import LEGACY_ENV
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def world(sqs: Any, heroku: Any) -> tuple[Any, Any]:
-    sqs.create_queue(QueueName="orders")
-    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
-    return sqs, heroku
-
-
-def cycle(pair: ScalingPair, *, now: datetime | None = None) -> Decision:
-    decision = services.pair_run_cycle(pair_id=pair.pk, force=True, now=now)
-    assert decision is not None
-    return decision
 
 
 # --- 1. a back-off ends when it says it ends ---------------------------------------------
 
 
-def test_an_accounts_back_off_ends_on_time_however_often_its_pairs_cycle(world: Any, make_pair: Any, settings: Any) -> None:
-    sqs, heroku = world
+def test_an_accounts_back_off_ends_on_time_however_often_its_pairs_cycle(queue_and_app: Any, make_pair: Any, settings: Any) -> None:
+    sqs, heroku = queue_and_app
     settings.HEROKU_RATE_LIMIT_BACKOFF_SECONDS = 12
     for name in ("billing-app", "mailer-app"):
         heroku.add_app(name, token=HEROKU_TOKEN, quantity=1)
@@ -75,8 +64,8 @@ def test_an_accounts_back_off_ends_on_time_however_often_its_pairs_cycle(world: 
 # --- 2. our own write, its answer lost, is not a person's change --------------------------
 
 
-def test_a_write_whose_answer_was_lost_is_confirmed_not_blamed_on_a_person(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_a_write_whose_answer_was_lost_is_confirmed_not_blamed_on_a_person(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair(up_cycles=1, max_dynos=5)
     send_messages(sqs, "orders", 100)
     heroku.lose_answer_next("PATCH", r"/formation/worker$")
@@ -93,8 +82,8 @@ def test_a_write_whose_answer_was_lost_is_confirmed_not_blamed_on_a_person(world
     assert pair.paused_until is None and pair.unconfirmed_quantity is None
 
 
-def test_after_a_lost_answer_a_third_quantity_is_still_a_persons_change(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_after_a_lost_answer_a_third_quantity_is_still_a_persons_change(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair(up_cycles=1, max_dynos=5)
     send_messages(sqs, "orders", 100)
     heroku.lose_answer_next("PATCH", r"/formation/worker$")
@@ -106,8 +95,8 @@ def test_after_a_lost_answer_a_third_quantity_is_still_a_persons_change(world: A
     assert heroku.quantity("orders-app") == 4
 
 
-def test_a_lost_answer_that_was_not_applied_is_simply_tried_again(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_a_lost_answer_that_was_not_applied_is_simply_tried_again(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     pair = make_pair(up_cycles=1, max_dynos=5)
     send_messages(sqs, "orders", 100)
     heroku.fail_next("PATCH", r"/formation/worker$", 503)  # not applied, and we cannot know that
@@ -121,16 +110,16 @@ def test_a_lost_answer_that_was_not_applied_is_simply_tried_again(world: Any, ma
 
 @pytest.mark.django_db(transaction=True)
 def test_a_shipper_killed_mid_batch_holds_the_audit_trail_up_for_one_short_lease(
-    world: Any, make_pair: Any, elastic: Any, moto_url: str
+    queue_and_app: Any, make_pair: Any, elastic: Any, moto_url: str
 ) -> None:
-    sqs, heroku = world
+    sqs, heroku = queue_and_app
     pair = make_pair()
     for _ in range(3):
         cycle(pair)
     elastic.delay_seconds = 60  # the cluster hangs: the shipper sits in its request
     db = connection.settings_dict
     env = {
-        **{k: v for k, v in os.environ.items() if k not in SEED},
+        **{k: v for k, v in os.environ.items() if k not in LEGACY_ENV},
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "SECRET_KEY": django_settings.SECRET_KEY, "ELK_ELASTIC_URL": elastic.url,
         "ELK_ELASTIC_USER": "elastic", "ELK_ELASTIC_PASS": "es-pass-s3cret-XYZ",
@@ -164,9 +153,9 @@ def test_a_shipper_killed_mid_batch_holds_the_audit_trail_up_for_one_short_lease
 
 
 def test_a_token_echoed_in_herokus_error_reaches_no_page_row_or_log(
-    world: Any, make_pair: Any, admin_client: Any, caplog: Any
+    queue_and_app: Any, make_pair: Any, admin_client: Any, caplog: Any
 ) -> None:
-    sqs, heroku = world
+    sqs, heroku = queue_and_app
     caplog.set_level(logging.DEBUG)
     pair = make_pair(up_cycles=1)
     send_messages(sqs, "orders", 100)
@@ -203,7 +192,7 @@ def test_a_token_echoed_in_herokus_error_reaches_no_page_row_or_log(
 def test_the_original_variables_pair_does_not_resend_a_refused_quantity_on_every_run(
     sqs: Any, heroku: Any, monkeypatch: Any
 ) -> None:
-    for name, value in {**SEED, "DYNOSCALER_UP_CYCLES": "1", "DYNOSCALER_MAX_DYNOS": "4"}.items():
+    for name, value in {**LEGACY_ENV, "DYNOSCALER_UP_CYCLES": "1", "DYNOSCALER_MAX_DYNOS": "4"}.items():
         monkeypatch.setenv(name, value)
     sqs.create_queue(QueueName="orders")
     send_messages(sqs, "orders", 100)
@@ -226,8 +215,8 @@ def test_the_original_variables_pair_does_not_resend_a_refused_quantity_on_every
     assert len(heroku.writes()) == 2
 
 
-def test_a_refused_jump_lands_at_the_most_heroku_says_it_accepts(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_a_refused_jump_lands_at_the_most_heroku_says_it_accepts(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     heroku.set_quantity("orders-app", 2)
     heroku.apps["orders-app"].processes["worker"].max_quantity = 6
     pair = make_pair(policy="target_wait", dyno_rate=0.1, dyno_concurrency=1, max_dynos=20, min_dynos=1)
@@ -245,8 +234,8 @@ def test_a_refused_jump_lands_at_the_most_heroku_says_it_accepts(world: Any, mak
     assert held.outcome == Decision.Outcome.HELD and len(heroku.writes()) == 2
 
 
-def test_without_a_named_limit_the_pair_still_finds_the_most_heroku_accepts(world: Any, make_pair: Any) -> None:
-    sqs, heroku = world
+def test_without_a_named_limit_the_pair_still_finds_the_most_heroku_accepts(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
     heroku.set_quantity("orders-app", 2)
     process = heroku.apps["orders-app"].processes["worker"]
     process.max_quantity, process.limit_message = 6, "Your account cannot scale this far."

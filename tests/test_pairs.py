@@ -104,7 +104,7 @@ def test_editing_disabling_and_deleting_a_pair_keep_beat_in_step(make_pair: Any)
     pair = make_pair()
     pair.interval_seconds, pair.enabled = 120, False
     pair.save()
-    services.pair_saved(pair=pair)
+    services.pair_apply_settings(pair=pair)
     task = PeriodicTask.objects.get(pk=pair.periodic_task_id)
     assert task.interval.every == 120 and not task.enabled
     services.pair_delete(pair=pair)

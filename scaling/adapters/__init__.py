@@ -1,5 +1,1 @@
-"""One small module per outside system. Each raises only ``AdapterError``."""
-
-from scaling.adapters.errors import AdapterError
-
-__all__ = ["AdapterError"]
+"""One small module per outside system. Each raises only ``scaling.adapters.errors.AdapterError``."""

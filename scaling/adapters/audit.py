@@ -33,7 +33,7 @@ class AuditSink(Protocol):
 
 
 class TerminalSink:
-    """The seed's fallback: one JSON line per decision on standard output."""
+    """The original tool's fallback: one JSON line per decision on standard output."""
 
     name = "terminal"
 

@@ -35,7 +35,6 @@ class ProcessState:
     size: str
     running: int  # dynos in state "up"
     starting: int  # dynos booting ("starting", "restarting")
-    crashed: int
 
 
 class _TimeoutSession(requests.Session):
@@ -88,7 +87,6 @@ class HerokuClient:
             size=str(formation[0].size or ""),
             running=states.count("up"),
             starting=states.count("starting") + states.count("restarting"),
-            crashed=states.count("crashed"),
         )
 
     def scale(self, *, app: str, process_type: str, quantity: int) -> int:

@@ -4,7 +4,7 @@ import django.core.validators
 import django.db.models.deletion
 import django.utils.timezone
 import scaling.fields
-import scaling.models
+import scaling.validators
 from django.db import migrations, models
 
 
@@ -128,7 +128,7 @@ class Migration(migrations.Migration):
                 ('weekdays', models.CharField(default='0,1,2,3,4', help_text='Days it applies: 0 = Monday … 6 = Sunday, comma-separated (0,1,2,3,4 = weekdays).', max_length=13, validators=[django.core.validators.RegexValidator('^[0-6](,[0-6])*$', 'Weekdays are numbers 0 (Monday) to 6 (Sunday), separated by commas, e.g. 0,1,2,3,4.')])),
                 ('start_time', models.TimeField(help_text='Local time it starts (HH:MM).')),
                 ('end_time', models.TimeField(help_text='Local time it ends (exclusive). At or before the start: runs past midnight.')),
-                ('timezone', models.CharField(default='UTC', help_text='e.g. UTC, Europe/Berlin.', max_length=64, validators=[scaling.models.timezone_validator])),
+                ('timezone', models.CharField(default='UTC', help_text='e.g. UTC, Europe/Berlin.', max_length=64, validators=[scaling.validators.timezone_validator])),
                 ('min_dynos', models.PositiveSmallIntegerField(help_text='Dynos, never fewer, while it applies.', validators=[django.core.validators.MaxValueValidator(100)])),
                 ('max_dynos', models.PositiveSmallIntegerField(help_text='Dynos, never more, while it applies.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(100)])),
                 ('pair', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='schedules', to='scaling.scalingpair')),
@@ -143,7 +143,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('queue', models.CharField(help_text="The SQS queue's name or URL. Visible messages of all the pair's queues are added up.", max_length=1024, validators=[django.core.validators.RegexValidator('^(?:[A-Za-z0-9_-]{1,75}(\\.fifo)?|[A-Za-z0-9_-]{1,80}|https?://[^/\\s]+/\\d{12}/(?:[A-Za-z0-9_-]{1,75}(\\.fifo)?|[A-Za-z0-9_-]{1,80}))$', "Give the queue's name (letters, digits, “-”, “_”, up to 80, optionally ending in “.fifo”) or its full URL, https://sqs.REGION.amazonaws.com/ACCOUNT_ID/NAME.")])),
-                ('region', models.CharField(help_text='AWS region, e.g. us-east-1.', max_length=32, validators=[scaling.models.region_validator])),
+                ('region', models.CharField(help_text='AWS region, e.g. us-east-1.', max_length=32, validators=[scaling.validators.region_validator])),
                 ('pair', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='queues', to='scaling.scalingpair')),
             ],
             options={

@@ -13,14 +13,16 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-CONTENT_TYPE = "application/vnd.elasticsearch+json;compatible-with=8"
+from tests.standins.base import LoopbackServer
 
 
-class ElasticsearchStandIn:
+class ElasticsearchStandIn(LoopbackServer):
+    content_type = "application/vnd.elasticsearch+json;compatible-with=8"
+
     def __init__(self, *, version: str = "8.15.3", user: str | None = None, password: str | None = None) -> None:
+        super().__init__()
         self.version = version
         self.user, self.password = user, password
         self.documents: dict[tuple[str, str], dict[str, Any]] = {}
@@ -29,26 +31,6 @@ class ElasticsearchStandIn:
         self.reject_ids: set[str] = set()  # bulk items answered 429 (es_rejected_execution_exception)
         self.delay_seconds = 0.0  # every answer waits this long (a slow or hung cluster)
         self._lock = threading.Lock()
-        self._port = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
-
-    def start(self) -> ElasticsearchStandIn:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), self._handler())
-        self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def docs_in(self, index: str) -> dict[str, dict[str, Any]]:
         return {doc_id: doc for (idx, doc_id), doc in self.documents.items() if idx == index}
@@ -59,7 +41,14 @@ class ElasticsearchStandIn:
         expected = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         return header == f"Basic {expected}"
 
-    def _handle(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any]:
+    def answer(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
+        status, payload = self._answer(method, path, headers, raw)
+        # The official client refuses a server that does not say it is Elasticsearch.
+        return status, payload, {"X-Elastic-Product": "Elasticsearch"}
+
+    def _answer(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any]:
         with self._lock:
             self.raw_bodies.append(raw)
         if not self._authorized(headers.get("Authorization")):
@@ -102,31 +91,3 @@ class ElasticsearchStandIn:
             items.append({op: {"_index": index, "_id": doc_id, "status": 201 if created else 200,
                                "result": "created" if created else "updated"}})
         return {"took": 1, "errors": errors, "items": items}
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                if standin.delay_seconds:
-                    time.sleep(standin.delay_seconds)
-                status, payload = standin._handle(self.command, self.path.split("?")[0], self.headers, raw)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("X-Elastic-Product", "Elasticsearch")
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _serve
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler

@@ -15,11 +15,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.standins.base import DROP, LoopbackServer
+
 ACCEPT = "application/vnd.heroku+json; version=3"
-LOST = 0  # carried out, but no answer is sent
 
 
 @dataclass
@@ -47,8 +47,9 @@ class Seen:
     authorized: bool
 
 
-class HerokuStandIn:
+class HerokuStandIn(LoopbackServer):
     def __init__(self) -> None:
+        super().__init__()
         self.apps: dict[str, FakeApp] = {}
         self.tokens: set[str] = set()
         self.rate_limit_pool = 4500
@@ -57,21 +58,8 @@ class HerokuStandIn:
         self._failures: list[tuple[str, str, int, dict[str, Any], dict[str, str]]] = []
         self._lost_answers: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     # --- test controls -------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> HerokuStandIn:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def add_app(self, name: str, *, token: str, process_type: str = "worker", quantity: int = 1, **proc: Any) -> FakeApp:
         self.tokens.add(token)
@@ -142,14 +130,18 @@ class HerokuStandIn:
                 })
         return out
 
-    def _handle(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
-        answer = self._answer(method, path, headers, raw)
+    def answer(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
+        status, payload, extra = self._answer(method, path, headers, raw)
         with self._lock:
             for i, (verb, pattern) in enumerate(self._lost_answers):
                 if verb == method and re.search(pattern, path):
                     del self._lost_answers[i]
-                    return LOST, None, {}
-        return answer
+                    return DROP, None, {}
+        # Heroku sends the pool's remaining calls and a request id on every response.
+        return status, payload, {"RateLimit-Remaining": str(max(self.rate_limit_pool, 0)),
+                                 "Request-Id": str(uuid.uuid4()), **extra}
 
     def _answer(self, method: str, path: str, headers: Any, raw: bytes) -> tuple[int, Any, dict[str, str]]:
         token = (headers.get("Authorization") or "").removeprefix("Bearer ").strip()
@@ -197,39 +189,6 @@ class HerokuStandIn:
                     self._scale(proc, quantity)
                     return 200, self._formation(app, ptype, proc), {}
             return 404, {"id": "not_found", "message": "Not found."}, {}
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                if standin.delay_seconds:
-                    time.sleep(standin.delay_seconds)
-                status, payload, extra = standin._handle(self.command, self.path.split("?")[0], self.headers, raw)
-                if status == LOST:
-                    self.close_connection = True
-                    return
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("RateLimit-Remaining", str(max(standin.rate_limit_pool, 0)))
-                self.send_header("Request-Id", str(uuid.uuid4()))
-                for k, v in extra.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PATCH = do_POST = do_DELETE = _serve
-
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
-        return Handler
 
 
 def _now() -> str:

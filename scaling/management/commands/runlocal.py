@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from scaling import services
-from scaling.startup import sync_env_pair
+from scaling.legacy_env import legacy_pair_sync_at_start
 
 PASSWORD_FILE = Path(settings.BASE_DIR) / ".local-admin-password"
 
@@ -32,7 +32,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, port: int = 8000, **options: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         user, password = self.ensure_admin()
-        if not sync_env_pair() and services.sandbox_demo_ensure() is not None:
+        if not legacy_pair_sync_at_start() and services.sandbox_demo_ensure() is not None:
             self.stdout.write("A sandbox pair (simulated queue and formation, clearly labelled) shows DynoScaler at work; "
                               "it is not created when real credentials exist.")
         self.stdout.write(self.style.SUCCESS(

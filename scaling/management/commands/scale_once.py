@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from dynoscaler_site.env import EnvError
 from scaling import services
 from scaling.models import Decision, ScalingPair
-from scaling.seed_env import seed_config_from_env
+from scaling.legacy_env import legacy_pair_sync
 
 
 class Command(BaseCommand):
@@ -20,7 +20,10 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="decide and record, but change no formation")
 
     def handle(self, *args: Any, pair: str | None = None, dry_run: bool = False, **options: Any) -> None:
-        self.sync_env_pair()
+        try:
+            legacy_pair_sync()
+        except EnvError as exc:
+            raise CommandError(f"the original DynoScaler variables: {exc}") from None
         decisions = [self.run_pair(p, dry_run=dry_run) for p in self.select_pairs(pair, dry_run=dry_run)]
         shipped = services.audit_ship_pending()
         ran = [d for d in decisions if d is not None]
@@ -28,19 +31,11 @@ class Command(BaseCommand):
         if any(d.outcome == Decision.Outcome.ERROR for d in ran):
             raise CommandError("at least one cycle failed; see the decisions above")
 
-    def sync_env_pair(self) -> None:
-        try:
-            config = seed_config_from_env()
-        except EnvError as exc:
-            raise CommandError(f"the seed's environment variables: {exc}") from None
-        if config is not None:
-            services.pair_sync_from_env(config=config)
-
     def select_pairs(self, name: str | None, *, dry_run: bool) -> list[ScalingPair]:
         if name is None:
             pairs = list(ScalingPair.objects.enabled().order_by("name"))
             if not pairs:
-                self.stdout.write("No enabled pair. Add one in the admin or set the seed's variables.")
+                self.stdout.write("No enabled pair. Add one in the admin or set the original DynoScaler variables.")
             return pairs
         pair = ScalingPair.objects.filter(name=name).first()
         if pair is None:

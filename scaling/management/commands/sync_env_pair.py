@@ -1,4 +1,4 @@
-"""Bring the pair described by the seed's environment variables up to date (release phase)."""
+"""Bring the pair described by the original tool's environment variables up to date (release phase)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from dynoscaler_site.env import EnvError
-from scaling import services
-from scaling.seed_env import seed_config_from_env
+from scaling.legacy_env import legacy_pair_sync
 
 
 class Command(BaseCommand):
@@ -16,11 +15,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            config = seed_config_from_env()
+            pair = legacy_pair_sync()
         except EnvError as exc:
-            raise CommandError(f"the seed's environment variables: {exc}") from None
-        if config is None:
-            self.stdout.write("The seed's variables are not set; nothing to do.")
+            raise CommandError(f"the original DynoScaler variables: {exc}") from None
+        if pair is None:
+            self.stdout.write("The original DynoScaler variables are not set; nothing to do.")
             return
-        pair = services.pair_sync_from_env(config=config)
         self.stdout.write(f"Pair {pair.name!r} is up to date with the environment.")

@@ -1,135 +1,28 @@
+"""Pairs: one Heroku app's process type, the SQS queues that feed it, its time-of-day
+schedules, and (for the sandbox) its simulated queue and formation."""
+
 from __future__ import annotations
 
-from functools import lru_cache
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import boto3
-import botocore
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
 
-from scaling.fields import EncryptedTextField
-from scaling.policies import POLICIES, ScheduleWindow
-
-HEROKU_MAX_DYNOS_PER_APP = 100
-
-app_name_validator = RegexValidator(
-    r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$",
-    "A Heroku app name is 3–30 characters: lowercase letters, digits and dashes, "
-    "starting with a letter and not ending with a dash.",
+from scaling.models.accounts import AwsAccount, HerokuAccount
+from scaling.policies import POLICIES, Bounds, ScheduleWindow
+from scaling.validators import (
+    HEROKU_MAX_DYNOS_PER_APP,
+    app_name_validator,
+    process_type_validator,
+    queue_validator,
+    region_validator,
+    timezone_validator,
+    weekdays_validator,
 )
-process_type_validator = RegexValidator(
-    r"^[A-Za-z0-9_-]{1,64}$",
-    "A process type is the Procfile name, e.g. “worker”: letters, digits, “_” and “-”.",
-)
-_region_shape = RegexValidator(
-    r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$",
-    "An AWS region looks like “us-east-1” or “eu-west-2”.",
-)
-
-
-@lru_cache(maxsize=1)
-def known_sqs_regions() -> frozenset[str]:
-    """The regions the installed botocore knows SQS in (read from its bundled data, no network)."""
-    session = boto3.session.Session()
-    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("sqs", p))
-
-
-def region_validator(value: str) -> None:
-    _region_shape(value)
-    if value not in known_sqs_regions():
-        raise ValidationError(
-            f"“{value}” is not an AWS region with SQS that botocore {botocore.__version__} knows. "
-            "Check the spelling; if AWS opened it recently, upgrade boto3."
-        )
-_QUEUE_NAME = r"[A-Za-z0-9_-]{1,75}(\.fifo)?|[A-Za-z0-9_-]{1,80}"
-queue_validator = RegexValidator(
-    rf"^(?:{_QUEUE_NAME}|https?://[^/\s]+/\d{{12}}/(?:{_QUEUE_NAME}))$",
-    "Give the queue's name (letters, digits, “-”, “_”, up to 80, optionally ending in "
-    "“.fifo”) or its full URL, https://sqs.REGION.amazonaws.com/ACCOUNT_ID/NAME.",
-)
-
-
-class HerokuAccount(models.Model):
-    description = models.CharField(
-        max_length=200,
-        help_text="What this authorization is, e.g. the name given to it in Heroku's "
-        "Account → Applications page.",
-    )
-    api_token = EncryptedTextField(
-        "API token",
-        help_text="A Heroku OAuth authorization token with permission to scale the apps. "
-        "Write-only: it is never shown again after saving.",
-    )
-    managed_by_env = models.BooleanField(
-        default=False,
-        editable=False,
-        help_text="Created from MY_HEROKU_AUTH_TOKEN; restarting with other values updates it.",
-    )
-    rate_limited_until = models.DateTimeField(
-        null=True,
-        blank=True,
-        editable=False,
-        help_text="Heroku answered 429; no call is made for this account until then (UTC).",
-    )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        verbose_name = "Heroku account"
-
-    def __str__(self) -> str:
-        return self.description
-
-
-class AwsAccount(models.Model):
-    description = models.CharField(max_length=200, help_text="What these credentials are for.")
-    use_default_chain = models.BooleanField(
-        "use the default AWS credential chain",
-        default=False,
-        help_text="Let boto3 find credentials itself (IAM role, AWS_PROFILE, AWS_ACCESS_KEY_ID "
-        "in the environment). Leave the key fields empty when ticked.",
-    )
-    access_key_id = models.CharField(
-        "access key ID",
-        max_length=128,
-        blank=True,
-        validators=[RegexValidator(r"^[A-Z0-9]{16,128}$", "An access key ID is 16–128 capital letters and digits.")],
-        help_text="aws_access_key_id, e.g. AKIA…",
-    )
-    secret_access_key = EncryptedTextField(
-        blank=True,
-        help_text="aws_secret_access_key. Write-only: it is never shown again after saving.",
-    )
-    managed_by_env = models.BooleanField(default=False, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        verbose_name = "AWS account"
-
-    def __str__(self) -> str:
-        return self.description
-
-    def clean(self) -> None:
-        if self.use_default_chain:
-            if self.access_key_id or self.secret_access_key:
-                raise ValidationError(
-                    {"use_default_chain": "Either use the default chain or give a key pair, not both."}
-                )
-            return
-        errors = {}
-        if not self.access_key_id:
-            errors["access_key_id"] = "Required unless the default credential chain is used."
-        if not self.secret_access_key:
-            errors["secret_access_key"] = "Required unless the default credential chain is used."
-        if errors:
-            raise ValidationError(errors)
 
 
 class ScalingPairQuerySet(models.QuerySet["ScalingPair"]):
@@ -273,12 +166,12 @@ class ScalingPair(models.Model):
     managed_by_env = models.BooleanField(
         default=False,
         editable=False,
-        help_text="Described by the seed's environment variables; a restart with new values updates it.",
+        help_text="Described by the original DynoScaler environment variables; a restart with new values updates it.",
     )
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False, on_delete=models.SET_NULL
     )
-    # The claim that lets only one cycle of this pair run at a time (see services.pair_claim).
+    # The claim that lets only one cycle of this pair run at a time (see services.cycle.pair_claim).
     cycle_claim = models.UUIDField(null=True, blank=True, editable=False)
     cycle_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     last_cycle_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -351,8 +244,14 @@ class ScalingPair(models.Model):
             "interval_seconds": self.interval_seconds,
         }
 
+    def bounds(self) -> Bounds:
+        return Bounds(self.min_dynos, self.max_dynos)
+
     def schedule_windows(self) -> list[ScheduleWindow]:
         return [s.as_window() for s in self.schedules.all()]
+
+    def is_paused(self, now: datetime) -> bool:
+        return self.paused_until is not None and self.paused_until > now
 
 
 class PairQueue(models.Model):
@@ -370,18 +269,6 @@ class PairQueue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue} ({self.region})"
-
-
-weekdays_validator = RegexValidator(
-    r"^[0-6](,[0-6])*$", "Weekdays are numbers 0 (Monday) to 6 (Sunday), separated by commas, e.g. 0,1,2,3,4."
-)
-
-
-def timezone_validator(value: str) -> None:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError(f"Unknown time zone {value!r}; use a name such as UTC or Europe/Berlin.") from None
 
 
 class PairSchedule(models.Model):
@@ -427,127 +314,8 @@ class PairSchedule(models.Model):
         )
 
 
-class Decision(models.Model):
-    """One cycle of one pair: what it saw, what it decided, what it did. Append-only."""
-
-    class Outcome(models.TextChoices):
-        APPLIED = "applied", "applied"
-        NO_CHANGE = "no_change", "no change"
-        DRY_RUN = "dry_run", "dry run"
-        HELD = "held", "held"
-        ERROR = "error", "error"
-        PAUSED = "paused", "paused"
-
-    pair = models.ForeignKey(ScalingPair, null=True, on_delete=models.SET_NULL, related_name="decisions")
-    # Copied so the history still reads after a pair is renamed or deleted.
-    pair_name = models.CharField(max_length=100)
-    app_name = models.CharField(max_length=30)
-    process_type = models.CharField(max_length=64)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    policy = models.CharField(max_length=32)
-    queues = models.JSONField(default=list, help_text="Per-queue counts: queue, region, visible, in_flight, delayed.")
-    visible_messages = models.PositiveIntegerField(null=True)
-    in_flight_messages = models.PositiveIntegerField(null=True)
-    delayed_messages = models.PositiveIntegerField(null=True)
-    dynos_running = models.PositiveSmallIntegerField(null=True)
-    dynos_starting = models.PositiveSmallIntegerField(null=True)
-    quantity_before = models.PositiveSmallIntegerField(null=True)
-    backlog_per_instance = models.FloatField(null=True)
-    state_before = models.JSONField(default=dict)
-    state_after = models.JSONField(default=dict)
-    desired_quantity = models.PositiveSmallIntegerField(null=True)
-    applied_quantity = models.PositiveSmallIntegerField(null=True)
-    outcome = models.CharField(max_length=16, choices=Outcome.choices)
-    reason = models.TextField()
-    error = models.TextField(blank=True)
-    error_permanent = models.BooleanField(null=True)
-    dry_run = models.BooleanField(default=False)
-    duration_ms = models.PositiveIntegerField()
-    heroku_rate_limit_remaining = models.IntegerField(null=True)
-    shipped_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        indexes = [
-            models.Index(fields=["pair", "-created_at"], name="decision_pair_recent"),
-            models.Index(fields=["outcome", "-created_at"], name="decision_outcome_recent"),
-            models.Index(fields=["id"], condition=Q(shipped_at__isnull=True), name="decision_unshipped"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.pair_name} @ {self.created_at:%Y-%m-%d %H:%M:%S}: {self.outcome}"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.pk is not None and not self._state.adding:
-            raise ValueError("Decisions are append-only; they cannot be changed once written.")
-        super().save(*args, **kwargs)
-
-    def as_document(self) -> dict[str, Any]:
-        """The decision as shipped to Elasticsearch and printed as JSON. No secrets by construction."""
-        return {
-            "id": str(self.pk),
-            "@timestamp": self.created_at.isoformat(),
-            "pair": self.pair_name,
-            "pair_id": self.pair_id,
-            "app": self.app_name,
-            "process_type": self.process_type,
-            "policy": self.policy,
-            "queues": self.queues,
-            "visible_messages": self.visible_messages,
-            "in_flight_messages": self.in_flight_messages,
-            "delayed_messages": self.delayed_messages,
-            "dynos_running": self.dynos_running,
-            "dynos_starting": self.dynos_starting,
-            "quantity_before": self.quantity_before,
-            "backlog_per_instance": self.backlog_per_instance,
-            "state_before": self.state_before,
-            "state_after": self.state_after,
-            "desired_quantity": self.desired_quantity,
-            "applied_quantity": self.applied_quantity,
-            "outcome": self.outcome,
-            "reason": self.reason,
-            "error": self.error or None,
-            "error_permanent": self.error_permanent,
-            "dry_run": self.dry_run,
-            "duration_ms": self.duration_ms,
-            "heroku_rate_limit_remaining": self.heroku_rate_limit_remaining,
-        }
-
-
-class Lease(models.Model):
-    """A named, expiring claim, taken with a conditional UPDATE instead of a row lock, so
-    no transaction stays open while the holder talks to the network."""
-
-    key = models.CharField(max_length=100, primary_key=True)
-    holder = models.UUIDField(null=True, blank=True)
-    expires_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return self.key
-
-
-class KillSwitch(models.Model):
-    """One row: while engaged, DynoScaler changes no formation anywhere."""
-
-    engaged = models.BooleanField(default=False)
-    changed_by = models.CharField(max_length=150, blank=True)
-    changed_at = models.DateTimeField(null=True, blank=True)
-    note = models.CharField(max_length=200, blank=True)
-
-    class Meta:
-        verbose_name = "kill switch"
-
-    def __str__(self) -> str:
-        return "engaged" if self.engaged else "off"
-
-    @classmethod
-    def current(cls) -> KillSwitch:
-        switch, _ = cls.objects.get_or_create(pk=1)
-        return switch
-
-
-class SandboxWorld(models.Model):
-    """The simulated queue and formation of a sandbox pair (the simulator's world model)."""
+class SandboxState(models.Model):
+    """The simulated queue and formation of a sandbox pair, saved between its cycles."""
 
     pair = models.OneToOneField(ScalingPair, on_delete=models.CASCADE, related_name="sandbox")
     state = models.JSONField(default=dict)

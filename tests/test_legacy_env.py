@@ -12,11 +12,10 @@ from django_celery_beat.models import PeriodicTask
 
 from dynoscaler_site.env import EnvError
 from scaling.models import AwsAccount, Decision, HerokuAccount, ScalingPair
-from scaling.seed_env import seed_config_from_env
-from scaling.startup import sync_env_pair
+from scaling.legacy_env import legacy_config_from_env, legacy_pair_sync_at_start
 from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN, send_messages
 
-SEED = {
+LEGACY_ENV = {
     "MY_HEROKU_AUTH_DES": "dynoscaler",
     "MY_HEROKU_AUTH_TOKEN": HEROKU_TOKEN,
     "MY_HEROKU_AS_APP": "orders-app",
@@ -34,15 +33,15 @@ SEED = {
 
 
 def without(name: str) -> dict[str, str]:
-    return {k: v for k, v in SEED.items() if k != name}
+    return {k: v for k, v in LEGACY_ENV.items() if k != name}
 
 
-def test_no_seed_variable_means_no_env_pair() -> None:
-    assert seed_config_from_env({"AWS_KEY": "x", "AWS_SQS_REGION": "us-east-1", "ELK_ELASTIC_URL": "http://x"}) is None
+def test_no_original_variable_means_no_env_pair() -> None:
+    assert legacy_config_from_env({"AWS_KEY": "x", "AWS_SQS_REGION": "us-east-1", "ELK_ELASTIC_URL": "http://x"}) is None
 
 
-def test_seed_variables_read_as_one_pair() -> None:
-    config = seed_config_from_env(SEED)
+def test_the_original_variables_read_as_one_pair() -> None:
+    config = legacy_config_from_env(LEGACY_ENV)
     assert config is not None
     assert (config.app_name, config.process_type, config.queue, config.region) == ("orders-app", "worker", "orders", "us-east-1")
     assert (config.min_dynos, config.max_dynos, config.up_cycles, config.down_cycles) == (1, 4, 2, 3)
@@ -57,7 +56,7 @@ def test_seed_variables_read_as_one_pair() -> None:
 ])
 def test_a_missing_variable_is_named(name: str) -> None:
     with pytest.raises(EnvError, match=f"^{name}: is required"):
-        seed_config_from_env(without(name))
+        legacy_config_from_env(without(name))
 
 
 @pytest.mark.parametrize("name, value, says", [
@@ -76,23 +75,23 @@ def test_a_missing_variable_is_named(name: str) -> None:
 ])
 def test_a_malformed_variable_is_named(name: str, value: str, says: str) -> None:
     with pytest.raises(EnvError) as caught:
-        seed_config_from_env({**SEED, name: value})
+        legacy_config_from_env({**LEGACY_ENV, name: value})
     assert str(caught.value).startswith(f"{name}:") and says in str(caught.value)
 
 
 def test_half_an_aws_key_pair_is_named() -> None:
     with pytest.raises(EnvError, match="^AWS_SECRET:"):
-        seed_config_from_env(without("AWS_SECRET"))
+        legacy_config_from_env(without("AWS_SECRET"))
 
 
 def test_no_aws_key_pair_uses_the_default_credential_chain() -> None:
-    config = seed_config_from_env({k: v for k, v in SEED.items() if k not in ("AWS_KEY", "AWS_SECRET")})
+    config = legacy_config_from_env({k: v for k, v in LEGACY_ENV.items() if k not in ("AWS_KEY", "AWS_SECRET")})
     assert config is not None and config.aws_key is None and config.aws_secret is None
 
 
 @pytest.mark.django_db
-def test_starting_with_seed_variables_creates_the_pair_and_its_beat_task() -> None:
-    assert sync_env_pair(SEED) is True
+def test_starting_with_the_original_variables_creates_the_pair_and_its_beat_task() -> None:
+    assert legacy_pair_sync_at_start(LEGACY_ENV) is True
     pair = ScalingPair.objects.get(managed_by_env=True)
     assert pair.name == "orders-app/worker (env)" and pair.policy == "classic" and pair.enabled
     assert [(q.queue, q.region) for q in pair.queues.all()] == [("orders", "us-east-1")]
@@ -105,8 +104,8 @@ def test_starting_with_seed_variables_creates_the_pair_and_its_beat_task() -> No
 
 @pytest.mark.django_db
 def test_changing_a_variable_and_restarting_updates_the_same_pair() -> None:
-    sync_env_pair(SEED)
-    sync_env_pair({**SEED, "DYNOSCALER_MAX_DYNOS": "8", "AWS_SQS_NAME": "orders-v2", "DYNOSCALER_INTERVAL_SECONDS": "30"})
+    legacy_pair_sync_at_start(LEGACY_ENV)
+    legacy_pair_sync_at_start({**LEGACY_ENV, "DYNOSCALER_MAX_DYNOS": "8", "AWS_SQS_NAME": "orders-v2", "DYNOSCALER_INTERVAL_SECONDS": "30"})
     pair = ScalingPair.objects.get()
     assert pair.max_dynos == 8
     assert [q.queue for q in pair.queues.all()] == ["orders-v2"]
@@ -116,19 +115,19 @@ def test_changing_a_variable_and_restarting_updates_the_same_pair() -> None:
 
 @pytest.mark.django_db
 def test_a_new_app_in_the_variables_starts_with_no_expected_formation() -> None:
-    sync_env_pair(SEED)
+    legacy_pair_sync_at_start(LEGACY_ENV)
     ScalingPair.objects.update(expected_quantity=3)
-    sync_env_pair({**SEED, "MY_HEROKU_AS_APP": "other-app"})
+    legacy_pair_sync_at_start({**LEGACY_ENV, "MY_HEROKU_AS_APP": "other-app"})
     assert ScalingPair.objects.get().expected_quantity is None
-    sync_env_pair({**SEED, "MY_HEROKU_AS_APP": "other-app", "DYNOSCALER_MAX_DYNOS": "9"})
+    legacy_pair_sync_at_start({**LEGACY_ENV, "MY_HEROKU_AS_APP": "other-app", "DYNOSCALER_MAX_DYNOS": "9"})
     ScalingPair.objects.update(expected_quantity=4)
-    sync_env_pair({**SEED, "MY_HEROKU_AS_APP": "other-app", "DYNOSCALER_MAX_DYNOS": "8"})
+    legacy_pair_sync_at_start({**LEGACY_ENV, "MY_HEROKU_AS_APP": "other-app", "DYNOSCALER_MAX_DYNOS": "8"})
     assert ScalingPair.objects.get().expected_quantity == 4  # same app: still expected
 
 
 @pytest.mark.django_db
 def test_a_bad_variable_at_start_up_logs_one_line_naming_it(caplog: Any) -> None:
-    assert sync_env_pair({**SEED, "DYNOSCALER_UP_CYCLES": "often"}) is False
+    assert legacy_pair_sync_at_start({**LEGACY_ENV, "DYNOSCALER_UP_CYCLES": "often"}) is False
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "DYNOSCALER_UP_CYCLES: expected a whole number" in errors[0].getMessage()
     assert errors[0].exc_info is None  # a line, not a traceback
@@ -136,8 +135,8 @@ def test_a_bad_variable_at_start_up_logs_one_line_naming_it(caplog: Any) -> None
 
 
 @pytest.mark.django_db
-def test_scale_once_with_only_seed_variables_scales_the_pair(sqs: Any, heroku: Any, monkeypatch: Any) -> None:
-    for name, value in {**SEED, "DYNOSCALER_UP_CYCLES": "1"}.items():
+def test_scale_once_with_only_the_original_variables_scales_the_pair(sqs: Any, heroku: Any, monkeypatch: Any) -> None:
+    for name, value in {**LEGACY_ENV, "DYNOSCALER_UP_CYCLES": "1"}.items():
         monkeypatch.setenv(name, value)
     sqs.create_queue(QueueName="orders")
     send_messages(sqs, "orders", 30)
@@ -150,8 +149,8 @@ def test_scale_once_with_only_seed_variables_scales_the_pair(sqs: Any, heroku: A
 
 
 @pytest.mark.django_db
-def test_scale_once_names_a_malformed_seed_variable(monkeypatch: Any) -> None:
-    for name, value in SEED.items():
+def test_scale_once_names_a_malformed_original_variable(monkeypatch: Any) -> None:
+    for name, value in LEGACY_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DYNOSCALER_MIN_DYNOS", "some")
     with pytest.raises(CommandError, match="DYNOSCALER_MIN_DYNOS: expected a whole number, got 'some'"):
@@ -163,7 +162,7 @@ def test_sync_env_pair_command_says_what_it_did(monkeypatch: Any) -> None:
     out = io.StringIO()
     call_command("sync_env_pair", stdout=out)
     assert "not set; nothing to do" in out.getvalue()
-    for name, value in SEED.items():
+    for name, value in LEGACY_ENV.items():
         monkeypatch.setenv(name, value)
     call_command("sync_env_pair", stdout=out)
     assert "'orders-app/worker (env)' is up to date" in out.getvalue()

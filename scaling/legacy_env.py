@@ -1,0 +1,212 @@
+"""The original DynoScaler's environment variables, read as one pair.
+
+A user of the original tool sets MY_HEROKU_*, AWS_* and DYNOSCALER_* as before and gets
+the same behaviour with no admin step. Everything about those variables lives here, with
+one entry point, ``legacy_pair_sync``, which Celery worker and beat call as they start,
+the release phase calls (``manage.py sync_env_pair``) and ``scale_once`` calls first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from dynoscaler_site.env import EnvError, env_float, env_int, env_optional, env_str
+from scaling.models import AwsAccount, HerokuAccount, PairQueue, ScalingPair
+from scaling.services.pairs import pair_apply_settings, pair_schedule_sync
+from scaling.validators import (
+    HEROKU_MAX_DYNOS_PER_APP,
+    app_name_validator,
+    process_type_validator,
+    queue_validator,
+    region_validator,
+)
+
+log = logging.getLogger("dynoscaler.startup")
+
+# Any of these set means the user runs the original tool's single-pair configuration.
+TRIGGERS = (
+    "MY_HEROKU_AUTH_TOKEN",
+    "MY_HEROKU_AS_APP",
+    "AWS_SQS_NAME",
+    "DYNOSCALER_MAX_DYNOS",
+    "DYNOSCALER_MIN_DYNOS",
+    "DYNOSCALER_UP_CYCLES",
+    "DYNOSCALER_DOWN_CYCLES",
+    "DYNOSCALER_BACKLOG_THRESHOLD",
+)
+
+
+@dataclass(frozen=True)
+class LegacyConfig:
+    heroku_description: str
+    heroku_token: str
+    app_name: str
+    process_type: str
+    aws_key: str | None  # None with aws_secret None: boto3's default credential chain
+    aws_secret: str | None
+    queue: str
+    region: str
+    max_dynos: int
+    min_dynos: int
+    up_cycles: int
+    down_cycles: int
+    backlog_threshold: float
+    interval_seconds: int
+
+    def __repr__(self) -> str:  # the dataclass default would print the token and secret
+        return f"LegacyConfig(app_name={self.app_name!r}, process_type={self.process_type!r}, queue={self.queue!r})"
+
+    @property
+    def pair_name(self) -> str:
+        return f"{self.app_name}/{self.process_type} (env)"
+
+
+def legacy_config_from_env(env: Mapping[str, str] = os.environ) -> LegacyConfig | None:
+    """The pair the original variables describe, or None when none of them is set.
+
+    Raises EnvError naming the first missing or malformed variable.
+    """
+    if not any(env.get(name, "").strip() for name in TRIGGERS):
+        return None
+
+    token = env_str("MY_HEROKU_AUTH_TOKEN", env=env)
+    app = _checked("MY_HEROKU_AS_APP", env_str("MY_HEROKU_AS_APP", env=env), app_name_validator)
+    process = _checked("MY_HEROKU_AS_PROCESS", env_str("MY_HEROKU_AS_PROCESS", env=env), process_type_validator)
+    key, secret = env_optional("AWS_KEY", env=env), env_optional("AWS_SECRET", env=env)
+    if bool(key) != bool(secret):
+        missing = "AWS_SECRET" if key else "AWS_KEY"
+        raise EnvError(missing, "AWS_KEY and AWS_SECRET go together; set both, or neither to use the default AWS credential chain")
+    queue = _checked("AWS_SQS_NAME", env_str("AWS_SQS_NAME", env=env), queue_validator)
+    region = _checked("AWS_SQS_REGION", env_str("AWS_SQS_REGION", env=env), region_validator)
+    max_dynos = env_int("DYNOSCALER_MAX_DYNOS", minimum=1, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env)
+    min_dynos = env_int("DYNOSCALER_MIN_DYNOS", minimum=0, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env)
+    if min_dynos > max_dynos:
+        raise EnvError("DYNOSCALER_MIN_DYNOS", f"({min_dynos}) cannot be above DYNOSCALER_MAX_DYNOS ({max_dynos})")
+    return LegacyConfig(
+        heroku_description=env_str("MY_HEROKU_AUTH_DES", "from MY_HEROKU_AUTH_TOKEN", env=env),
+        heroku_token=token,
+        app_name=app,
+        process_type=process,
+        aws_key=key,
+        aws_secret=secret,
+        queue=queue,
+        region=region,
+        max_dynos=max_dynos,
+        min_dynos=min_dynos,
+        up_cycles=env_int("DYNOSCALER_UP_CYCLES", minimum=1, maximum=1000, env=env),
+        down_cycles=env_int("DYNOSCALER_DOWN_CYCLES", minimum=1, maximum=1000, env=env),
+        backlog_threshold=env_float("DYNOSCALER_BACKLOG_THRESHOLD", greater_than=0, env=env),
+        # Not one of the original variables (it ran on an outside scheduler); 60 s by default.
+        interval_seconds=env_int("DYNOSCALER_INTERVAL_SECONDS", 60, minimum=10, maximum=86400, env=env),
+    )
+
+
+def _checked(name: str, value: str, validator: object) -> str:
+    try:
+        validator(value)  # type: ignore[operator]
+    except ValidationError as exc:
+        raise EnvError(name, " ".join(str(m) for m in exc.messages)) from None
+    return value
+
+def legacy_pair_save(*, config: LegacyConfig) -> ScalingPair:
+    """Make the env-described pair and its credentials match the variables.
+
+    Idempotent and safe to race (worker and beat both call it at start-up): the loser of
+    a simultaneous first creation retries and finds the winner's rows.
+    """
+    for attempt in (1, 2):
+        try:
+            with transaction.atomic():
+                pair, changed = _upsert_env_pair(config)
+            break
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    if changed:
+        pair_apply_settings(pair=pair)
+    else:
+        # Same variables as last start: nothing the operator changed, so a quantity Heroku
+        # refused stays refused (every scale_once would otherwise send it again).
+        pair_schedule_sync(pair=pair)
+    return pair
+
+
+def _upsert_env_pair(config: LegacyConfig) -> tuple[ScalingPair, bool]:
+    """The env pair, created or brought in line with ``config``; and whether anything changed."""
+    heroku, _ = HerokuAccount.objects.update_or_create(
+        managed_by_env=True,
+        defaults={"description": config.heroku_description, "api_token": config.heroku_token},
+    )
+    aws, _ = AwsAccount.objects.update_or_create(
+        managed_by_env=True,
+        defaults={
+            "description": "from AWS_KEY / AWS_SECRET" if config.aws_key else "default AWS credential chain (env)",
+            "use_default_chain": config.aws_key is None,
+            "access_key_id": config.aws_key or "",
+            "secret_access_key": config.aws_secret or "",
+        },
+    )
+    values = {
+        "name": config.pair_name,
+        "heroku_account": heroku,
+        "aws_account": aws,
+        "app_name": config.app_name,
+        "process_type": config.process_type,
+        "min_dynos": config.min_dynos,
+        "max_dynos": config.max_dynos,
+        "policy": "classic",
+        "backlog_threshold": config.backlog_threshold,
+        "up_cycles": config.up_cycles,
+        "down_cycles": config.down_cycles,
+        "interval_seconds": config.interval_seconds,
+    }
+    pair = ScalingPair.objects.filter(managed_by_env=True).first()
+    if pair is None:
+        # A pair made in the admin for the same app/process is adopted, not duplicated.
+        pair = ScalingPair.objects.filter(app_name=config.app_name, process_type=config.process_type).first()
+    if pair is None:
+        pair = ScalingPair.objects.create(managed_by_env=True, enabled=True, **values)
+        changed = True
+    else:
+        changed = not pair.managed_by_env or any(getattr(pair, name) != value for name, value in values.items())
+        if (pair.app_name, pair.process_type) != (config.app_name, config.process_type):
+            pair.expected_quantity = None  # another app now: nothing is expected of its formation
+        if changed:
+            for name, value in values.items():
+                setattr(pair, name, value)
+            pair.managed_by_env = True
+            pair.save()
+    removed, _ = pair.queues.exclude(queue=config.queue, region=config.region).delete()
+    _, added = PairQueue.objects.get_or_create(pair=pair, queue=config.queue, region=config.region)
+    return pair, changed or bool(removed) or added
+
+
+def legacy_pair_sync(env: Mapping[str, str] = os.environ) -> ScalingPair | None:
+    """Create or update the pair the original variables describe; None when none is set.
+
+    Raises EnvError naming the first missing or malformed variable. Idempotent and safe to
+    race (worker and beat both call it as they start)."""
+    config = legacy_config_from_env(env)
+    return None if config is None else legacy_pair_save(config=config)
+
+
+def legacy_pair_sync_at_start(env: Mapping[str, str] = os.environ) -> bool:
+    """``legacy_pair_sync`` for a process that is starting: a bad variable is logged as one
+    line naming it, and the process goes on scaling its other pairs. Returns whether the
+    variables described a usable pair."""
+    try:
+        pair = legacy_pair_sync(env)
+    except EnvError as exc:
+        log.error("The original DynoScaler variables describe no usable pair: %s", exc)
+        return False
+    if pair is None:
+        return False
+    log.info("Pair %r is up to date with the environment (every %d s)", pair.name, pair.interval_seconds)
+    return True
+

@@ -1,0 +1,109 @@
+"""The audit trail beyond the database: shipping committed decisions to Elasticsearch (or
+the terminal), one shipper at a time, and pruning old rows once they were shipped."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from scaling.adapters.audit import AuditSink, ElasticsearchSink, TerminalSink
+from scaling.adapters.errors import AdapterError
+from scaling.models import Decision, Lease
+
+log = logging.getLogger(__name__)
+AUDIT_LEASE = "audit-shipper"
+
+
+def audit_sink() -> AuditSink:
+    if settings.ELK_ELASTIC_URL:
+        return ElasticsearchSink(
+            url=settings.ELK_ELASTIC_URL,
+            index=settings.ELK_INDEX_AS,
+            user=settings.ELK_ELASTIC_USER,
+            password=settings.ELK_ELASTIC_PASS,
+            index_type=settings.ELK_INDEX_TYPE_AS,
+        )
+    return TerminalSink()
+
+
+def lease_acquire(*, key: str, seconds: float, now: datetime | None = None) -> uuid.UUID | None:
+    """Take the named lease if nobody holds it (or their hold expired): a conditional UPDATE,
+    so no transaction stays open while the holder talks to the network."""
+    now = now or timezone.now()
+    holder = uuid.uuid4()
+    Lease.objects.get_or_create(key=key)
+    updated = (
+        Lease.objects.filter(key=key)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__lt=now))
+        .update(holder=holder, expires_at=now + timedelta(seconds=seconds))
+    )
+    return holder if updated == 1 else None
+
+
+def lease_renew(*, key: str, holder: uuid.UUID, seconds: float, now: datetime | None = None) -> bool:
+    """Extend a lease we still hold; False if it lapsed and someone else may have taken it."""
+    until = (now or timezone.now()) + timedelta(seconds=seconds)
+    return Lease.objects.filter(key=key, holder=holder).update(expires_at=until) == 1
+
+
+def lease_release(*, key: str, holder: uuid.UUID) -> None:
+    Lease.objects.filter(key=key, holder=holder).update(holder=None, expires_at=None)
+
+
+def audit_ship_pending(
+    *, sink: AuditSink | None = None, batch_size: int | None = None, max_batches: int = 20, now: datetime | None = None
+) -> int:
+    """Send committed, unsent decisions to the audit sink, oldest first.
+
+    A decision is marked sent only after the sink confirmed it, so when Elasticsearch is
+    down decisions wait in the database; documents carry the decision id as their own,
+    so a retry cannot duplicate one. One shipper at a time: a short lease, renewed before
+    each batch, so a shipper killed mid-batch holds the trail up for one lease at most.
+    Returns how many were delivered.
+    """
+    sink = sink or audit_sink()
+    batch_size = batch_size or settings.AUDIT_SHIP_BATCH
+    lease_seconds = settings.AUDIT_LEASE_SECONDS
+    holder = lease_acquire(key=AUDIT_LEASE, seconds=lease_seconds, now=now)
+    if holder is None:
+        return 0
+    # Stop starting batches well within the task's time limit, so the task ends by itself.
+    stop_at = time.monotonic() + settings.CYCLE_TIME_LIMIT_SECONDS / 2
+    delivered = 0
+    try:
+        for _ in range(max_batches):
+            if time.monotonic() > stop_at or not lease_renew(key=AUDIT_LEASE, holder=holder, seconds=lease_seconds, now=now):
+                break
+            decisions = list(Decision.objects.filter(shipped_at__isnull=True).order_by("id")[:batch_size])
+            if not decisions:
+                break
+            try:
+                sent = sink.send([d.as_document() for d in decisions])
+            except AdapterError as exc:
+                log.warning("audit: %d decision(s) wait for %s: %s", len(decisions), sink.name, exc)
+                break
+            Decision.objects.filter(id__in=[int(i) for i in sent]).update(shipped_at=timezone.now())
+            delivered += len(sent)
+            if len(sent) < len(decisions):
+                break
+    finally:
+        lease_release(key=AUDIT_LEASE, holder=holder)
+    return delivered
+
+
+def decisions_prune(*, now: datetime | None = None, batch: int = 10_000) -> int:
+    """Delete decisions older than the retention, in batches, once they reached the audit sink."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.DECISION_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(Decision.objects.filter(created_at__lt=cutoff, shipped_at__isnull=False)
+                   .order_by("id").values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += Decision.objects.filter(id__in=ids).delete()[0]

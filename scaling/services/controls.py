@@ -1,0 +1,105 @@
+"""What an operator does to a pair, or to all of them: pause, resume, scale now, the kill
+switch, and a connection check that changes nothing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from scaling.adapters.errors import AdapterError, redact
+from scaling.fields import SecretUnreadable
+from scaling.models import HEROKU_MAX_DYNOS_PER_APP, Decision, KillSwitch, ScalingPair
+from scaling.services.backends import open_backend, pair_secrets
+from scaling.services.cycle import FORGET_REFUSAL, CycleResult, claim_release, pair_claim, record
+
+log = logging.getLogger(__name__)
+
+
+def pair_pause(*, pair: ScalingPair, minutes: int, now: datetime | None = None) -> datetime:
+    until = (now or timezone.now()) + timedelta(minutes=minutes)
+    ScalingPair.objects.filter(pk=pair.pk).update(paused_until=until)
+    return until
+
+
+def pair_resume(*, pair: ScalingPair) -> None:
+    ScalingPair.objects.filter(pk=pair.pk).update(paused_until=None)
+
+
+def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime | None = None) -> Decision:
+    """A person sets the formation to ``quantity`` from DynoScaler. It is recorded like a
+    cycle, and the policy then holds off for the pair's manual hold so it does not undo it.
+    Raises AdapterError (nothing changed) if the kill switch is on or the change fails."""
+    started = time.monotonic()
+    now = now or timezone.now()
+    if not 0 <= quantity <= HEROKU_MAX_DYNOS_PER_APP:
+        raise ValueError(f"quantity must be 0 to {HEROKU_MAX_DYNOS_PER_APP}")
+    if KillSwitch.is_engaged():
+        raise AdapterError("DynoScaler", "the kill switch is on: no formation changes", permanent=True)
+    claim = pair_claim(pair=pair, now=now, respect_interval=False)
+    if claim is None:
+        raise AdapterError("DynoScaler", "a cycle of this pair is running; try again in a moment", permanent=False)
+    try:
+        with open_backend(pair, now) as backend:
+            before = backend.process_state()
+            applied = backend.scale(quantity)
+            remaining = backend.rate_limit_remaining
+    except BaseException as exc:
+        # A lost answer may have been applied: the next cycle must not blame a person for it.
+        lost = isinstance(exc, AdapterError) and exc.outcome_unknown
+        claim_release(pair, claim, **({"unconfirmed_quantity": quantity} if lost else {}))
+        raise
+    hold = now + timedelta(seconds=pair.manual_hold_seconds)
+    result = CycleResult(
+        outcome=Decision.Outcome.APPLIED,
+        reason=f"scaled by {user} from {before.quantity} to {applied} dynos (scale now); "
+        f"the policy holds off until {hold:%H:%M} UTC",
+        process=before, desired=quantity, applied=applied, rate_limit_remaining=remaining,
+        expected_quantity=applied, paused_until=hold, refusal=FORGET_REFUSAL,
+    )
+    return record(pair, claim=claim, now=now, result=result, dry_run=False, started=started, keep_interval=True)
+
+
+def kill_switch_set(*, engaged: bool, user: str, note: str = "") -> KillSwitch:
+    switch = KillSwitch.current()
+    switch.engaged, switch.changed_by, switch.changed_at, switch.note = engaged, user, timezone.now(), note[:200]
+    switch.save()
+    log.warning("kill switch %s by %s", "ENGAGED" if engaged else "released", user)
+    return switch
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    ok: bool
+    detail: str
+
+
+def pair_check_connection(*, pair: ScalingPair) -> list[Check]:
+    """Read each queue and the formation through the cycle's own backend, change nothing,
+    and say exactly what works."""
+    checks: list[Check] = []
+    try:
+        with open_backend(pair, timezone.now()) as backend:
+            for queue, region in backend.queues():
+                what = f"SQS queue {queue} ({region})"
+                try:
+                    counts = backend.read_queue(queue, region)
+                    checks.append(Check(what, True, f"readable: {counts.visible} visible, {counts.in_flight} in flight"))
+                except AdapterError as exc:
+                    checks.append(Check(what, False, exc.message))
+            what = f"Heroku app {pair.app_name}, process type {pair.process_type}"
+            try:
+                state = backend.process_state()
+                checks.append(Check(what, True, f"formation {state.quantity} ({state.size}), {state.running} up"))
+            except AdapterError as exc:
+                checks.append(Check(what, False, exc.message))
+    except AdapterError as exc:
+        checks.append(Check("set-up", False, exc.message))
+    except SecretUnreadable as exc:
+        checks.append(Check("credentials", False, str(exc)))
+    secrets = pair_secrets(pair)
+    return [Check(c.what, c.ok, redact(c.detail, secrets)) for c in checks]

@@ -1,0 +1,85 @@
+"""Keeping what depends on a pair in step with it: its beat task, a refused quantity, the
+formation it expects; deleting it; and the laptop's sandbox demo pair."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from scaling.adapters.sandbox import DEMO_SETTINGS as SANDBOX_DEMO_SETTINGS
+from scaling.models import AwsAccount, HerokuAccount, ScalingPair
+
+CYCLE_TASK = "scaling.tasks.run_pair_cycle"
+SANDBOX_DEMO_NAME = "Sandbox demo (simulated, no account)"
+
+
+def pair_schedule_sync(*, pair: ScalingPair) -> PeriodicTask:
+    """Create or update the pair's periodic task so it matches the pair.
+
+    Called by every write path (admin, the original variables, pairs as code) after a pair
+    is saved. A disabled pair's task stays, disabled; ``pair_delete`` removes it. A queued
+    cycle older than one interval expires instead of running late behind a backlog of its own.
+    """
+    schedule, _ = IntervalSchedule.objects.get_or_create(every=pair.interval_seconds, period=IntervalSchedule.SECONDS)
+    fields = {
+        "task": CYCLE_TASK,
+        "interval": schedule,
+        "args": json.dumps([pair.pk]),
+        "enabled": pair.enabled,
+        "expire_seconds": pair.interval_seconds,
+        "description": f"Scaling cycle of {pair.app_name}/{pair.process_type}. Managed by DynoScaler: edit the pair, not this task.",
+    }
+    task = pair.periodic_task
+    if task is None:
+        task, _ = PeriodicTask.objects.update_or_create(name=f"dynoscaler pair {pair.pk}", defaults=fields)
+        ScalingPair.objects.filter(id=pair.pk).update(periodic_task=task)
+        pair.periodic_task = task
+    else:
+        changed = [name for name, value in fields.items() if getattr(task, name) != value]
+        if changed:
+            for name in changed:
+                setattr(task, name, fields[name])
+            task.save()
+    return task
+
+
+def pair_apply_settings(*, pair: ScalingPair, repointed: bool = False) -> None:
+    """After an edit of a pair's settings, make what depends on them follow: its schedule,
+    and a refused quantity is forgotten (the operator may have raised a limit on Heroku or
+    changed the bounds). A pair pointed at another app, process type or provider also
+    forgets the formation it expected, or its first cycle there would take the new app's
+    formation for a person's change."""
+    reset: dict[str, Any] = {"blocked_quantity": None, "blocked_reason": ""}
+    if repointed:
+        reset.update(expected_quantity=None, unconfirmed_quantity=None)
+    ScalingPair.objects.filter(id=pair.pk).update(**reset)
+    pair_schedule_sync(pair=pair)
+
+
+@transaction.atomic
+def pair_delete(*, pair: ScalingPair) -> None:
+    task = pair.periodic_task
+    pair.delete()
+    if task is not None:
+        task.delete()
+
+
+def sandbox_demo_ensure() -> ScalingPair | None:
+    """On a laptop with nothing configured, a demo pair whose queue and formation are
+    simulated, so a newcomer sees a pair scale. Never where real credentials exist."""
+    if not settings.SANDBOX_ENABLED or HerokuAccount.objects.exists() or AwsAccount.objects.exists():
+        return None
+    if ScalingPair.objects.exclude(provider=ScalingPair.Provider.SANDBOX).exists():
+        return None
+    pair, created = ScalingPair.objects.get_or_create(
+        name=SANDBOX_DEMO_NAME,
+        defaults={"provider": ScalingPair.Provider.SANDBOX, "app_name": "sandbox-app", "process_type": "worker",
+                  **SANDBOX_DEMO_SETTINGS},
+    )
+    if created:
+        pair_apply_settings(pair=pair)
+    return pair

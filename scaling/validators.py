@@ -1,0 +1,65 @@
+"""Field validators: what an operator may type for a pair, its queues and its schedules.
+
+Kept apart from the models so that reading a table's shape does not load boto3, and so the
+original variables' reader (legacy_env) checks values with exactly the admin's rules.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import boto3
+import botocore
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+
+HEROKU_MAX_DYNOS_PER_APP = 100
+
+app_name_validator = RegexValidator(
+    r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$",
+    "A Heroku app name is 3–30 characters: lowercase letters, digits and dashes, "
+    "starting with a letter and not ending with a dash.",
+)
+process_type_validator = RegexValidator(
+    r"^[A-Za-z0-9_-]{1,64}$",
+    "A process type is the Procfile name, e.g. “worker”: letters, digits, “_” and “-”.",
+)
+_region_shape = RegexValidator(
+    r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$",
+    "An AWS region looks like “us-east-1” or “eu-west-2”.",
+)
+
+
+@lru_cache(maxsize=1)
+def known_sqs_regions() -> frozenset[str]:
+    """The regions the installed botocore knows SQS in (read from its bundled data, no network)."""
+    session = boto3.session.Session()
+    return frozenset(r for p in session.get_available_partitions() for r in session.get_available_regions("sqs", p))
+
+
+def region_validator(value: str) -> None:
+    _region_shape(value)
+    if value not in known_sqs_regions():
+        raise ValidationError(
+            f"“{value}” is not an AWS region with SQS that botocore {botocore.__version__} knows. "
+            "Check the spelling; if AWS opened it recently, upgrade boto3."
+        )
+_QUEUE_NAME = r"[A-Za-z0-9_-]{1,75}(\.fifo)?|[A-Za-z0-9_-]{1,80}"
+queue_validator = RegexValidator(
+    rf"^(?:{_QUEUE_NAME}|https?://[^/\s]+/\d{{12}}/(?:{_QUEUE_NAME}))$",
+    "Give the queue's name (letters, digits, “-”, “_”, up to 80, optionally ending in "
+    "“.fifo”) or its full URL, https://sqs.REGION.amazonaws.com/ACCOUNT_ID/NAME.",
+)
+
+
+weekdays_validator = RegexValidator(
+    r"^[0-6](,[0-6])*$", "Weekdays are numbers 0 (Monday) to 6 (Sunday), separated by commas, e.g. 0,1,2,3,4."
+)
+
+
+def timezone_validator(value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"Unknown time zone {value!r}; use a name such as UTC or Europe/Berlin.") from None
