@@ -21,6 +21,7 @@ from scaling.alerts.models import AlertChannel, AlertDelivery, AlertProblem
 from scaling.models import Decision, HerokuAccount, ScalingPair
 from tests.conftest import AWS_SECRET, HEROKU_TOKEN, free_port
 from tests.standins.alert_receivers import SmtpReceiver, WebhookReceiver
+from tests.test_e2e_celery import celery, redis_url, wait_until  # noqa: F401  (fixtures: a real worker and beat on Redis)
 
 pytestmark = pytest.mark.django_db
 
@@ -520,7 +521,7 @@ def test_the_channel_form_names_each_problem_and_never_shows_a_secret(admin_clie
     assert (channel.url, channel.signing_secret, channel.kinds) == (url, SIGNING_SECRET, ["kill_switch", "stalled"])
     page = admin_client.get(f"/admin/scaling/alertchannel/{channel.pk}/change/").content.decode()
     assert url not in page and "secret-path-123" not in page and SIGNING_SECRET not in page
-    assert "set, ending …" in page and 'id="send-test-alert"' in page
+    assert "Currently set: http://127.0.0.1/…-123." in page and "set, ending …" in page and 'id="send-test-alert"' in page
     listing = admin_client.get("/admin/scaling/alertchannel/").content.decode()
     assert "secret-path-123" not in listing and "all pairs" in listing
     # Saved again with the secrets left empty, they are kept.
@@ -542,3 +543,34 @@ def test_problems_and_deliveries_are_read_only_with_filters_and_search(admin_cli
     assert "PROBLEM orders" in deliveries
     problem = AlertProblem.objects.get()
     assert "Messages sent about it" in admin_client.get(f"/admin/scaling/alertproblem/{problem.pk}/change/").content.decode()
+
+
+# --- through a real Celery worker and beat on Redis ---------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_tells_a_webhook_once_when_the_kill_switch_is_engaged_and_once_when_released(
+    celery: Any, receiver: WebhookReceiver, tmp_path: Any  # noqa: F811  (imported fixtures)
+) -> None:
+    AlertChannel.objects.create(name="hook", kind="webhook", url=f"{receiver.url}/hook", signing_secret=SIGNING_SECRET)
+    celery({"DYNOSCALER_ALERT_INTERVAL": "1"})
+    worker_log = tmp_path / "worker.log"
+
+    def evaluations() -> int:
+        text = worker_log.read_text() if worker_log.exists() else ""
+        return sum("scaling.tasks.evaluate_alerts[" in line and "succeeded" in line for line in text.splitlines())
+
+    services.kill_switch_set(engaged=True, user="oncall", note="e2e drill")
+    wait_until(lambda: len(receiver.received) == 1, seconds=60, what="the problem at the receiver", logs=tmp_path)
+    seen = evaluations()
+    wait_until(lambda: evaluations() >= seen + 3, seconds=60, what="three more evaluations", logs=tmp_path)
+    services.kill_switch_set(engaged=False, user="oncall")
+    wait_until(lambda: len(receiver.received) == 2, seconds=60, what="the resolution at the receiver", logs=tmp_path)
+    seen = evaluations()
+    wait_until(lambda: evaluations() >= seen + 3, seconds=60, what="three more evaluations", logs=tmp_path)
+
+    assert [(b["event"], b["problem"]["key"]) for b in receiver.bodies()] == [("opened", "kill_switch"), ("resolved", "kill_switch")]
+    assert all(WebhookReceiver.signature_ok(r, SIGNING_SECRET) for r in receiver.received)
+    logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    assert SIGNING_SECRET not in logs and "/hook" not in logs

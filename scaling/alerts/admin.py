@@ -4,6 +4,7 @@ record of problems and of every message sent. Loaded by ``scaling.admin``."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
 from django.conf import settings
@@ -17,13 +18,19 @@ from django.views.decorators.http import require_POST
 
 from scaling.admin import WriteOnlySecretsForm, secret_hint
 from scaling.alerts.delivery import channel_send_test
+from scaling.alerts.messages import PREFIX
 from scaling.alerts.models import AlertChannel, AlertDelivery, AlertProblem, ProblemKind
+
+
+def url_hint(url: str) -> str:
+    parts = urlsplit(url)
+    return f"set: {parts.scheme}://{parts.hostname}/…{url[-4:]}" if parts.hostname and len(url) >= 20 else secret_hint(url)
 
 
 class AlertChannelForm(WriteOnlySecretsForm):
     secret_fields = ("url", "signing_secret")
     kinds = forms.MultipleChoiceField(
-        label="problems",
+        label="Problems",
         choices=ProblemKind.choices,
         widget=forms.CheckboxSelectMultiple,
         required=False,
@@ -34,6 +41,13 @@ class AlertChannelForm(WriteOnlySecretsForm):
         model = AlertChannel
         fields = ["name", "kind", "enabled", "url", "signing_secret", "recipients", "pairs", "include_global",
                   "kinds", "max_per_hour"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.url:
+            # The host says which service it is and is no secret; the path and query are the key.
+            self.fields["url"].help_text = (f"Currently {url_hint(self.instance.url)}. Leave empty to keep it. "
+                                            f"{AlertChannel._meta.get_field('url').help_text}")
 
     def clean_url(self) -> str:
         return self._clean_secret("url")
@@ -95,7 +109,7 @@ class AlertChannelAdmin(admin.ModelAdmin):
 
     @admin.display(description="target")
     def target(self, obj: AlertChannel) -> str:
-        return obj.recipients if obj.kind == AlertChannel.Kind.EMAIL else f"URL {secret_hint(obj.url)}"
+        return obj.recipients if obj.kind == AlertChannel.Kind.EMAIL else f"URL {url_hint(obj.url)}"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AlertChannel]:
         return super().get_queryset(request).prefetch_related("pairs")
@@ -182,7 +196,7 @@ class DeliveryInline(admin.TabularInline):
 
 @admin.register(AlertProblem)
 class AlertProblemAdmin(ReadOnlyAdmin):
-    list_display = ["opened_at", "state", "kind", "pair_name", "summary", "since", "resolved_at"]
+    list_display = ["opened_at", "state", "kind", "about", "summary", "resolved_at"]
     list_filter = [OpenFilter, "kind", "opened_at"]
     search_fields = ["key", "pair_name", "summary"]
     inlines = [DeliveryInline]
@@ -191,11 +205,18 @@ class AlertProblemAdmin(ReadOnlyAdmin):
     def state(self, obj: AlertProblem) -> str:
         return "open" if obj.resolved_at is None else "resolved"
 
+    @admin.display(description="pair", ordering="pair_name")
+    def about(self, obj: AlertProblem) -> str:
+        return obj.pair_name or "— (global)"
+
 
 @admin.register(AlertDelivery)
 class AlertDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "channel", "event", "status", "title", "attempts", "last_error", "sent_at",
-                    "next_attempt_at"]
+    list_display = ["created_at", "channel", "event", "status", "message", "attempts", "last_error", "next_attempt_at"]
     list_filter = ["status", "event", "channel", "created_at"]
     search_fields = ["title", "text", "last_error", "channel__name"]
     list_select_related = ["channel"]
+
+    @admin.display(description="message", ordering="title")
+    def message(self, obj: AlertDelivery) -> str:
+        return obj.title.removeprefix(PREFIX).strip()
