@@ -244,6 +244,22 @@ def test_a_resolution_goes_only_where_the_problem_was_told(make_pair: Any, make_
     assert not late.deliveries.exists()
 
 
+def test_a_failing_detector_silences_no_other_and_clears_nothing(make_pair: Any, make_channel: Any) -> None:
+    pair = make_pair()
+    make_channel("webhook")
+    now = timezone.now()
+    services.kill_switch_set(engaged=True, user="oncall")
+    assert [p.key for p in evaluate(now).opened] == ["kill_switch"]
+
+    def broken(at: Any) -> list[detectors.ActiveProblem]:
+        raise RuntimeError("a bug in a detector")
+
+    set_condition(pair, "permanent_error", since=now, detail="bad token")
+    partial = alerts_evaluate(now=now, detectors=(broken, detectors.pair_conditions))
+    assert [p.key for p in partial.opened] == [f"permanent_error:pair:{pair.pk}"]
+    assert partial.resolved == [] and AlertProblem.objects.open().filter(key="kill_switch").exists()
+
+
 # --- races, order, limits, failures ----------------------------------------------------------
 
 

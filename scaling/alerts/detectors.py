@@ -8,6 +8,7 @@ which the cycle keeps: ``{code: {"since": ISO-8601 UTC, "detail": "one line"}}``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +20,8 @@ from django.db.models import Count, Q
 from scaling.alerts.models import ProblemKind
 from scaling.models import Decision, HerokuAccount, KillSwitch, ScalingPair
 from scaling.selectors import STALL_INTERVALS, pair_is_stalled
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -148,5 +151,20 @@ Detector = Callable[[datetime], list[ActiveProblem]]
 DETECTORS: tuple[Detector, ...] = (stalled_pairs, pair_conditions, kill_switch, heroku_rate_limited, audit_behind)
 
 
-def active_problems(now: datetime, detectors: tuple[Detector, ...] = DETECTORS) -> dict[str, ActiveProblem]:
-    return {p.key: p for detector in detectors for p in detector(now)}
+@dataclass(frozen=True)
+class Detected:
+    problems: dict[str, ActiveProblem]
+    complete: bool  # False when a detector failed: what it would have seen is unknown
+
+
+def active_problems(now: datetime, detectors: tuple[Detector, ...] = DETECTORS) -> Detected:
+    problems: dict[str, ActiveProblem] = {}
+    complete = True
+    for detector in detectors:
+        try:
+            problems.update((p.key, p) for p in detector(now))
+        except Exception:
+            # A bug in one detector must not silence the others, nor pass for "all clear".
+            log.exception("alert detector %s failed", detector.__name__)
+            complete = False
+    return Detected(problems, complete)

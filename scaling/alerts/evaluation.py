@@ -66,19 +66,23 @@ def alerts_evaluate(*, now: datetime | None = None, detectors: tuple[Detector, .
         return Evaluation(busy=True, channels_due=channels_due(now))
     try:
         result = Evaluation()
-        active = active_problems(now, detectors)
+        detected = active_problems(now, detectors)
+        active = detected.problems
         open_rows = {p.key: p for p in AlertProblem.objects.open().select_related("pair")}
-        if set(active) == set(open_rows):
+        to_open = sorted(set(active) - set(open_rows))
+        # On a partial view (a detector failed) nothing is taken for cleared.
+        to_resolve = sorted(set(open_rows) - set(active)) if detected.complete else []
+        if not to_open and not to_resolve:
             result.channels_due = channels_due(now)
             return result
         secrets = known_secrets()
         channels = [_Channel(c, frozenset(p.pk for p in c.pairs.all()))
                     for c in AlertChannel.objects.filter(enabled=True).prefetch_related("pairs")]
-        for key in sorted(set(active) - set(open_rows)):
+        for key in to_open:
             opened = problem_open(active[key], now=now, channels=channels, secrets=secrets)
             if opened is not None:
                 result.opened.append(opened)
-        for key in sorted(set(open_rows) - set(active)):
+        for key in to_resolve:
             resolved = problem_resolve(open_rows[key], now=now, channels=channels, secrets=secrets)
             if resolved is not None:
                 result.resolved.append(resolved)
