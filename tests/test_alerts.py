@@ -561,6 +561,23 @@ def test_problems_and_deliveries_are_read_only_with_filters_and_search(admin_cli
     assert "Messages sent about it" in admin_client.get(f"/admin/scaling/alertproblem/{problem.pk}/change/").content.decode()
 
 
+@pytest.mark.parametrize(("variables", "says"), [
+    ({"EMAIL_PORT": "smtp"}, "EMAIL_PORT: expected a whole number, got 'smtp'"),
+    ({"EMAIL_USE_TLS": "1", "EMAIL_USE_SSL": "1"}, "EMAIL_USE_SSL: set EMAIL_USE_TLS (STARTTLS, port 587) or EMAIL_USE_SSL"),
+    ({"DYNOSCALER_PUBLIC_URL": "my-dynoscaler.herokuapp.com"}, "DYNOSCALER_PUBLIC_URL: expected a URL starting with https://"),
+    ({"DYNOSCALER_ALERT_TIMEOUT": "300"}, "DYNOSCALER_ALERT_TIMEOUT: must be at most 30, got 300"),
+])
+def test_a_malformed_alert_setting_stops_start_up_naming_the_variable(variables: dict[str, str], says: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SECRET_KEY": "test-only-key", "DJANGO_SETTINGS_MODULE": "dynoscaler_site.settings", **variables}
+    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and says in done.stderr
+
+
 # --- through a real Celery worker and beat on Redis ---------------------------------------------
 
 
