@@ -222,6 +222,7 @@ CELERY_BEAT_SCHEDULE["dynoscaler-evaluate-alerts"] = {
     "schedule": float(ALERT_EVALUATE_INTERVAL_SECONDS),
     "options": {"expires": float(ALERT_EVALUATE_INTERVAL_SECONDS)},  # a late tick is replaced by the next
 }
+CELERY_BEAT_SCHEDULE["dynoscaler-prune-alerts"] = {"task": "scaling.tasks.prune_alerts", "schedule": 3600.0}
 
 LOGGING = {
     "version": 1,

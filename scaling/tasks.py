@@ -6,7 +6,7 @@ from celery import shared_task
 
 from scaling import services
 from scaling.alerts.delivery import channel_drain
-from scaling.alerts.evaluation import alerts_evaluate
+from scaling.alerts.evaluation import alerts_evaluate, alerts_prune
 
 
 @shared_task(ignore_result=True)
@@ -36,3 +36,8 @@ def evaluate_alerts() -> None:
 @shared_task(ignore_result=True)
 def deliver_alerts(channel_id: int) -> None:
     channel_drain(channel_id=channel_id)
+
+
+@shared_task(ignore_result=True)
+def prune_alerts() -> int:
+    return alerts_prune()

@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.alerts import detectors
+from scaling.alerts.conditions import conditions_next
 from scaling.alerts.delivery import DrainResult, channel_drain, channel_send_test
-from scaling.alerts.evaluation import Evaluation, _Channel, alerts_evaluate, problem_open, problem_resolve
+from scaling.alerts.evaluation import Evaluation, _Channel, alerts_evaluate, alerts_prune, problem_open, problem_resolve
 from scaling.alerts.models import AlertChannel, AlertDelivery, AlertProblem
 from scaling.models import Decision, HerokuAccount, ScalingPair
 from tests.conftest import AWS_SECRET, HEROKU_TOKEN, free_port
@@ -58,7 +59,7 @@ def make_channel(receiver: WebhookReceiver) -> Callable[..., AlertChannel]:
             "slack": {"url": f"{receiver.url}{SLACK_KEY_PATH}"},
             "email": {"recipients": "oncall@example.com, lead@example.com"},
         }[kind]
-        channel = AlertChannel.objects.create(name=name or kind, kind=kind, **{**values, **fields})
+        channel = AlertChannel.objects.create(name=name or kind, kind=kind, all_pairs=not pairs, **{**values, **fields})
         channel.pairs.set(pairs or [])
         return channel
 
@@ -230,6 +231,15 @@ def test_channels_hear_only_their_pairs_their_kinds_and_global_problems_if_asked
     assert heard(billing_only) == {f"permanent_error:pair:{billing.pk}"}
     assert heard(kill_switch_only) == {"kill_switch"}
 
+    # Its pair deleted, a channel that heard of one pair does not start hearing of every pair.
+    billing_key = f"permanent_error:pair:{billing.pk}"
+    services.pair_delete(pair=billing)
+    evaluate(now + timedelta(seconds=30))
+    set_condition(orders, "not_helping", since=now, detail="no better")
+    evaluate(now + timedelta(seconds=60))
+    assert heard(billing_only) == {billing_key}
+    assert "The pair was deleted." in billing_only.deliveries.get(event="resolved").text
+
 
 def test_a_resolution_goes_only_where_the_problem_was_told(make_pair: Any, make_channel: Any) -> None:
     pair = make_pair()
@@ -258,6 +268,22 @@ def test_a_failing_detector_silences_no_other_and_clears_nothing(make_pair: Any,
     partial = alerts_evaluate(now=now, detectors=(broken, detectors.pair_conditions))
     assert [p.key for p in partial.opened] == [f"permanent_error:pair:{pair.pk}"]
     assert partial.resolved == [] and AlertProblem.objects.open().filter(key="kill_switch").exists()
+
+
+def test_the_cycle_keeps_a_condition_since_it_began_and_drops_it_when_it_clears() -> None:
+    t0 = timezone.now()
+    first = conditions_next({}, {"permanent_error": "Heroku: 401\nunauthorized"}, now=t0)
+    assert first == {"permanent_error": {"since": t0.isoformat(), "detail": "Heroku: 401 unauthorized"}}
+    later = conditions_next(first, {"permanent_error": "Heroku: 403 forbidden", "not_helping": "no better"},
+                            now=t0 + timedelta(minutes=5))
+    assert later["permanent_error"] == {"since": t0.isoformat(), "detail": "Heroku: 403 forbidden"}
+    assert later["not_helping"]["since"] == (t0 + timedelta(minutes=5)).isoformat()
+    # A transient error hides whether the permanent one is still there: it is kept, the rest clear.
+    assert conditions_next(later, {}, now=t0 + timedelta(minutes=6), unknown=["permanent_error"]) == {
+        "permanent_error": later["permanent_error"]}
+    assert conditions_next(later, {}, now=t0 + timedelta(minutes=7)) == {}
+    with pytest.raises(ValueError, match="unknown condition code 'stalled'"):
+        conditions_next({}, {"stalled": "x"}, now=t0)
 
 
 # --- races, order, limits, failures ----------------------------------------------------------
@@ -490,6 +516,24 @@ def test_no_secret_reaches_a_message_a_mail_or_a_stored_row(
             assert secret not in text
 
 
+def test_resolved_problems_and_old_tests_are_forgotten_after_the_retention_open_ones_never(
+    make_pair: Any, make_channel: Any, settings: Any
+) -> None:
+    settings.DECISION_RETENTION_DAYS = 90
+    orders, billing = make_pair(name="orders", app="orders-app"), make_pair(name="billing", app="billing-app")
+    channel = make_channel("webhook")
+    long_ago = timezone.now() - timedelta(days=100)
+    set_condition(orders, "permanent_error", since=long_ago, detail="bad token")
+    set_condition(billing, "permanent_error", since=long_ago, detail="bad token")
+    evaluate(long_ago)
+    clear_condition(billing, "permanent_error")
+    evaluate(long_ago + timedelta(minutes=1))
+    AlertDelivery.objects.create(channel=channel, event="test", status=Status.SENT, title="t", text="t", created_at=long_ago)
+    assert alerts_prune() == 4  # rows: billing's problem and its two messages, and the old test
+    assert list(AlertProblem.objects.values_list("key", flat=True)) == [f"permanent_error:pair:{orders.pk}"]
+    assert list(channel.deliveries.values_list("event", flat=True)) == ["opened"]
+
+
 # --- the operator's test alert and pages ----------------------------------------------------------
 
 
@@ -523,11 +567,13 @@ def test_send_a_test_alert_in_the_admin_tells_what_happened(admin_client: Any, m
 
 def test_the_channel_form_names_each_problem_and_never_shows_a_secret(admin_client: Any, receiver: WebhookReceiver) -> None:
     form = {"name": "hooks", "kind": "webhook", "enabled": "on", "url": "", "signing_secret": "short",
-            "recipients": "", "include_global": "on", "max_per_hour": "20"}
+            "recipients": "", "all_pairs": "on", "include_global": "on", "max_per_hour": "20"}
     page = admin_client.post("/admin/scaling/alertchannel/add/", form).content.decode()
     assert "Required for a Slack or webhook channel." in page and "at least 16 characters" in page
     page = admin_client.post("/admin/scaling/alertchannel/add/", {**form, "kind": "email", "recipients": "oncall, x@example.com"}).content.decode()
     assert "Not an email address: oncall." in page
+    page = admin_client.post("/admin/scaling/alertchannel/add/", {**form, "all_pairs": "", "include_global": ""}).content.decode()
+    assert "Choose at least one pair, tick “every pair”, or tick “global problems too”." in page
 
     url = f"{receiver.url}/hooks/secret-path-123"
     response = admin_client.post("/admin/scaling/alertchannel/add/", {**form, "url": url, "signing_secret": SIGNING_SECRET,
@@ -539,7 +585,7 @@ def test_the_channel_form_names_each_problem_and_never_shows_a_secret(admin_clie
     assert url not in page and "secret-path-123" not in page and SIGNING_SECRET not in page
     assert "Currently set: http://127.0.0.1/…-123." in page and "set, ending …" in page and 'id="send-test-alert"' in page
     listing = admin_client.get("/admin/scaling/alertchannel/").content.decode()
-    assert "secret-path-123" not in listing and "all pairs" in listing
+    assert "secret-path-123" not in listing and "every pair" in listing
     # Saved again with the secrets left empty, they are kept.
     admin_client.post(f"/admin/scaling/alertchannel/{channel.pk}/change/", {**form, "signing_secret": "", "max_per_hour": "5"})
     channel.refresh_from_db()

@@ -39,8 +39,8 @@ class AlertChannelForm(WriteOnlySecretsForm):
 
     class Meta:
         model = AlertChannel
-        fields = ["name", "kind", "enabled", "url", "signing_secret", "recipients", "pairs", "include_global",
-                  "kinds", "max_per_hour"]
+        fields = ["name", "kind", "enabled", "url", "signing_secret", "recipients", "all_pairs", "pairs",
+                  "include_global", "kinds", "max_per_hour"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -65,6 +65,12 @@ class AlertChannelForm(WriteOnlySecretsForm):
             data["signing_secret"], data["recipients"] = "", ""
         elif kind == AlertChannel.Kind.WEBHOOK:
             data["recipients"] = ""
+        # Chosen pairs only count when "every pair" is off; a channel that hears no pair and
+        # no global problem would never hear anything.
+        if data.get("all_pairs"):
+            data["pairs"] = []
+        elif "pairs" in data and not data["pairs"] and not data.get("include_global"):
+            self.add_error("pairs", "Choose at least one pair, tick “every pair”, or tick “global problems too”.")
         return data
 
 
@@ -87,7 +93,7 @@ def _send_test(model_admin: admin.ModelAdmin, request: HttpRequest, channel: Ale
 class AlertChannelAdmin(admin.ModelAdmin):
     form = AlertChannelForm
     list_display = ["name", "kind", "enabled", "covers", "include_global", "max_per_hour", "target"]
-    list_filter = ["kind", "enabled", "include_global"]
+    list_filter = ["kind", "enabled", "all_pairs", "include_global"]
     search_fields = ["name", "recipients", "pairs__name"]
     filter_horizontal = ["pairs"]
     fieldsets = [
@@ -97,15 +103,16 @@ class AlertChannelAdmin(admin.ModelAdmin):
             "description": "Slack: the incoming-webhook URL. Webhook: the URL and a signing secret (see the README "
             "for how to check the signature). Email: the addresses; the SMTP server comes from the environment.",
         }),
-        ("What it hears about", {"fields": ["pairs", "include_global", "kinds"]}),
+        ("What it hears about", {"fields": ["all_pairs", "pairs", "include_global", "kinds"]}),
         ("How often", {"fields": ["max_per_hour"]}),
     ]
     actions = ["send_test_alert", "enable_channels", "disable_channels"]
 
     @admin.display(description="pairs")
     def covers(self, obj: AlertChannel) -> str:
-        names = [p.name for p in obj.pairs.all()]
-        return ", ".join(names) if names else "all pairs"
+        if obj.all_pairs:
+            return "every pair"
+        return ", ".join(p.name for p in obj.pairs.all()) or "no pair"
 
     @admin.display(description="target")
     def target(self, obj: AlertChannel) -> str:

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -27,6 +28,7 @@ from scaling.models import KillSwitch, Lease
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "alerts-evaluator"
+SUMMARY_MAX = 1000  # characters of a problem's one-line summary kept
 LEASE_SECONDS = 120
 
 
@@ -100,7 +102,7 @@ def problem_open(problem: ActiveProblem, *, now: datetime, channels: list[_Chann
         with transaction.atomic():
             row = AlertProblem.objects.create(
                 key=problem.key, kind=problem.kind, pair=pair, pair_name=pair.name if pair else "",
-                summary=scrub(problem.summary, secrets), action=scrub(problem.action, secrets),
+                summary=scrub(problem.summary, secrets)[:SUMMARY_MAX], action=scrub(problem.action, secrets),
                 since=min(problem.since, now), opened_at=now,
             )
             _queue(row, AlertDelivery.Event.OPENED, [c.channel for c in channels if c.wants(problem.kind, row.pair_id)],
@@ -159,3 +161,14 @@ def channels_due(now: datetime) -> list[int]:
         | Q(status=AlertDelivery.Status.HELD)
     )
     return sorted(set(due.values_list("channel_id", flat=True)))
+
+
+def alerts_prune(*, now: datetime | None = None) -> int:
+    """Forget problems resolved, and tests and summaries sent, longer ago than the decisions'
+    retention (DYNOSCALER_RETENTION_DAYS). Open problems and their messages stay. Returns
+    the rows deleted."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.DECISION_RETENTION_DAYS)
+    problems = AlertProblem.objects.filter(resolved_at__lt=cutoff).delete()[0]  # their messages go with them
+    loose = AlertDelivery.objects.filter(problem__isnull=True, created_at__lt=cutoff).exclude(
+        status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.RETRYING, AlertDelivery.Status.HELD]).delete()[0]
+    return problems + loose

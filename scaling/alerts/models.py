@@ -72,11 +72,16 @@ class AlertChannel(models.Model):
         help_text="Email channels: addresses, separated by commas. Sent with the SMTP settings from the "
         "environment (EMAIL_HOST and friends).",
     )
+    all_pairs = models.BooleanField(
+        "every pair",
+        default=True,
+        help_text="Problems of every pair, those added later included. Untick to choose the pairs below.",
+    )
     pairs = models.ManyToManyField(
         "scaling.ScalingPair",
         blank=True,
         related_name="alert_channels",
-        help_text="The pairs whose problems this channel hears about. None selected: every pair.",
+        help_text="When “every pair” is unticked: the pairs whose problems this channel hears about.",
     )
     include_global = models.BooleanField(
         "global problems too",
@@ -131,12 +136,12 @@ class AlertChannel(models.Model):
 
     def wants(self, *, kind: str, pair_id: int | None, pair_ids: frozenset[int]) -> bool:
         """Whether a problem of ``kind`` (on ``pair_id``, None for a global one) is sent here.
-        ``pair_ids`` are the channel's pairs (empty: all), passed in so callers load them once."""
+        ``pair_ids`` are the channel's chosen pairs, passed in so callers load them once."""
         if not self.enabled or (self.kinds and kind not in self.kinds):
             return False
         if pair_id is None:
             return self.include_global
-        return not pair_ids or pair_id in pair_ids
+        return self.all_pairs or pair_id in pair_ids
 
 
 class AlertProblemQuerySet(models.QuerySet["AlertProblem"]):
@@ -218,7 +223,12 @@ class AlertDelivery(models.Model):
                 fields=["channel", "problem", "event"], condition=Q(problem__isnull=False), name="one_message_per_problem_event",
             ),
         ]
-        indexes = [models.Index(fields=["channel", "status", "id"], name="alert_delivery_queue")]
+        indexes = [
+            models.Index(fields=["channel", "status", "id"], name="alert_delivery_queue"),
+            # What the evaluator looks for every tick: few rows, however long the history grows.
+            models.Index(fields=["channel"], condition=Q(status__in=["pending", "retrying", "held"]),
+                         name="alert_delivery_due"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_event_display()} to {self.channel_id}: {self.title}"
