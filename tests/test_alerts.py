@@ -388,6 +388,24 @@ def test_a_message_that_cannot_be_delivered_is_marked_failed_and_the_queue_moves
     assert gone.status == Status.FAILED and gone.attempts == 1 and gone.last_error.endswith("HTTP 404: no_service")
 
 
+def test_a_bug_in_a_transport_is_recorded_and_retried_instead_of_wedging_the_queue(make_pair: Any, make_channel: Any) -> None:
+    pair = make_pair()
+    channel = make_channel("webhook")
+    now = timezone.now()
+    set_condition(pair, "permanent_error", since=now, detail="bad token")
+    evaluate(now)
+
+    class Broken:
+        def send(self, message: Any) -> str:
+            raise TypeError("a bug in a transport")
+
+    result = channel_drain(channel_id=channel.pk, now=now, transports=lambda c: Broken())
+    delivery = channel.deliveries.get()
+    assert result.waiting_until == now + timedelta(seconds=30) and delivery.status == Status.RETRYING
+    assert delivery.last_error == "DynoScaler: TypeError: a bug in a transport"
+    assert AlertChannel.objects.get(pk=channel.pk).sending_claim is None  # the channel is free again
+
+
 def test_the_hourly_limit_holds_messages_back_and_summarises_them_when_the_hour_has_room(
     make_pair: Any, make_channel: Any, receiver: WebhookReceiver
 ) -> None:

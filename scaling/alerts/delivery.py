@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, IntegerField, Q, Value, When
@@ -140,6 +141,13 @@ def attempt(delivery: AlertDelivery, transport: Transport, *, now: datetime, sec
     except AdapterError as exc:
         receipt = None
         error, permanent, retry_after = scrub(f"{exc.system}: {exc.message}", secrets), exc.permanent, exc.retry_after
+    except SoftTimeLimitExceeded:
+        raise  # the task is out of time: the message stays queued for the next drain
+    except Exception as exc:
+        # A bug must not wedge the channel's queue silently: record it and retry like a failure.
+        log.exception("alert %s to channel %s: the transport failed unexpectedly", delivery.pk, delivery.channel_id)
+        receipt = None
+        error, permanent, retry_after = scrub(f"DynoScaler: {type(exc).__name__}: {exc}", secrets)[:500], False, None
     delivery.record_attempt(at=now, error=error, receipt=receipt)
     if error is None:
         delivery.status, delivery.sent_at, delivery.next_attempt_at = Status.SENT, now, None
