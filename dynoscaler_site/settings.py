@@ -67,6 +67,33 @@ try:
 except EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
 
+# --- Alerts (README: "Alerts"). Email goes through Django's backend: SMTP when EMAIL_HOST
+# is set, otherwise printed to the console (a laptop needs no mail server).
+try:
+    ALERT_EVALUATE_INTERVAL_SECONDS = env_int("DYNOSCALER_ALERT_INTERVAL", 30, minimum=1)
+    ALERT_WAIT_OVER_TARGET_MINUTES = env_int("DYNOSCALER_ALERT_WAIT_MINUTES", 10, minimum=0)
+    ALERT_AUDIT_BEHIND_MINUTES = env_int("DYNOSCALER_ALERT_AUDIT_MINUTES", 10, minimum=1)
+    ALERT_TIMEOUT_SECONDS = env_int("DYNOSCALER_ALERT_TIMEOUT", 10, minimum=1, maximum=30)
+    ALERT_MAX_ATTEMPTS = env_int("DYNOSCALER_ALERT_ATTEMPTS", 5, minimum=1, maximum=20)
+    DYNOSCALER_PUBLIC_URL = env_optional("DYNOSCALER_PUBLIC_URL")
+    if DYNOSCALER_PUBLIC_URL and not DYNOSCALER_PUBLIC_URL.startswith(("https://", "http://")):
+        raise EnvError("DYNOSCALER_PUBLIC_URL", "expected a URL starting with https://, e.g. https://my-dynoscaler.herokuapp.com")
+    EMAIL_HOST = env_str("EMAIL_HOST", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+    if EMAIL_USE_TLS and EMAIL_USE_SSL:
+        raise EnvError("EMAIL_USE_SSL", "set EMAIL_USE_TLS (STARTTLS, port 587) or EMAIL_USE_SSL (port 465), not both")
+    EMAIL_PORT = env_int("EMAIL_PORT", 465 if EMAIL_USE_SSL else 587 if EMAIL_USE_TLS else 25, minimum=1, maximum=65535)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+    EMAIL_TIMEOUT = ALERT_TIMEOUT_SECONDS
+    EMAIL_BACKEND = ("django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST
+                     else "django.core.mail.backends.console.EmailBackend")
+    ALERT_FROM_EMAIL = env_str("ALERT_FROM_EMAIL", "dynoscaler@localhost")
+    DEFAULT_FROM_EMAIL = SERVER_EMAIL = ALERT_FROM_EMAIL
+except EnvError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
 for _key in ENCRYPTION_KEYS:
     try:
         from cryptography.fernet import Fernet
@@ -195,6 +222,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
 }
+CELERY_BEAT_SCHEDULE["dynoscaler-evaluate-alerts"] = {
+    "task": "scaling.tasks.evaluate_alerts",
+    "schedule": float(ALERT_EVALUATE_INTERVAL_SECONDS),
+    "options": {"expires": float(ALERT_EVALUATE_INTERVAL_SECONDS)},  # a late tick is replaced by the next
+}
+CELERY_BEAT_SCHEDULE["dynoscaler-prune-alerts"] = {"task": "scaling.tasks.prune_alerts", "schedule": 3600.0}
 
 LOGGING = {
     "version": 1,

@@ -446,3 +446,6 @@ class DecisionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from scaling.alerts import admin as _alerts_admin  # noqa: E402, F401  (registers the alert pages)

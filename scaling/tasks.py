@@ -5,6 +5,8 @@ from __future__ import annotations
 from celery import shared_task
 
 from scaling import services
+from scaling.alerts.delivery import channel_drain
+from scaling.alerts.evaluation import alerts_evaluate, alerts_prune
 
 
 @shared_task(ignore_result=True)
@@ -23,3 +25,19 @@ def ship_decisions() -> int:
 @shared_task(ignore_result=True)
 def prune_decisions() -> int:
     return services.decisions_prune()
+
+
+@shared_task(ignore_result=True)
+def evaluate_alerts() -> None:
+    for channel_id in alerts_evaluate().channels_due:
+        deliver_alerts.delay(channel_id)
+
+
+@shared_task(ignore_result=True)
+def deliver_alerts(channel_id: int) -> None:
+    channel_drain(channel_id=channel_id)
+
+
+@shared_task(ignore_result=True)
+def prune_alerts() -> int:
+    return alerts_prune()

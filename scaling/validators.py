@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import boto3
 import botocore
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import RegexValidator, validate_email
 
 HEROKU_MAX_DYNOS_PER_APP = 100
 
@@ -63,3 +63,15 @@ def timezone_validator(value: str) -> None:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValidationError(f"Unknown time zone {value!r}; use a name such as UTC or Europe/Berlin.") from None
+
+
+def recipients_validator(value: str) -> None:
+    addresses = [a.strip() for a in value.split(",") if a.strip()]
+    bad = []
+    for address in addresses:
+        try:
+            validate_email(address)
+        except ValidationError:
+            bad.append(address)
+    if bad:
+        raise ValidationError(f"Not an email address: {', '.join(bad)}. Separate addresses with commas.")

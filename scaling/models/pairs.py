@@ -178,6 +178,17 @@ class ScalingPair(models.Model):
     # Set when Heroku refused a quantity for good (422): not asked again until it changes.
     blocked_quantity = models.PositiveSmallIntegerField(null=True, blank=True, editable=False)
     blocked_reason = models.TextField(blank=True, editable=False)
+    # Written by the cycle, read by the alert detectors (scaling/alerts/detectors.py).
+    conditions = models.JSONField(
+        default=dict, blank=True, editable=False,
+        help_text="Conditions the cycle sees now, by code (permanent_error, wait_over_target_at_max, not_helping, "
+        "person_change): {code: {since: ISO-8601 UTC, detail: one line}}. A code goes when its condition clears.",
+    )
+    paused_by = models.CharField(
+        max_length=150, blank=True, editable=False,
+        help_text="Who paused the pair: a username, or “a person outside DynoScaler” when the formation was "
+        "changed by hand. Empty when not paused.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,0 +1,47 @@
+"""The contract between the scaling cycle and the alert detectors: ``ScalingPair.conditions``.
+
+``{code: {"since": ISO-8601 UTC, "detail": "one line"}}``, one entry per condition the
+cycle sees now. The cycle keeps ``since`` while a condition persists and drops the code
+when it clears; ``conditions_next`` does exactly that, so a cycle only says what it saw.
+Pure: no Django, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from datetime import timezone as dt_timezone
+from typing import Any
+
+PERMANENT_ERROR = "permanent_error"
+WAIT_OVER_TARGET_AT_MAX = "wait_over_target_at_max"
+NOT_HELPING = "not_helping"
+PERSON_CHANGE = "person_change"
+CODES = frozenset({PERMANENT_ERROR, WAIT_OVER_TARGET_AT_MAX, NOT_HELPING, PERSON_CHANGE})
+
+PERSON_OUTSIDE = "a person outside DynoScaler"  # ScalingPair.paused_by for a formation changed by hand
+
+
+def conditions_next(
+    previous: Mapping[str, Any], seen: Mapping[str, str], *, now: datetime, unknown: Iterable[str] = ()
+) -> dict[str, dict[str, str]]:
+    """The pair's conditions after a cycle.
+
+    ``seen`` maps each code the cycle saw to a one-line detail: present, keeping its
+    ``since`` if it was already. Codes in ``unknown`` keep their previous entry (the cycle
+    could not tell, e.g. a transient error hid whether the permanent one is still there).
+    Every other code clears.
+    """
+    unknown = set(unknown)
+    result: dict[str, dict[str, str]] = {}
+    for code, entry in previous.items():
+        if code in unknown and code not in seen:
+            result[code] = dict(entry)
+    stamp = now.astimezone(dt_timezone.utc).isoformat()
+    for code, detail in seen.items():
+        if code not in CODES:
+            raise ValueError(f"unknown condition code {code!r}; expected one of {sorted(CODES)}")
+        before = previous.get(code)
+        since = before.get("since") if isinstance(before, Mapping) and before.get("since") else stamp
+        result[code] = {"since": str(since), "detail": " ".join(detail.split())}
+    return result

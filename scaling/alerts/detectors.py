@@ -1,0 +1,170 @@
+"""Which problems are active now. Each detector reads the database only (never the network)
+and returns the problems it sees; a problem that is no longer returned has cleared.
+
+The pair conditions that only a cycle can see (a permanent error, the wait over the target
+at max dynos, more dynos not helping, a person's change) come from ``ScalingPair.conditions``,
+which the cycle keeps: ``{code: {"since": ISO-8601 UTC, "detail": "one line"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+from django.conf import settings
+from django.db.models import Count, Q
+
+from scaling.models.alerts import ProblemKind
+from scaling.models import Decision, HerokuAccount, KillSwitch, ScalingPair
+from scaling.selectors import STALL_INTERVALS, pair_is_stalled
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActiveProblem:
+    key: str
+    kind: ProblemKind
+    summary: str  # what is wrong, one line
+    action: str  # what DynoScaler does about it
+    since: datetime
+    pair: ScalingPair | None = None
+
+
+def _at(moment: datetime) -> str:
+    return f"{moment.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def stalled_pairs(now: datetime) -> list[ActiveProblem]:
+    problems = []
+    for pair in ScalingPair.objects.enabled().order_by("id"):
+        if not pair_is_stalled(pair, now):
+            continue
+        last = pair.last_cycle_at
+        since = (last or pair.created_at) + timedelta(seconds=STALL_INTERVALS * pair.interval_seconds)
+        seen = f"last cycle {_at(last)}" if last else "no cycle has run since it was created"
+        problems.append(ActiveProblem(
+            key=f"stalled:pair:{pair.pk}", kind=ProblemKind.STALLED, pair=pair, since=since,
+            summary=f"no cycle for {_minutes(now - (last or pair.created_at))} ({STALL_INTERVALS} intervals of "
+            f"{pair.interval_seconds} s); {seen}",
+            action="nothing scales this pair until its cycles run again: check that the worker and beat processes "
+            "are up and that the broker answers",
+        ))
+    return problems
+
+
+# What DynoScaler does while each of the cycle's conditions holds.
+CONDITION_ACTIONS = {
+    ProblemKind.PERMANENT_ERROR: "the formation is held and the cycle keeps trying; it will not succeed until the "
+    "cause is fixed (token, access, queue, app or process type, or the refused quantity)",
+    ProblemKind.WAIT_OVER_TARGET: "the pair is at its max dynos, so DynoScaler cannot add more: raise the max or "
+    "speed up the workers",
+    ProblemKind.NOT_HELPING: "dynos were added but the backlog does not shrink: the workers may be failing, or "
+    "limited by something downstream",
+    ProblemKind.PERSON_CHANGE: "DynoScaler holds off instead of undoing it, and takes over again when the hold ends",
+}
+
+
+def _since(value: object, default: datetime) -> datetime:
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return default
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+
+
+def pair_conditions(now: datetime) -> list[ActiveProblem]:
+    wait_grace = timedelta(minutes=settings.ALERT_WAIT_OVER_TARGET_MINUTES)
+    problems = []
+    for pair in ScalingPair.objects.enabled().exclude(conditions={}).order_by("id"):
+        for code, entry in sorted((pair.conditions or {}).items()):
+            if code not in CONDITION_ACTIONS:
+                continue  # a condition this version does not alert on
+            kind = ProblemKind(code)
+            entry = entry if isinstance(entry, dict) else {}
+            since = _since(entry.get("since"), now)
+            if kind == ProblemKind.WAIT_OVER_TARGET and now - since < wait_grace:
+                continue
+            text = str(entry.get("detail") or "").strip()
+            detail = text.splitlines()[0] if text else kind.label
+            if kind == ProblemKind.PERSON_CHANGE and pair.paused_by:
+                detail = f"{detail} (paused by {pair.paused_by})"
+            problems.append(ActiveProblem(key=f"{code}:pair:{pair.pk}", kind=kind, pair=pair, since=since,
+                                          summary=detail, action=CONDITION_ACTIONS[kind]))
+    return problems
+
+
+def kill_switch(now: datetime) -> list[ActiveProblem]:
+    switch = KillSwitch.objects.filter(pk=1, engaged=True).first()
+    if switch is None:
+        return []
+    note = f": {switch.note}" if switch.note else ""
+    return [ActiveProblem(
+        key="kill_switch", kind=ProblemKind.KILL_SWITCH, since=switch.changed_at or now,
+        summary=f"the kill switch was engaged by {switch.changed_by or 'someone'}{note}",
+        action="no formation is changed anywhere; cycles keep observing and recording. Release it on the status page",
+    )]
+
+
+def heroku_rate_limited(now: datetime) -> list[ActiveProblem]:
+    accounts = (HerokuAccount.objects.filter(rate_limited_until__gt=now)
+                .annotate(enabled_pairs=Count("pairs", filter=Q(pairs__enabled=True))).order_by("id"))
+    problems = []
+    for account in accounts:
+        if not account.enabled_pairs:
+            continue
+        until = account.rate_limited_until
+        assert until is not None
+        problems.append(ActiveProblem(
+            key=f"rate_limited:account:{account.pk}", kind=ProblemKind.RATE_LIMITED, since=now,
+            summary=f"Heroku account “{account.description}”: its API pool is empty (429) or below the reserve of "
+            f"{settings.HEROKU_RATE_LIMIT_RESERVE} calls",
+            action=f"its {account.enabled_pairs} pair(s) make no Heroku call and hold their formations until "
+            f"{until.astimezone(dt_timezone.utc):%H:%M:%S} UTC, then resume by themselves",
+        ))
+    return problems
+
+
+def audit_behind(now: datetime) -> list[ActiveProblem]:
+    if not settings.ELK_ELASTIC_URL:
+        return []
+    oldest = Decision.objects.filter(shipped_at__isnull=True).order_by("id").values_list("created_at", flat=True).first()
+    if oldest is None or now - oldest < timedelta(minutes=settings.ALERT_AUDIT_BEHIND_MINUTES):
+        return []
+    return [ActiveProblem(
+        key="audit_behind", kind=ProblemKind.AUDIT_BEHIND, since=oldest,
+        summary=f"decisions have not reached Elasticsearch since {_at(oldest)} (is it reachable?)",
+        action="decisions wait in the database and are sent, oldest first, as soon as Elasticsearch answers; "
+        "scaling is not affected",
+    )]
+
+
+Detector = Callable[[datetime], list[ActiveProblem]]
+DETECTORS: tuple[Detector, ...] = (stalled_pairs, pair_conditions, kill_switch, heroku_rate_limited, audit_behind)
+
+
+@dataclass(frozen=True)
+class Detected:
+    problems: dict[str, ActiveProblem]
+    complete: bool  # False when a detector failed: what it would have seen is unknown
+
+
+def active_problems(now: datetime, detectors: tuple[Detector, ...] = DETECTORS) -> Detected:
+    problems: dict[str, ActiveProblem] = {}
+    complete = True
+    for detector in detectors:
+        try:
+            problems.update((p.key, p) for p in detector(now))
+        except Exception:
+            # A bug in one detector must not silence the others, nor pass for "all clear".
+            log.exception("alert detector %s failed", detector.__name__)
+            complete = False
+    return Detected(problems, complete)
