@@ -12,7 +12,7 @@ import pytest
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 README_COMMANDS = ["scale_once", "export_decisions", "sync_env_pair", "rotate_encryption_key", "simulate",
-                   "runlocal"]
+                   "runlocal", "pairs"]
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
