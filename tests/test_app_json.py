@@ -203,3 +203,11 @@ def test_a_short_secret_is_refused_naming_its_variable(name: str) -> None:
     assert done.returncode != 0
     assert re.search(rf"ImproperlyConfigured: {name}: must be at least 16 characters", done.stderr)
     assert "'short'" not in done.stderr  # a secret's value is never echoed
+
+
+def test_the_readmes_button_deploys_the_repository_app_json_names() -> None:
+    readme = (BASE_DIR / "README.md").read_text()
+    button = re.search(r"\]\((https://heroku\.com/deploy\?template=([^)]+))\)", readme)
+    assert button is not None
+    assert button.group(2) == APP_JSON["repository"]
+    assert readme.index(button.group(1)) > readme.index("## Deploying to Heroku")

@@ -4,6 +4,7 @@ command as a team would run it."""
 from __future__ import annotations
 
 import io
+import re
 from datetime import time
 from pathlib import Path
 from typing import Any
@@ -377,3 +378,20 @@ def test_every_setting_an_operator_edits_is_in_the_file_format() -> None:
     edited = {f.name for f in ScalingPair._meta.get_fields()
               if getattr(f, "editable", False) and not getattr(f, "auto_created", False) and not f.is_relation}
     assert edited - runtime - {"name"} == set(PAIR_FIELDS)
+
+
+def test_the_readmes_example_file_imports_as_shown(db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Pairs as code"):]
+    example = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert example is not None
+    path = tmp_path / "pairs.yaml"
+    path.write_text(example.group(1))
+    for name in ("HEROKU_TOKEN_TEAM_A", "AWS_ACCESS_KEY_ID_PROD_QUEUES", "AWS_SECRET_ACCESS_KEY_PROD_QUEUES"):
+        monkeypatch.setenv(name, SECRETS.get(name, HEROKU_TOKEN))
+
+    said = pairs("import", str(path))
+
+    assert 'pair "orders": new (orders-app/worker, target_wait, 1–20 dynos)' in said
+    assert ScalingPair.objects.get(name="reports").aws_account == AwsAccount.objects.get(use_default_chain=True)
+    assert pairs("import", str(path)) == "No changes.\n"
