@@ -197,14 +197,14 @@ class _Importer:
         self.env = env
         self.prune = prune
         self.report = ImportReport()
-        self.failed_accounts: set[str] = set()
+        self.failed_accounts: set[tuple[str, str]] = set()
 
     def error(self, place: str, problem: str) -> None:
         self.report.errors.append(f"{place}: {problem}")
 
-    def account_failed(self, name: str) -> None:
+    def account_failed(self, kind: str, name: str) -> None:
         # Its own error is reported; the pairs that name it need not say so again.
-        self.failed_accounts.add(name)
+        self.failed_accounts.add((kind, name))
 
     def run(self) -> None:
         for account in self.spec.heroku_accounts:
@@ -246,29 +246,31 @@ class _Importer:
         token = self.secret(spec.api_token_env, place, "api_token_env")
         account = self.existing_account(HerokuAccount, spec.name, place, "MY_HEROKU_AUTH_TOKEN")
         if token is None or account is None:
-            return self.account_failed(spec.name)
+            self.account_failed("Heroku", spec.name)
+            return
         new = account.pk is None
         if not new and _stored(account, "api_token") == token:
             return
         account.api_token = token
         if not self.valid(account, place):
-            return self.account_failed(spec.name)
+            self.account_failed("Heroku", spec.name)
+            return
         account.save()
         what = "new" if new else "token changed"
         self.report.changes.append(f'Heroku account "{spec.name}": {what} (token from {spec.api_token_env})')
 
     def aws_account(self, spec: AwsAccountSpec) -> None:
         place = f"{self.source}: AWS account {spec.name!r}"
-        key_id = secret = ""
+        key_id: str | None = ""
+        secret: str | None = ""
         if not spec.use_default_chain:
             assert spec.access_key_id_env and spec.secret_access_key_env  # the reader sees to it
-            key_id = self.secret(spec.access_key_id_env, place, "access_key_id_env") or ""
-            secret = self.secret(spec.secret_access_key_env, place, "secret_access_key_env") or ""
-            if not (key_id and secret):
-                return self.account_failed(spec.name)
+            key_id = self.secret(spec.access_key_id_env, place, "access_key_id_env")
+            secret = self.secret(spec.secret_access_key_env, place, "secret_access_key_env")
         account = self.existing_account(AwsAccount, spec.name, place, "AWS_KEY, AWS_SECRET")
-        if account is None:
-            return self.account_failed(spec.name)
+        if key_id is None or secret is None or account is None:
+            self.account_failed("AWS", spec.name)
+            return
         new = account.pk is None
         unchanged = (account.use_default_chain, account.access_key_id) == (spec.use_default_chain, key_id) and (
             _stored(account, "secret_access_key") == secret)
@@ -276,7 +278,8 @@ class _Importer:
             return
         account.use_default_chain, account.access_key_id, account.secret_access_key = spec.use_default_chain, key_id, secret
         if not self.valid(account, place):
-            return self.account_failed(spec.name)
+            self.account_failed("AWS", spec.name)
+            return
         account.save()
         how = ("the default credential chain" if spec.use_default_chain
                else f"keys from {spec.access_key_id_env}, {spec.secret_access_key_env}")
@@ -288,18 +291,18 @@ class _Importer:
             ids.setdefault(name, []).append(pk)
         return ids
 
-    def account_id(self, name: str | None, ids: dict[str, list[int]], kind: str, place: str) -> int | None | bool:
-        """The id of the named account; None for none; False after an error."""
+    def account_id(self, name: str | None, kind: str, place: str) -> tuple[bool, int | None]:
+        """(found, id) of the account a pair names; (True, None) when it names none."""
         if name is None:
-            return None
-        if name in self.failed_accounts:
-            return False
-        found = ids.get(name, [])
+            return True, None
+        if (kind, name) in self.failed_accounts:
+            return False, None
+        found = (self.heroku_ids if kind == "Heroku" else self.aws_ids).get(name, [])
         if len(found) == 1:
-            return found[0]
+            return True, found[0]
         self.error(place, f"no {kind} account named {name!r} in the file or the database" if not found else
                    f"several {kind} accounts are named {name!r}; rename them in the admin first")
-        return False
+        return False, None
 
     # pairs
 
@@ -321,9 +324,9 @@ class _Importer:
             self.error(place, "is made from the original variables (MY_HEROKU_AS_APP, AWS_SQS_NAME, …); change "
                        "those, or leave it out of the file")
             return
-        heroku_id = self.account_id(spec.heroku_account, self.heroku_ids, "Heroku", f"{place}, field heroku_account")
-        aws_id = self.account_id(spec.aws_account, self.aws_ids, "AWS", f"{place}, field aws_account")
-        if heroku_id is False or aws_id is False:
+        heroku_ok, heroku_id = self.account_id(spec.heroku_account, "Heroku", f"{place}, field heroku_account")
+        aws_ok, aws_id = self.account_id(spec.aws_account, "AWS", f"{place}, field aws_account")
+        if not (heroku_ok and aws_ok):
             return
         pair = found or ScalingPair(name=spec.name)
         before = self.values(pair) if found else {}
