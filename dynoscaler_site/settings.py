@@ -7,6 +7,7 @@ A malformed value stops start-up with an error naming the variable.
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -60,6 +61,14 @@ try:
     AUDIT_LEASE_SECONDS = env_int("DYNOSCALER_AUDIT_LEASE", 30, minimum=15, maximum=600)
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
     ENCRYPTION_KEYS = [k.strip() for k in env_str("DYNOSCALER_ENCRYPTION_KEYS", "").split(",") if k.strip()]
+    # Heroku's app.json can generate a random secret but not a Fernet key, so a deploy from
+    # the button gets this one and a key is derived from it (after any listed keys).
+    _encryption_secret = env_optional("DYNOSCALER_ENCRYPTION_SECRET")
+    # /metrics answers only with this bearer token; unset, it is off (404).
+    METRICS_TOKEN = env_optional("DYNOSCALER_METRICS_TOKEN")
+    for _name, _value in (("DYNOSCALER_ENCRYPTION_SECRET", _encryption_secret), ("DYNOSCALER_METRICS_TOKEN", METRICS_TOKEN)):
+        if _value is not None and len(_value) < 16:
+            raise EnvError(_name, "must be at least 16 characters (make one with: python -c 'import secrets; print(secrets.token_hex(32))')")
     DECISION_RETENTION_DAYS = env_int("DYNOSCALER_RETENTION_DAYS", 90, minimum=1)
     # The sandbox (a simulated queue and formation) is for trying DynoScaler without an
     # account; it is off in production unless asked for.
@@ -104,6 +113,13 @@ for _key in ENCRYPTION_KEYS:
             "DYNOSCALER_ENCRYPTION_KEYS: each key must be a Fernet key (32 url-safe base64-encoded bytes); "
             "make one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
         ) from None
+
+if _encryption_secret:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    _derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"dynoscaler stored secrets")
+    ENCRYPTION_KEYS.append(base64.urlsafe_b64encode(_derived.derive(_encryption_secret.encode())).decode())
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share the file on a laptop: wait for locks instead of failing,

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
-from scaling import views
+from scaling import metrics, views
 
 admin.site.site_header = "DynoScaler"
 admin.site.site_title = "DynoScaler"
@@ -11,6 +11,7 @@ admin.site.index_title = "Scaling pairs, credentials and decisions"
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", views.healthz),
+    path("metrics", metrics.metrics, name="dynoscaler-metrics"),
     path("admin/status/", admin.site.admin_view(views.status), name="dynoscaler-status"),
     path("admin/kill-switch/", admin.site.admin_view(views.kill_switch), name="dynoscaler-kill-switch"),
     path("admin/", admin.site.urls),

@@ -1,0 +1,55 @@
+"""What a newcomer sees running the README's commands before configuring anything: help
+that works, and otherwise one line naming the variable, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+README_COMMANDS = ["scale_once", "export_decisions", "sync_env_pair", "rotate_encryption_key", "simulate",
+                   "runlocal", "pairs"]
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """manage.py in a fresh process whose environment has nothing of DynoScaler's."""
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=clean, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("command", README_COMMANDS)
+def test_a_readme_commands_help_works_with_nothing_configured(command: str) -> None:
+    done = manage(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: manage.py {command}")
+    assert done.stderr == ""
+
+
+def test_help_lists_dynoscalers_own_commands_with_nothing_configured() -> None:
+    done = manage("help")
+    assert done.returncode == 0
+    assert "[scaling]" in done.stdout and "simulate" in done.stdout
+    assert "settings are not properly configured" not in done.stdout + done.stderr
+
+
+def test_a_command_without_secret_key_prints_one_line_naming_it() -> None:
+    done = manage("scale_once")
+    assert done.returncode != 0
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "DynoScaler is not configured: SECRET_KEY: is required when DEBUG is off (set DEBUG=1 on a laptop)"
+    ]
+
+
+def test_a_malformed_variable_is_named_in_one_line_even_when_asking_for_help() -> None:
+    done = manage("simulate", "--help", HEROKU_TIMEOUT_SECONDS="ten")
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == [
+        "DynoScaler is not configured: HEROKU_TIMEOUT_SECONDS: expected a whole number, got 'ten'"
+    ]
+
