@@ -284,7 +284,7 @@ class ScalingPairAdmin(admin.ModelAdmin):
 
     def _do_pause(self, request: HttpRequest, pairs: list[ScalingPair], minutes: int) -> None:
         for pair in pairs:
-            until = services.pair_pause(pair=pair, minutes=minutes)
+            until = services.pair_pause(pair=pair, minutes=minutes, user=request.user.get_username())
             self.message_user(request, f"{pair.name}: paused until {until:%Y-%m-%d %H:%M} UTC; cycles observe and record only.",
                               messages.SUCCESS)
 

@@ -335,7 +335,9 @@ class TargetWaitPolicy:
             state=new_state,
             reason=why,
             backlog_per_instance=backlog_per_instance(obs.visible, obs.running),
-            details={"arrivals_per_second": arrivals, "need_now": up_need, "need_window": held_need, "budget_seconds": budget},
+            details={"arrivals_per_second": arrivals, "need_now": up_need, "need_window": held_need, "budget_seconds": budget,
+                     # How long the newest visible message waits at the current formation.
+                     "wait_seconds": obs.visible / (obs.running * rate) if obs.running else (math.inf if obs.visible else 0.0)},
         )
 
     @staticmethod

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.alerts import detectors
-from scaling.alerts.conditions import conditions_next
+from scaling.conditions import conditions_next
 from scaling.alerts.delivery import DrainResult, channel_drain, channel_send_test
 from scaling.alerts.evaluation import Evaluation, _Channel, alerts_evaluate, alerts_prune, problem_open, problem_resolve
 from scaling.models.alerts import AlertChannel, AlertDelivery, AlertProblem

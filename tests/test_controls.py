@@ -35,10 +35,10 @@ def busy(sqs: Any, heroku: Any, make_pair: Any) -> tuple[ScalingPair, Any]:
 
 def test_a_paused_pair_observes_and_records_but_changes_nothing(busy: Any) -> None:
     pair, heroku = busy
-    until = services.pair_pause(pair=pair, minutes=30)
+    until = services.pair_pause(pair=pair, minutes=30, user="alice")
     decision = cycle(pair)
     assert decision.outcome == Decision.Outcome.PAUSED and decision.visible_messages == 100
-    assert f"paused until {until:%Y-%m-%d %H:%M}" in decision.reason
+    assert f"paused by alice until {until:%Y-%m-%d %H:%M}" in decision.reason
     assert decision.state_after == decision.state_before and heroku.writes() == []
     services.pair_resume(pair=pair)
     assert cycle(pair).outcome == Decision.Outcome.APPLIED

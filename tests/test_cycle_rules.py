@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from scaling.adapters.errors import AdapterError
-from scaling.services.cycle import defer_to_people, within_refusal
+from scaling.services.cycle import defer_to_people
+from scaling.services.formation_writes import within_refusal
 from scaling.services.heroku_budget import backoff_seconds
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)

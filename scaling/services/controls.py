@@ -14,19 +14,21 @@ from scaling.adapters.errors import AdapterError, redact
 from scaling.fields import SecretUnreadable
 from scaling.models import HEROKU_MAX_DYNOS_PER_APP, Decision, KillSwitch, ScalingPair
 from scaling.services.backends import open_backend, pair_secrets
-from scaling.services.cycle import FORGET_REFUSAL, CycleResult, claim_release, pair_claim, record
+from scaling.services.cycle import CycleResult, claim_release, pair_claim, record
+from scaling.services.formation_writes import FORGET_REFUSAL
 
 log = logging.getLogger(__name__)
 
 
-def pair_pause(*, pair: ScalingPair, minutes: int, now: datetime | None = None) -> datetime:
+def pair_pause(*, pair: ScalingPair, minutes: int, user: str, now: datetime | None = None) -> datetime:
+    """Cycles keep observing and recording, change nothing, and say who paused until when."""
     until = (now or timezone.now()) + timedelta(minutes=minutes)
-    ScalingPair.objects.filter(pk=pair.pk).update(paused_until=until)
+    ScalingPair.objects.filter(pk=pair.pk).update(paused_until=until, paused_by=user)
     return until
 
 
 def pair_resume(*, pair: ScalingPair) -> None:
-    ScalingPair.objects.filter(pk=pair.pk).update(paused_until=None)
+    ScalingPair.objects.filter(pk=pair.pk).update(paused_until=None, paused_by="")
 
 
 def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime | None = None) -> Decision:
@@ -58,7 +60,7 @@ def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime
         reason=f"scaled by {user} from {before.quantity} to {applied} dynos (scale now); "
         f"the policy holds off until {hold:%H:%M} UTC",
         process=before, desired=quantity, applied=applied, rate_limit_remaining=remaining,
-        expected_quantity=applied, paused_until=hold, refusal=FORGET_REFUSAL,
+        expected_quantity=applied, paused_until=hold, paused_by=user, refusal=FORGET_REFUSAL,
     )
     return record(pair, claim=claim, now=now, result=result, dry_run=False, started=started, keep_interval=True)
 

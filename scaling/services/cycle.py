@@ -26,10 +26,20 @@ from django.utils import timezone
 from scaling.adapters.errors import AdapterError, redact
 from scaling.adapters.heroku import ProcessState
 from scaling.adapters.sqs import QueueCounts
+from scaling.conditions import (
+    CODES,
+    NOT_HELPING,
+    PERMANENT_ERROR,
+    PERSON_CHANGE,
+    PERSON_OUTSIDE,
+    WAIT_OVER_TARGET_AT_MAX,
+    conditions_next,
+)
 from scaling.fields import SecretUnreadable
 from scaling.models import Decision, KillSwitch, ScalingPair
 from scaling.policies import Observation, effective_bounds, get_policy
 from scaling.services.backends import Backend, QueueReading, open_backend, pair_secrets
+from scaling.services.formation_writes import FORGET_REFUSAL, Refusal, within_refusal, write_formation
 from scaling.services.heroku_budget import account_after_calls, account_wait_reason
 
 log = logging.getLogger(__name__)
@@ -56,17 +66,6 @@ class Seen:
 
 
 @dataclass(frozen=True)
-class Refusal:
-    """A quantity Heroku refused for good (422) and why; ``quantity`` None forgets it."""
-
-    quantity: int | None
-    reason: str = ""
-
-
-FORGET_REFUSAL = Refusal(None)
-
-
-@dataclass(frozen=True)
 class CycleResult:
     """A finished cycle, ready to record. ``None`` in the last group leaves the pair's
     field as it is; ``state_after`` None means the policy's state does not move."""
@@ -87,11 +86,19 @@ class CycleResult:
     # A write whose answer was lost: what was asked. Any cycle that saw the formation
     # settles an earlier one, so this is written whenever ``process`` is known.
     unconfirmed_quantity: int | None = None
+    paused_by: str | None = None
+    # What is wrong with the pair as this cycle saw it (codes of scaling.conditions, with a
+    # line each), and the codes it could not tell either way (they stay as they were).
+    conditions: tuple[tuple[str, str], ...] = ()
+    unsure: frozenset[str] = frozenset()
 
     @classmethod
     def failed(cls, reason: str, error: AdapterError, **seen: Any) -> CycleResult:
-        """The formation is held, the policy's state does not move, and the error is on record."""
-        return cls(outcome=Outcome.ERROR, reason=reason, error=error, **seen)
+        """The formation is held, the policy's state does not move, and the error is on record.
+        A permanent error is a condition; a passing one hides whether any condition holds."""
+        conditions = ((PERMANENT_ERROR, str(error)),) if error.permanent else ()
+        return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=conditions,
+                   unsure=CODES - {PERMANENT_ERROR} if error.permanent else CODES, **seen)
 
 
 # --- the cycle ------------------------------------------------------------------------
@@ -173,10 +180,13 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     # 2. A person's word comes first: a pause, or a formation changed outside DynoScaler.
     people = defer_to_people(
         found=process.quantity, expected=pair.expected_quantity, unconfirmed=pair.unconfirmed_quantity,
-        paused_until=pair.paused_until, hold_seconds=pair.manual_hold_seconds, now=now,
+        paused_until=pair.paused_until, paused_by=pair.paused_by, hold_seconds=pair.manual_hold_seconds, now=now,
     )
-    if people.holds:
-        return replace(observed, reason=people.note, paused_until=people.hold_until)
+    if people.hold_until is not None:  # a person's change, seen just now
+        return replace(observed, reason=people.note, paused_until=people.hold_until, paused_by=PERSON_OUTSIDE,
+                       conditions=((PERSON_CHANGE, people.note),), unsure=CODES - {PERSON_CHANGE})
+    if people.holds:  # a pause, or the hold after a person's change, still on: nothing was decided
+        return replace(observed, reason=people.note, unsure=CODES)
 
     # 3. Decide, within the bounds (or the schedule window) that apply now.
     observation = Observation(
@@ -189,10 +199,28 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     if window is not None:
         reason = f"[schedule {window.describe()}: min {bounds.min_dynos}, max {bounds.max_dynos}] {reason}"
     decided = replace(observed, outcome=Outcome.NO_CHANGE, reason=reason, desired=verdict.desired,
-                      backlog_per_instance=verdict.backlog_per_instance, state_after=verdict.state)
+                      backlog_per_instance=verdict.backlog_per_instance, state_after=verdict.state,
+                      paused_by="" if pair.paused_by else None,  # a pause or hold that ended
+                      conditions=policy_conditions(verdict.details, pair=pair, max_dynos=bounds.max_dynos,
+                                                   desired=verdict.desired))
 
     # 4. Act.
     return act(pair, backend, decided, current=process.quantity, desired=verdict.desired, dry_run=dry_run)
+
+
+def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dynos: int,
+                      desired: int) -> tuple[tuple[str, str], ...]:
+    """What the policy's verdict says is wrong: the newest message waiting past the target
+    although the pair is at its max, or more dynos not helping."""
+    found: list[tuple[str, str]] = []
+    wait = details.get("wait_seconds")
+    target = pair.target_wait_seconds
+    if wait is not None and wait > target and desired >= max_dynos:
+        shown = "no dyno running" if wait == float("inf") else f"≈ {wait:,.0f} s"
+        found.append((WAIT_OVER_TARGET_AT_MAX, f"the newest message waits {shown} (target {target} s) at max {max_dynos}"))
+    if details.get("not_helping"):
+        found.append((NOT_HELPING, str(details["not_helping"])))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -204,7 +232,7 @@ class PeopleCheck:
 
 def defer_to_people(
     *, found: int, expected: int | None, unconfirmed: int | None, paused_until: datetime | None,
-    hold_seconds: int, now: datetime,
+    hold_seconds: int, now: datetime, paused_by: str = "",
 ) -> PeopleCheck:
     """Whether a person's pause or change must be respected this cycle. ``expected`` is what
     DynoScaler last saw or set; ``unconfirmed`` a write whose answer was lost, which the
@@ -213,7 +241,8 @@ def defer_to_people(
     if unconfirmed is not None and found == unconfirmed != expected:
         note = f"the change to {found} asked for earlier was applied (its answer had been lost); "
     if paused_until is not None and paused_until > now:
-        return PeopleCheck(True, f"{note}paused until {paused_until:%Y-%m-%d %H:%M} UTC; observed only, "
+        by = f" by {paused_by}" if paused_by else ""
+        return PeopleCheck(True, f"{note}paused{by} until {paused_until:%Y-%m-%d %H:%M} UTC; observed only, "
                                  f"formation left at {found}")
     if not note and expected is not None and found != expected:
         until = now + timedelta(seconds=hold_seconds)
@@ -237,7 +266,9 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
         reason = f"{decided.reason} — not sent: Heroku refused {pair.blocked_quantity} earlier ({pair.blocked_reason})"
         if pair.blocked_quantity is not None and pair.blocked_quantity > current:
             reason += f"; {current} is the most it accepts"
-        return replace(decided, outcome=Outcome.HELD, state_after=None, reason=reason)
+        refused = (PERMANENT_ERROR, f"Heroku refused {pair.blocked_quantity}: {pair.blocked_reason}")
+        return replace(decided, outcome=Outcome.HELD, state_after=None, reason=reason,
+                       conditions=(*decided.conditions, refused))
     if ask != desired:
         decided = replace(decided, reason=f"{decided.reason} — Heroku refused {pair.blocked_quantity} earlier, "
                                           f"so asking for {ask}")
@@ -254,60 +285,12 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
         rate_limit_remaining=backend.rate_limit_remaining,
     )
     if written.error is not None:
-        outcome = replace(outcome, state_after=None)  # try again next cycle from the same counters
+        # Try again next cycle from the same counters. A refusal is a standing problem; a
+        # passing failure hides whether one is.
+        problem = ((PERMANENT_ERROR, str(written.error)),) if written.error.permanent else ()
+        outcome = replace(outcome, state_after=None, conditions=(*decided.conditions, *problem),
+                          unsure=frozenset() if written.error.permanent else frozenset({PERMANENT_ERROR}))
     return outcome
-
-
-def within_refusal(refused: int | None, *, current: int, desired: int) -> tuple[int | None, bool]:
-    """What to ask Heroku for after it refused ``refused`` for good (a 422), and whether the
-    refusal still stands: (quantity to ask, or None to hold; keep the refusal on record).
-
-    A refused increase is never asked again; while the policy wants it or more, DynoScaler
-    asks halfway between what runs and what was refused, so the pair ends up at the most
-    Heroku accepts, not stuck where it was. When the policy wants no more than what runs,
-    the refusal is forgotten. A refused decrease holds while the policy still wants it."""
-    if refused is None:
-        return desired, False
-    if refused > current:
-        if desired < refused:
-            return desired, desired > current
-        if refused - current <= 1:
-            return None, True
-        return (current + refused) // 2, True
-    if desired <= refused:
-        return None, True
-    return desired, False
-
-
-@dataclass(frozen=True)
-class Written:
-    applied: int | None
-    error: AdapterError | None = None
-    refusal: Refusal | None = None
-    unconfirmed: int | None = None
-    note: str = ""
-
-
-def write_formation(backend: Backend, *, ask: int, current: int) -> Written:
-    """Change the formation to ``ask``. A refusal is remembered so it is not asked again; when
-    Heroku names what it accepts (a size's dyno limit), that is asked for once, at once."""
-    try:
-        return Written(applied=backend.scale(ask))
-    except AdapterError as exc:
-        first = exc
-    if not first.permanent:
-        return Written(None, first, unconfirmed=ask if first.outcome_unknown else None,
-                       note=" — the formation change failed")
-    limit = first.accepts_at_most
-    if limit is None or not current < limit < ask:
-        return Written(None, first, refusal=Refusal(ask, first.message), note=" — the formation change failed")
-    note = f" — Heroku refused {ask} ({first.message}); asking for {limit}, the most it accepts"
-    refusal = Refusal(limit + 1, first.message)
-    try:
-        return Written(applied=backend.scale(limit), refusal=refusal, note=note)
-    except AdapterError as exc:
-        return Written(None, exc, refusal=refusal, unconfirmed=limit if exc.outcome_unknown else None,
-                       note=note + " — the formation change failed")
 
 
 # --- claim and record --------------------------------------------------------------------
@@ -369,7 +352,12 @@ def record(
         pair_fields["paused_until"] = result.paused_until
     if process is not None:
         pair_fields["unconfirmed_quantity"] = result.unconfirmed_quantity
+    if result.paused_by is not None:
+        pair_fields["paused_by"] = result.paused_by
     secrets = pair_secrets(pair)
+    pair_fields["conditions"] = conditions_next(
+        pair.conditions or {}, {code: redact(detail, secrets) for code, detail in result.conditions},
+        now=now, unknown=result.unsure)
     with transaction.atomic():
         decision = Decision.objects.create(
             pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type=pair.process_type,

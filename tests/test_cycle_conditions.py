@@ -1,0 +1,114 @@
+"""What the cycle records of a pair's problems (``ScalingPair.conditions``, ``paused_by``),
+which the alerts read: seen on real parts (moto_server SQS, the Heroku stand-in)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from scaling import services
+from scaling.conditions import PERSON_OUTSIDE
+from scaling.models import HerokuAccount, ScalingPair
+from tests.conftest import HEROKU_TOKEN, cycle, send_messages
+from tests.standins.alert_receivers import WebhookReceiver
+from tests.test_alerts import drain, evaluate, events, make_channel, receiver  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.django_db
+
+
+def conditions(pair: ScalingPair) -> dict[str, Any]:
+    pair.refresh_from_db()
+    return dict(pair.conditions)
+
+
+def test_a_permanent_error_stays_through_a_passing_one_and_clears_when_fixed(queue_and_app: Any, make_pair: Any) -> None:
+    _, heroku = queue_and_app
+    pair = make_pair()
+    HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token="hk-revoked-token-000000")
+    cycle(pair)
+    first = conditions(pair)["permanent_error"]
+    assert "401" in first["detail"] and "hk-revoked-token-000000" not in first["detail"]
+
+    HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token=HEROKU_TOKEN)
+    heroku.fail_next("GET", r"/formation$", 503)  # a hiccup cannot tell whether the token works now
+    cycle(pair)
+    assert conditions(pair)["permanent_error"] == first  # same since: still one problem
+
+    cycle(pair)
+    assert "permanent_error" not in conditions(pair)
+
+
+def test_a_refused_quantity_is_a_standing_problem_while_it_is_held(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
+    heroku.apps["orders-app"].processes["worker"].max_quantity = 1
+    pair = make_pair(max_dynos=5)
+    send_messages(sqs, "orders", 100)
+    cycle(pair)  # 422
+    since = conditions(pair)["permanent_error"]["since"]
+    held = cycle(pair)
+    assert held.outcome == "held"
+    assert conditions(pair)["permanent_error"]["since"] == since
+    assert "Heroku refused 2" in conditions(pair)["permanent_error"]["detail"]
+
+
+def test_a_persons_change_is_a_condition_with_who_until_the_hold_ends(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
+    pair = make_pair()
+    cycle(pair)
+    heroku.set_quantity("orders-app", 4)
+    cycle(pair)
+    pair.refresh_from_db()
+    assert pair.paused_by == PERSON_OUTSIDE and "person_change" in pair.conditions
+    assert "paused by a person outside DynoScaler" in cycle(pair).reason  # during the hold
+
+    after = cycle(pair, now=timezone.now() + timedelta(seconds=pair.manual_hold_seconds + 60))
+    assert after.outcome != "paused"
+    pair.refresh_from_db()
+    assert pair.paused_by == "" and "person_change" not in pair.conditions
+
+
+def test_waiting_past_the_target_at_max_is_a_condition(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, _ = queue_and_app
+    pair = make_pair(policy="target_wait", dyno_rate=0.1, min_dynos=1, max_dynos=1)
+    send_messages(sqs, "orders", 50)  # 50 messages at 0.1/s: the newest waits ≈ 500 s on the one dyno allowed
+    cycle(pair)
+    detail = conditions(pair)["wait_over_target_at_max"]["detail"]
+    assert "waits ≈ 500 s (target 120 s) at max 1" in detail
+
+    ScalingPair.objects.filter(pk=pair.pk).update(max_dynos=30)
+    cycle(pair)  # allowed more dynos, it scales up: no longer stuck at max
+    assert "wait_over_target_at_max" not in conditions(pair)
+
+
+def test_a_persons_change_seen_by_a_real_cycle_reaches_the_alert_channel_once(
+    queue_and_app: Any, make_pair: Any, make_channel: Any, receiver: WebhookReceiver
+) -> None:
+    _, heroku = queue_and_app
+    pair = make_pair()
+    channel = make_channel("webhook")
+    start = timezone.now()
+    cycle(pair, now=start)
+    heroku.set_quantity("orders-app", 3)
+    for step in range(1, 4):
+        cycle(pair, now=start + timedelta(seconds=60 * step))
+        evaluate(start + timedelta(seconds=60 * step + 1))
+        drain(channel, start + timedelta(seconds=60 * step + 1))
+    assert events(receiver) == [("opened", f"person_change:pair:{pair.pk}")]
+
+    later = start + timedelta(seconds=pair.manual_hold_seconds + 300)
+    cycle(pair, now=later)
+    evaluate(later + timedelta(seconds=1))
+    drain(channel, later + timedelta(seconds=1))
+    assert events(receiver) == [("opened", f"person_change:pair:{pair.pk}"), ("resolved", f"person_change:pair:{pair.pk}")]
+
+
+def test_a_pause_says_who_paused_and_resume_forgets_it(queue_and_app: Any, make_pair: Any) -> None:
+    pair = make_pair()
+    services.pair_pause(pair=pair, minutes=10, user="alice")
+    assert "paused by alice until" in cycle(pair).reason
+    services.pair_resume(pair=pair)
+    pair.refresh_from_db()
+    assert pair.paused_by == "" and pair.paused_until is None
