@@ -19,11 +19,14 @@ import pytest
 import requests
 
 from scaling import services
-from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, ScalingPair
+from scaling.models import AlertChannel, AwsAccount, Decision, HerokuAccount, PairQueue, ScalingPair
+from tests.standins.alert_receivers import WebhookReceiver
 from tests.standins.elasticsearch_api import ElasticsearchStandIn
 from tests.standins.heroku_api import HerokuStandIn
 
 HEROKU_TOKEN = "hk-test-token-0123456789abcdef"
+SIGNING_SECRET = "whsec-alerts-0123456789abcdef"
+SLACK_KEY_PATH = "/services/T0001/B0002/slackKEYslackKEY123"
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 REGION = "us-east-1"
@@ -175,6 +178,30 @@ def cycle(pair: ScalingPair, **kwargs: Any) -> Decision:
     decision = services.pair_run_cycle(pair_id=pair.pk, force=True, **kwargs)
     assert decision is not None, "the cycle did not run"
     return decision
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A loopback HTTP receiver for the alert channels' webhooks (Slack-compatible or signed)."""
+    standin = WebhookReceiver().start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def make_channel(receiver: WebhookReceiver) -> Callable[..., AlertChannel]:
+    def make(kind: str = "webhook", *, name: str | None = None, pairs: list[ScalingPair] | None = None,
+             **fields: Any) -> AlertChannel:
+        values: dict[str, Any] = {
+            "webhook": {"url": f"{receiver.url}/hooks/dynoscaler", "signing_secret": SIGNING_SECRET},
+            "slack": {"url": f"{receiver.url}{SLACK_KEY_PATH}"},
+            "email": {"recipients": "oncall@example.com, lead@example.com"},
+        }[kind]
+        channel = AlertChannel.objects.create(name=name or kind, kind=kind, all_pairs=not pairs, **{**values, **fields})
+        channel.pairs.set(pairs or [])
+        return channel
+
+    return make
 
 
 def send_messages(sqs: Any, queue: str, count: int) -> None:

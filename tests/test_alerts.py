@@ -5,7 +5,7 @@ channels, a real SMTP server on loopback (aiosmtpd) for email, and the real scal
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,22 +20,13 @@ from scaling.alerts.delivery import DrainResult, channel_drain, channel_send_tes
 from scaling.alerts.evaluation import Evaluation, _Channel, alerts_evaluate, alerts_prune, problem_open, problem_resolve
 from scaling.models.alerts import AlertChannel, AlertDelivery, AlertProblem
 from scaling.models import Decision, HerokuAccount, ScalingPair
-from tests.conftest import AWS_SECRET, HEROKU_TOKEN, free_port
+from tests.conftest import AWS_SECRET, HEROKU_TOKEN, SIGNING_SECRET, SLACK_KEY_PATH, free_port
 from tests.standins.alert_receivers import SmtpReceiver, WebhookReceiver
 from tests.test_e2e_celery import celery, redis_url, wait_until  # noqa: F401  (fixtures: a real worker and beat on Redis)
 
 pytestmark = pytest.mark.django_db
 
-SIGNING_SECRET = "whsec-alerts-0123456789abcdef"
-SLACK_KEY_PATH = "/services/T0001/B0002/slackKEYslackKEY123"
 Status = AlertDelivery.Status
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    standin = WebhookReceiver().start()
-    yield standin
-    standin.stop()
 
 
 @pytest.fixture
@@ -48,22 +39,6 @@ def smtp(settings: Any) -> Iterator[SmtpReceiver]:
     settings.ALERT_FROM_EMAIL = "dynoscaler@example.com"
     yield server
     server.stop()
-
-
-@pytest.fixture
-def make_channel(receiver: WebhookReceiver) -> Callable[..., AlertChannel]:
-    def make(kind: str = "webhook", *, name: str | None = None, pairs: list[ScalingPair] | None = None,
-             **fields: Any) -> AlertChannel:
-        values: dict[str, Any] = {
-            "webhook": {"url": f"{receiver.url}/hooks/dynoscaler", "signing_secret": SIGNING_SECRET},
-            "slack": {"url": f"{receiver.url}{SLACK_KEY_PATH}"},
-            "email": {"recipients": "oncall@example.com, lead@example.com"},
-        }[kind]
-        channel = AlertChannel.objects.create(name=name or kind, kind=kind, all_pairs=not pairs, **{**values, **fields})
-        channel.pairs.set(pairs or [])
-        return channel
-
-    return make
 
 
 def evaluate(at: Any) -> Evaluation:

@@ -12,7 +12,8 @@ from scaling.alerts.delivery import channel_drain
 from scaling.alerts.evaluation import alerts_evaluate
 from scaling.models.alerts import AlertChannel
 from tests.standins.alert_receivers import SmtpReceiver, WebhookReceiver
-from tests.test_alerts import SIGNING_SECRET, receiver, smtp  # noqa: F401  (fixtures)
+from tests.conftest import SIGNING_SECRET
+from tests.test_alerts import smtp  # noqa: F401  (a fixture)
 from tests.test_browser import browser_page, fill, shots  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ from scaling.conditions import PERSON_OUTSIDE
 from scaling.models import HerokuAccount, ScalingPair
 from tests.conftest import HEROKU_TOKEN, cycle, send_messages
 from tests.standins.alert_receivers import WebhookReceiver
-from tests.test_alerts import drain, evaluate, events, make_channel, receiver  # noqa: F401  (fixtures)
+from tests.test_alerts import drain, evaluate, events
 
 pytestmark = pytest.mark.django_db
 
