@@ -43,7 +43,18 @@ try:
     # A cycle's claim on its pair expires after this, so a worker killed mid-cycle does not
     # stall the pair for ever. It must outlast the task's hard time limit.
     CYCLE_TIME_LIMIT_SECONDS = env_int("DYNOSCALER_CYCLE_TIME_LIMIT", 120, minimum=10)
-    MIN_INTERVAL_SECONDS = env_int("DYNOSCALER_MIN_INTERVAL", 10, minimum=1)
+    # A cycle reads SQS only (a fraction of a cent per queue a day at 15 s): Heroku is called
+    # to act and to reconcile, so the floor is about SQS's own lag, not Heroku's pool.
+    MIN_INTERVAL_SECONDS = env_int("DYNOSCALER_MIN_INTERVAL", 5, minimum=1)
+    # A reconciling read of each app's formation at most this often (and while new dynos
+    # boot), so a missed webhook, or none at all, is caught.
+    RECONCILE_SECONDS = env_int("DYNOSCALER_RECONCILE_SECONDS", 300, minimum=30, maximum=3600)
+    # Reconciling reads leave this many calls above the reserve for the writes that matter.
+    HEROKU_RECONCILE_HEADROOM = env_int("HEROKU_RECONCILE_HEADROOM", 50, minimum=0, maximum=4500)
+    # Identical quiet cycles are stored as one decision row at most this long.
+    DECISION_RUN_SECONDS = env_int("DYNOSCALER_DECISION_RUN_SECONDS", 900, minimum=0, maximum=86400)
+    # Every cycle's counts (for the chart and simulate --from-history) are kept this long.
+    SAMPLE_RETENTION_DAYS = env_int("DYNOSCALER_SAMPLE_RETENTION_DAYS", 8, minimum=1, maximum=90)
     HEROKU_RATE_LIMIT_BACKOFF_SECONDS = env_int("HEROKU_RATE_LIMIT_BACKOFF", 60, minimum=1)
     # API calls left in an account's pool below which its pairs wait for the pool to refill,
     # so DynoScaler never drains the tokens the team's own tools (deploys, CI) need.

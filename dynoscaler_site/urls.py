@@ -12,6 +12,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("healthz", views.healthz),
     path("metrics", metrics.metrics, name="dynoscaler-metrics"),
+    path("hooks/heroku/<uuid:token>/", views.heroku_webhook, name="dynoscaler-heroku-webhook"),
     path("admin/status/", admin.site.admin_view(views.status), name="dynoscaler-status"),
     path("admin/kill-switch/", admin.site.admin_view(views.kill_switch), name="dynoscaler-kill-switch"),
     path("admin/", admin.site.urls),

@@ -1,6 +1,8 @@
-"""Admin pages beyond the model admin: status, the kill switch, and the health check."""
+"""Pages beyond the model admin: status, the kill switch, the health check, and Heroku's webhooks."""
 
 from __future__ import annotations
+
+import uuid
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -9,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from scaling import selectors, services
@@ -54,3 +57,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # any database failure makes the dyno unhealthy
         return JsonResponse({"ok": False, "database": type(exc).__name__}, status=503)
     return JsonResponse({"ok": True, "stalled_pairs": stalled, "kill_switch": engaged})
+
+
+@csrf_exempt
+@require_POST
+def heroku_webhook(request: HttpRequest, token: uuid.UUID) -> HttpResponse:
+    """Heroku's deliveries of an app's formation and dyno events (see services.webhooks)."""
+    received = services.webhook_receive(
+        token=token, body=request.body, signature=request.headers.get("Heroku-Webhook-Hmac-SHA256"))
+    return HttpResponse(received.note, status=received.status, content_type="text/plain")

@@ -117,7 +117,7 @@ def test_an_operator_sets_up_a_pair_watches_it_scale_and_stops_everything(
     page.click("input[name=_continue]")
     page.wait_for_selector(".errornote")
     text = page.inner_text("#content")
-    for problem in ("Heroku app name", "cannot be above max dynos", "At least 10 s", "queue's name", "AWS region"):
+    for problem in ("Heroku app name", "cannot be above max dynos", "At least 5 s", "queue's name", "AWS region"):
         assert problem in text, problem
     shots(page, "pair-errors")
 

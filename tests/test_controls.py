@@ -50,7 +50,7 @@ def test_a_person_changing_the_formation_is_not_fought(busy: Any) -> None:
     heroku.set_quantity("orders-app", 7)  # someone scales by hand in the Heroku dashboard
     held = cycle(pair)
     assert held.outcome == Decision.Outcome.PAUSED
-    assert "changed outside DynoScaler (expected 2, found 7)" in held.reason
+    assert "changed outside DynoScaler (expected 2, found 7, read just before changing it)" in held.reason
     assert heroku.quantity("orders-app") == 7 and len(heroku.writes()) == 1
     pair.refresh_from_db()
     assert pair.paused_until is not None and pair.paused_until > timezone.now() + timedelta(minutes=14)

@@ -159,22 +159,26 @@ def test_rate_limit_backs_off_the_whole_account(queue_and_app: Any, make_pair: A
 
     calls = len(heroku.requests)
     second = cycle(pair)
-    assert "backing off" in second.reason
+    assert second.visible_messages == 0  # SQS is still read: only Heroku calls wait
+    assert "backing off" in second.error
     assert len(heroku.requests) == calls  # no call while backing off
 
 
 def test_a_low_api_pool_is_left_for_the_teams_own_tools(queue_and_app: Any, make_pair: Any, settings: Any) -> None:
-    _, heroku = queue_and_app
+    sqs, heroku = queue_and_app
     settings.HEROKU_RATE_LIMIT_RESERVE = 100
-    heroku.rate_limit_pool = 62  # two calls this cycle leave 60: 40 under the reserve
-    pair = make_pair()
+    heroku.rate_limit_pool = 62  # the first look's two reads leave 60: 40 under the reserve
+    pair = make_pair(up_cycles=1)
     assert cycle(pair).outcome != Decision.Outcome.ERROR
     account = HerokuAccount.objects.get(pk=pair.heroku_account_id)
-    assert account.rate_limited_until is not None
+    assert account.rate_limited_until is not None and account.pool_remaining == 60
     wait = (account.rate_limited_until - timezone.now()).total_seconds()
     assert 25 < wait <= 32  # 40 calls at ~75 a minute
     calls = len(heroku.requests)
-    assert "below its reserve" in cycle(pair).reason and len(heroku.requests) == calls
+    send_messages(sqs, "orders", 100)  # the policy wants a dyno more: the write waits for the pool
+    held = cycle(pair)
+    assert held.outcome == Decision.Outcome.HELD and "not sent: the account's Heroku API pool" in held.reason
+    assert len(heroku.requests) == calls
 
 
 def test_rate_limit_remaining_is_recorded(queue_and_app: Any, make_pair: Any) -> None:

@@ -57,14 +57,16 @@ def test_a_refused_quantity_is_a_standing_problem_while_it_is_held(queue_and_app
 def test_a_persons_change_is_a_condition_with_who_until_the_hold_ends(queue_and_app: Any, make_pair: Any) -> None:
     sqs, heroku = queue_and_app
     pair = make_pair()
-    cycle(pair)
+    start = timezone.now()
+    cycle(pair, now=start)
     heroku.set_quantity("orders-app", 4)
-    cycle(pair)
+    seen = start + timedelta(seconds=301)  # no webhooks: the next reconcile sees it
+    cycle(pair, now=seen)
     pair.refresh_from_db()
     assert pair.paused_by == PERSON_OUTSIDE and "person_change" in pair.conditions
-    assert "paused by a person outside DynoScaler" in cycle(pair).reason  # during the hold
+    assert "paused by a person outside DynoScaler" in cycle(pair, now=seen + timedelta(seconds=15)).reason
 
-    after = cycle(pair, now=timezone.now() + timedelta(seconds=pair.manual_hold_seconds + 60))
+    after = cycle(pair, now=seen + timedelta(seconds=pair.manual_hold_seconds + 60))
     assert after.outcome != "paused"
     pair.refresh_from_db()
     assert pair.paused_by == "" and "person_change" not in pair.conditions
@@ -92,13 +94,13 @@ def test_a_persons_change_seen_by_a_real_cycle_reaches_the_alert_channel_once(
     start = timezone.now()
     cycle(pair, now=start)
     heroku.set_quantity("orders-app", 3)
-    for step in range(1, 4):
-        cycle(pair, now=start + timedelta(seconds=60 * step))
-        evaluate(start + timedelta(seconds=60 * step + 1))
-        drain(channel, start + timedelta(seconds=60 * step + 1))
+    for step in range(1, 4):  # seen at the reconcile after 5 minutes, then held
+        cycle(pair, now=start + timedelta(seconds=250 + 60 * step))
+        evaluate(start + timedelta(seconds=250 + 60 * step + 1))
+        drain(channel, start + timedelta(seconds=250 + 60 * step + 1))
     assert events(receiver) == [("opened", f"person_change:pair:{pair.pk}")]
 
-    later = start + timedelta(seconds=pair.manual_hold_seconds + 300)
+    later = start + timedelta(seconds=310 + pair.manual_hold_seconds + 60)
     cycle(pair, now=later)
     evaluate(later + timedelta(seconds=1))
     drain(channel, later + timedelta(seconds=1))

@@ -143,7 +143,8 @@ def test_scale_once_with_only_the_original_variables_scales_the_pair(sqs: Any, h
     heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
     out = io.StringIO()
     call_command("scale_once", stdout=out)
-    assert "orders-app/worker (env): applied: 30 visible message(s) / 1 running dyno(s)" in out.getvalue()
+    assert "orders-app/worker (env): applied: formation read from Heroku (a first look at the formation); " \
+           "30 visible message(s) / 1 running dyno(s)" in out.getvalue()
     assert heroku.quantity("orders-app") == 2
     assert Decision.objects.get().applied_quantity == 2
 

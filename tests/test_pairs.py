@@ -41,7 +41,7 @@ def errors_of(obj: Any) -> dict[str, list[str]]:
     ("max_dynos", 101, "less than or equal to 100"),
     ("up_cycles", 0, "greater than or equal to 1"),
     ("down_cycles", 0, "greater than or equal to 1"),
-    ("interval_seconds", 5, "At least 10 s (DYNOSCALER_MIN_INTERVAL)"),
+    ("interval_seconds", 4, "At least 5 s (DYNOSCALER_MIN_INTERVAL)"),
     ("backlog_threshold", 0, "greater than or equal to 0.001"),
 ])
 def test_bad_pair_fields_are_named(make_pair: Any, field: str, value: Any, says: str) -> None:
@@ -207,7 +207,7 @@ def test_the_pair_form_names_each_bad_field(admin_client: Any, make_pair: Any) -
     ))
     assert response.status_code == 200
     page = response.content.decode()
-    for text in ("Heroku app name", "At least 10 s", "greater than or equal to 1", "cannot be above max dynos",
+    for text in ("Heroku app name", "At least 5 s", "greater than or equal to 1", "cannot be above max dynos",
                  "queue&#x27;s name", "AWS region"):
         assert text in page, text
     assert not ScalingPair.objects.filter(name="bad").exists()

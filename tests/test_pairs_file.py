@@ -106,7 +106,7 @@ def test_export_wipe_import_export_gives_the_same_file(world: Any, secrets_in_en
     assert AwsAccount.objects.get(description="instance role").use_default_chain
     tasks = {p.name: p.periodic_task for p in ScalingPair.objects.select_related("periodic_task")}
     assert {name: (t.enabled, t.interval.every) for name, t in tasks.items() if t} == {
-        "orders": (True, 60), "billing": (True, 30), "reports": (False, 60)}
+        "orders": (True, 15), "billing": (True, 30), "reports": (False, 15)}
 
 
 def test_the_exported_file_reads_as_documented(world: Any) -> None:
@@ -152,7 +152,7 @@ def test_a_short_hand_written_file_takes_the_defaults_it_leaves_out(db: None, tm
     pairs("import", str(path))
 
     pair = ScalingPair.objects.get(name="thumbnails")
-    assert (pair.policy, pair.min_dynos, pair.max_dynos, pair.interval_seconds, pair.enabled) == ("target_wait", 1, 5, 60, True)
+    assert (pair.policy, pair.min_dynos, pair.max_dynos, pair.interval_seconds, pair.enabled) == ("target_wait", 1, 5, 15, True)
     assert [(s.weekdays, s.timezone) for s in pair.schedules.all()] == [("5,6", "UTC")]
     assert pairs("import", str(path)) == "No changes.\n"
 

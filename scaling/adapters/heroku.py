@@ -4,8 +4,10 @@ heroku3 is the chosen client, but on its own it has no request timeouts, hides 4
 responses behind a bare exception and hard-codes https://api.heroku.com. This adapter
 gives it a ``requests`` session with a timeout and Bearer auth, points it at the
 configured base URL, and turns every failure into one ``AdapterError`` that says
-whether retrying can help. Per cycle it costs two GETs (formation, dynos) and, only when
-the quantity changes, one PATCH: no ``GET /apps/{app}`` and no token check call.
+whether retrying can help. Reads cost one call each for all of an app's process types
+(``formation``, ``dynos``); a change is one PATCH; there is no ``GET /apps/{app}`` and no
+token check call. Webhook subscriptions, which heroku3 does not know, go through the same
+session.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from heroku3.api import Heroku, RateLimitExceeded
@@ -31,73 +35,144 @@ _LIMIT_HINT = re.compile(r"more than (\d+)\b")
 
 @dataclass(frozen=True)
 class ProcessState:
+    """One process type's formation and how many of its dynos are up or booting."""
+
     quantity: int
     size: str
     running: int  # dynos in state "up"
     starting: int  # dynos booting ("starting", "restarting")
 
 
+@dataclass(frozen=True)
+class FormationInfo:
+    process_type: str
+    quantity: int
+    size: str
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DynoInfo:
+    name: str  # e.g. "worker.3"
+    process_type: str
+    state: str  # "starting", "up", "crashed", "down", ...
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WebhookSubscription:
+    id: str
+    url: str
+    include: tuple[str, ...]
+    level: str
+
+
 class _TimeoutSession(requests.Session):
-    """A session whose every request has a timeout unless the caller gave one."""
+    """A session whose every request has a timeout unless the caller gave one, and which
+    keeps the account pool's ``RateLimit-Remaining`` from every answer."""
 
     def __init__(self, timeout: float) -> None:
         super().__init__()
         self._timeout = timeout
+        self.rate_limit_remaining: int | None = None
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        return super().request(method, url, *args, **kwargs)
+        response = super().request(method, url, *args, **kwargs)
+        raw = response.headers.get("RateLimit-Remaining")
+        if raw is not None and raw.strip().isdigit():
+            self.rate_limit_remaining = int(raw)
+        return response
 
 
 class HerokuClient:
     def __init__(self, *, token: str, base_url: str, timeout_seconds: float = 10.0) -> None:
-        session = _TimeoutSession(timeout_seconds)
+        self._session = session = _TimeoutSession(timeout_seconds)
         session.trust_env = False  # never fall back to a ~/.netrc login
         self._api = Heroku(session=session)
         # heroku3 sets its own Accept header and keeps the base URL on the instance.
         session.headers["Accept"] = "application/vnd.heroku+json; version=3"
         session.headers["Authorization"] = f"Bearer {token}"
-        self._api._heroku_url = base_url.rstrip("/")
+        self._base = self._api._heroku_url = base_url.rstrip("/")
         self._secrets = (token,)
 
     @property
     def rate_limit_remaining(self) -> int | None:
-        raw = self._api._ratelimit_remaining
-        try:
-            return int(raw) if raw is not None else None
-        except ValueError:
-            return None
+        """The account's pool as Heroku's last answer reported it."""
+        return self._session.rate_limit_remaining
+
+    def formation(self, *, app: str) -> list[FormationInfo]:
+        """Every process type's formation: one call, shared by all the app's pairs."""
+        with _translated(f"reading the formation of {app}", self._secrets):
+            return [_formation_info(f) for f in self._app(app).process_formation()]
+
+    def dynos(self, *, app: str) -> list[DynoInfo]:
+        with _translated(f"listing the dynos of {app}", self._secrets):
+            return [DynoInfo(name=str(d.name), process_type=str(d.type), state=str(d.state),
+                             updated_at=_aware(getattr(d, "updated_at", None)))
+                    for d in self._app(app).dynos()]
 
     def process_state(self, *, app: str, process_type: str) -> ProcessState:
-        handle = self._app(app)
-        with _translated(f"reading the formation of {app}", self._secrets):
-            formation = [f for f in handle.process_formation() if f.type == process_type]
+        """A process type's formation and dynos, read now (two calls)."""
+        formation = [f for f in self.formation(app=app) if f.process_type == process_type]
         if not formation:
-            raise AdapterError(
-                SYSTEM,
-                f"app {app!r} has no process type {process_type!r} in its formation",
-                permanent=True,
-                status=404,
-            )
-        with _translated(f"listing the dynos of {app}", self._secrets):
-            dynos = [d for d in handle.dynos() if d.type == process_type]
-        states = [d.state for d in dynos]
-        return ProcessState(
-            quantity=int(formation[0].quantity),
-            size=str(formation[0].size or ""),
-            running=states.count("up"),
-            starting=states.count("starting") + states.count("restarting"),
-        )
+            raise AdapterError(SYSTEM, f"app {app!r} has no process type {process_type!r} in its formation",
+                               permanent=True, status=404)
+        states = [d.state for d in self.dynos(app=app) if d.process_type == process_type]
+        return ProcessState(quantity=formation[0].quantity, size=formation[0].size, running=states.count("up"),
+                            starting=states.count("starting") + states.count("restarting"))
 
-    def scale(self, *, app: str, process_type: str, quantity: int) -> int:
+    def scale(self, *, app: str, process_type: str, quantity: int) -> FormationInfo:
+        """Set the quantity; Heroku's answer is the new formation."""
         handle = self._app(app)
         with _translated(f"scaling {app} {process_type} to {quantity}", self._secrets):
-            formation = handle.scale_formation_process(process_type, quantity)
-        return int(formation.quantity)
+            return _formation_info(handle.scale_formation_process(process_type, quantity))
+
+    def webhook_create(self, *, app: str, url: str, secret: str, include: tuple[str, ...]) -> WebhookSubscription:
+        """Subscribe ``url`` to the app's events, at level "sync" (Heroku retries failed deliveries)."""
+        body = {"include": list(include), "level": "sync", "url": url, "secret": secret}
+        return _subscription(self._call("POST", f"/apps/{quote(app)}/webhooks", f"subscribing {app} to webhooks", body))
+
+    def webhook_get(self, *, app: str, webhook_id: str) -> WebhookSubscription:
+        return _subscription(self._call("GET", f"/apps/{quote(app)}/webhooks/{quote(webhook_id)}",
+                                        f"reading the webhook subscription of {app}"))
+
+    def webhook_delete(self, *, app: str, webhook_id: str) -> None:
+        self._call("DELETE", f"/apps/{quote(app)}/webhooks/{quote(webhook_id)}", f"removing the webhook subscription of {app}")
+
+    def _call(self, method: str, path: str, doing: str, body: dict[str, Any] | None = None) -> Any:
+        with _translated(doing, self._secrets):
+            response = self._session.request(method, self._base + path, json=body)
+            response.raise_for_status()
+            return response.json() if response.content else None
 
     def _app(self, app: str) -> App:
         # Heroku accepts an app's name wherever it takes its id, so no GET /apps/{app}.
         return App.new_from_dict({"name": app, "id": app}, h=self._api)
+
+
+def _formation_info(formation: Any) -> FormationInfo:
+    return FormationInfo(process_type=str(formation.type), quantity=int(formation.quantity),
+                         size=str(formation.size or ""), updated_at=_aware(getattr(formation, "updated_at", None)))
+
+
+def _subscription(body: Any) -> WebhookSubscription:
+    if not isinstance(body, dict) or not body.get("id"):
+        raise AdapterError(SYSTEM, "unexpected answer about a webhook subscription", permanent=False)
+    return WebhookSubscription(id=str(body["id"]), url=str(body.get("url", "")),
+                               include=tuple(str(i) for i in body.get("include") or ()), level=str(body.get("level", "")))
+
+
+def _aware(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
 
 
 @contextmanager

@@ -3,12 +3,13 @@
 from scaling.models.accounts import AwsAccount, HerokuAccount
 from scaling.models.alerts import AlertChannel, AlertDelivery, AlertProblem, ProblemKind
 from scaling.models.coordination import KillSwitch, Lease
-from scaling.models.decisions import COLUMNS, CSV_COLUMNS, Decision
+from scaling.models.decisions import COLUMNS, CSV_COLUMNS, Decision, PairSample
+from scaling.models.formations import FormationState, HerokuApp, WebhookEvent
 from scaling.models.pairs import PairQueue, PairSchedule, SandboxState, ScalingPair, ScalingPairQuerySet
 from scaling.validators import HEROKU_MAX_DYNOS_PER_APP
 
 __all__ = [
     "AlertChannel", "AlertDelivery", "AlertProblem", "ProblemKind",
     "AwsAccount", "HerokuAccount", "KillSwitch", "Lease", "COLUMNS", "CSV_COLUMNS", "Decision", "PairQueue",
-    "PairSchedule", "SandboxState", "ScalingPair", "ScalingPairQuerySet", "HEROKU_MAX_DYNOS_PER_APP",
+    "PairSchedule", "PairSample", "FormationState", "HerokuApp", "WebhookEvent", "SandboxState", "ScalingPair", "ScalingPairQuerySet", "HEROKU_MAX_DYNOS_PER_APP",
 ]

@@ -33,6 +33,9 @@ class HerokuAccount(models.Model):
         editable=False,
         help_text="Heroku answered 429; no call is made for this account until then (UTC).",
     )
+    # The account's API pool as Heroku last reported it (RateLimit-Remaining), and when.
+    pool_remaining = models.PositiveIntegerField(null=True, blank=True, editable=False)
+    pool_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

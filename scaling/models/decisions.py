@@ -48,6 +48,13 @@ class Decision(models.Model):
     dry_run = models.BooleanField(default=False)
     duration_ms = models.PositiveIntegerField()
     heroku_rate_limit_remaining = models.IntegerField(null=True)
+    heroku_calls = models.PositiveSmallIntegerField(default=0, help_text="Heroku API calls the cycle(s) made.")
+    # A row may stand for a run of identical quiet cycles: how many, since when, and the
+    # extremes of what they saw (the last cycle's counts are in the fields above).
+    cycles = models.PositiveIntegerField(default=1)
+    first_cycle_at = models.DateTimeField(null=True, blank=True)
+    visible_min = models.PositiveIntegerField(null=True)
+    visible_max = models.PositiveIntegerField(null=True)
     shipped_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -85,7 +92,28 @@ COLUMNS = (
     "visible_messages", "in_flight_messages", "delayed_messages", "dynos_running", "dynos_starting",
     "quantity_before", "backlog_per_instance", "state_before", "state_after", "desired_quantity",
     "applied_quantity", "dry_run", "reason", "error", "error_permanent", "duration_ms", "heroku_rate_limit_remaining",
+    "heroku_calls", "cycles", "first_cycle_at", "visible_min", "visible_max",
 )
 CSV_COLUMNS = tuple(c for c in COLUMNS if c not in ("pair_id", "queues", "state_before", "state_after"))
 # Documents keep the names the audit trail has always used.
 _DOCUMENT_NAMES = {"created_at": "@timestamp", "pair_name": "pair", "app_name": "app"}
+
+
+class PairSample(models.Model):
+    """What one cycle saw, narrow and short-lived: the chart and ``simulate --from-history``
+    keep every cycle's resolution while the decisions table grows only with what happens."""
+
+    pair = models.ForeignKey(ScalingPair, on_delete=models.CASCADE, related_name="samples", db_index=False)
+    at = models.DateTimeField()
+    visible = models.PositiveIntegerField()
+    in_flight = models.PositiveIntegerField()
+    running = models.PositiveSmallIntegerField(null=True)
+    quantity = models.PositiveSmallIntegerField(null=True)
+    desired = models.PositiveSmallIntegerField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["pair", "at"], name="sample_pair_at"),
+                   models.Index(fields=["at"], name="sample_at")]
+
+    def __str__(self) -> str:
+        return f"{self.pair_id} @ {self.at:%H:%M:%S}"

@@ -135,9 +135,10 @@ class ScalingPair(models.Model):
     )
     interval_seconds = models.PositiveIntegerField(
         "cycle interval",
-        default=60,
+        default=15,
         validators=[MinValueValidator(1), MaxValueValidator(86400)],
-        help_text="Seconds between cycles. Each cycle costs 2 Heroku API calls (of ~4,500/hour per account).",
+        help_text="Seconds between looks at the queues. A look reads SQS only; Heroku is called to change the "
+        "formation and to reconcile it every few minutes, so a short interval costs no Heroku calls.",
     )
     enabled = models.BooleanField(default=True, help_text="Off: no cycles run and the formation is left alone.")
     dry_run = models.BooleanField(
@@ -163,6 +164,8 @@ class ScalingPair(models.Model):
     policy_state = models.JSONField(
         default=dict, blank=True, editable=False, help_text="What the policy carries from cycle to cycle."
     )
+    # Quiet cycles like the last recorded decision, not yet written as one summary row.
+    quiet_run = models.JSONField(default=dict, blank=True, editable=False)
     managed_by_env = models.BooleanField(
         default=False,
         editable=False,

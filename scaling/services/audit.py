@@ -15,6 +15,8 @@ from django.utils import timezone
 from scaling.adapters.audit import AuditSink, ElasticsearchSink, TerminalSink
 from scaling.adapters.errors import AdapterError
 from scaling.models import Decision, Lease
+from scaling.services.history import runs_flush_stale, samples_prune
+from scaling.services.webhooks import events_prune
 
 log = logging.getLogger(__name__)
 AUDIT_LEASE = "audit-shipper"
@@ -98,7 +100,12 @@ def audit_ship_pending(
 
 
 def decisions_prune(*, now: datetime | None = None, batch: int = 10_000) -> int:
-    """Delete decisions older than the retention, in batches, once they reached the audit sink."""
+    """Hourly upkeep of the record: write the quiet runs of pairs that stopped cycling, drop
+    samples and webhook events past their short retention, and delete decisions older than
+    the retention, in batches, once they reached the audit sink. Returns decisions deleted."""
+    runs_flush_stale(now=now)
+    samples_prune(now=now)
+    events_prune(now=now)
     cutoff = (now or timezone.now()) - timedelta(days=settings.DECISION_RETENTION_DAYS)
     deleted = 0
     while True:

@@ -20,7 +20,9 @@ from scaling.adapters.heroku import HerokuClient, ProcessState
 from scaling.adapters.sandbox import SandboxSimulation
 from scaling.adapters.sqs import AwsCredentials, QueueCounts, SqsReader
 from scaling.fields import SecretUnreadable
-from scaling.models import AwsAccount, SandboxState, ScalingPair
+from scaling.models import AwsAccount, HerokuApp, SandboxState, ScalingPair
+from scaling.services import formations
+from scaling.services.heroku_budget import Call, why_not_call
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,38 @@ class Backend(Protocol):
         ...
 
     def read_queue(self, queue: str, region: str) -> QueueCounts: ...
-    def process_state(self) -> ProcessState: ...
+
+    def process_state(self) -> ProcessState:
+        """The formation as far as it is known now (reading it only when a read is due)."""
+        ...
+
+    def read_process_state(self) -> ProcessState:
+        """The formation read now, whatever it costs (check connection)."""
+        ...
+
+    def why_not_write(self) -> str | None:
+        """Why a formation change must not be sent now (the account's pool), if it must not."""
+        ...
+
+    def quantity_before_write(self, expected: int) -> int | None:
+        """The quantity found, if it is no longer ``expected`` (someone changed it): read
+        right before a write where nothing else would have told us."""
+        ...
+
     def scale(self, quantity: int) -> int: ...
 
     @property
     def rate_limit_remaining(self) -> int | None: ...
+
+    @property
+    def heroku_calls(self) -> int:
+        """Heroku calls this backend made."""
+        ...
+
+    @property
+    def read_because(self) -> str | None:
+        """Why the formation was read from Heroku this cycle, if it was."""
+        ...
 
 
 _sqs_reader: SqsReader | None = None
@@ -70,15 +99,19 @@ def aws_credentials(account: AwsAccount) -> AwsCredentials | None:
 
 
 class HerokuSqsBackend:
-    def __init__(self, pair: ScalingPair) -> None:
+    """SQS for the queues, every cycle; Heroku through the formation store: read only when a
+    reconcile is due (or before a write, without webhooks), written to when scaling."""
+
+    def __init__(self, pair: ScalingPair, now: datetime) -> None:
         assert pair.heroku_account is not None and pair.aws_account is not None
-        self.pair = pair
+        self.pair, self.now = pair, now
+        self.account = pair.heroku_account
         self.credentials = aws_credentials(pair.aws_account)
-        self.client = HerokuClient(
-            token=pair.heroku_account.api_token,
-            base_url=settings.HEROKU_API_URL,
-            timeout_seconds=settings.HEROKU_TIMEOUT_SECONDS,
-        )
+        self.client = HerokuClient(token=self.account.api_token, base_url=settings.HEROKU_API_URL,
+                                   timeout_seconds=settings.HEROKU_TIMEOUT_SECONDS)
+        self.app = formations.app_for(name=pair.app_name, account=self.account)
+        self._calls = 0
+        self._read_because: str | None = None
 
     def queues(self) -> list[tuple[str, str]]:
         return [(q.queue, q.region) for q in self.pair.queues.all()]
@@ -87,14 +120,79 @@ class HerokuSqsBackend:
         return sqs_reader().counts(queue=queue, region=region, credentials=self.credentials)
 
     def process_state(self) -> ProcessState:
-        return self.client.process_state(app=self.pair.app_name, process_type=self.pair.process_type)
+        state = formations.known(self.app, self.pair.process_type)
+        plan = formations.read_plan(self.app, state, now=self.now, boot_seconds=self.pair.boot_seconds,
+                                    unsettled=self.pair.unconfirmed_quantity is not None)
+        if plan.why is not None:
+            purpose = Call.RECONCILE if state is not None else Call.READ_FOR_WRITE
+            refused = why_not_call(self.account, purpose, self.now)
+            if refused is None and formations.read_claim(self.app, self.now):
+                self._read(dynos=plan.dynos, because=plan.why)
+                state = formations.known(self.app, self.pair.process_type)
+            elif state is None:
+                # Nothing was asked of Heroku: not its error, so no back-off grows from it.
+                why = refused or "another pair of the app is reading it"
+                raise AdapterError("DynoScaler", f"the formation is not known yet ({why}); it will be read at a "
+                                   "later cycle", permanent=False)
+        if state is None:
+            raise self._no_such_process_type()
+        return formations.process_state(state)
+
+    def read_process_state(self) -> ProcessState:
+        self._read(dynos=True, because="a connection check")
+        state = formations.known(self.app, self.pair.process_type)
+        if state is None:
+            raise self._no_such_process_type()
+        return formations.process_state(state)
+
+    def why_not_write(self) -> str | None:
+        return why_not_call(self.account, Call.WRITE, self.now)
+
+    def quantity_before_write(self, expected: int) -> int | None:
+        if self.app.subscribed or self._read_because is not None:
+            return None  # webhooks (or this cycle's own read) already told us
+        if why_not_call(self.account, Call.READ_FOR_WRITE, self.now) is not None:
+            return None  # the write itself will be refused by the same rule
+        self._read(dynos=False, because="the read before a change (no webhooks)")
+        state = formations.known(self.app, self.pair.process_type)
+        found = state.quantity if state is not None else expected
+        return found if found != expected else None
 
     def scale(self, quantity: int) -> int:
-        return self.client.scale(app=self.pair.app_name, process_type=self.pair.process_type, quantity=quantity)
+        self._calls += 1
+        info = self.client.scale(app=self.pair.app_name, process_type=self.pair.process_type, quantity=quantity)
+        formations.store_write(self.app, info, now=self.now)
+        return info.quantity
 
     @property
     def rate_limit_remaining(self) -> int | None:
         return self.client.rate_limit_remaining
+
+    @property
+    def heroku_calls(self) -> int:
+        return self._calls
+
+    @property
+    def read_because(self) -> str | None:
+        return self._read_because
+
+    def _read(self, *, dynos: bool, because: str) -> None:
+        try:
+            self._calls += 1
+            found = self.client.formation(app=self.pair.app_name)
+            listed = None
+            if dynos:
+                self._calls += 1
+                listed = self.client.dynos(app=self.pair.app_name)
+        finally:
+            HerokuApp.objects.filter(pk=self.app.pk).update(read_claimed_until=None)
+        formations.store_read(self.app, formations=found, dynos=listed, now=self.now)
+        self.app.refresh_from_db()
+        self._read_because = because
+
+    def _no_such_process_type(self) -> AdapterError:
+        return AdapterError("Heroku", f"app {self.pair.app_name!r} has no process type {self.pair.process_type!r} "
+                            "in its formation", permanent=True, status=404)
 
 
 class SandboxBackend:
@@ -113,11 +211,28 @@ class SandboxBackend:
     def process_state(self) -> ProcessState:
         return self.simulation.process_state()
 
+    def read_process_state(self) -> ProcessState:
+        return self.simulation.process_state()
+
+    def why_not_write(self) -> str | None:
+        return None
+
+    def quantity_before_write(self, expected: int) -> int | None:
+        return None
+
     def scale(self, quantity: int) -> int:
         return self.simulation.scale(quantity)
 
     @property
     def rate_limit_remaining(self) -> int | None:
+        return None
+
+    @property
+    def heroku_calls(self) -> int:
+        return 0
+
+    @property
+    def read_because(self) -> str | None:
         return None
 
     def save(self) -> None:
@@ -139,7 +254,7 @@ def open_backend(pair: ScalingPair, now: datetime) -> Iterator[Backend]:
         return
     if pair.heroku_account is None or pair.aws_account is None:
         raise AdapterError("DynoScaler", "the pair has no Heroku or AWS account", permanent=True)
-    yield HerokuSqsBackend(pair)
+    yield HerokuSqsBackend(pair, now)
 
 
 def pair_secrets(pair: ScalingPair) -> list[str]:

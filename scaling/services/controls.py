@@ -48,7 +48,7 @@ def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime
         with open_backend(pair, now) as backend:
             before = backend.process_state()
             applied = backend.scale(quantity)
-            remaining = backend.rate_limit_remaining
+            remaining, calls = backend.rate_limit_remaining, backend.heroku_calls
     except BaseException as exc:
         # A lost answer may have been applied: the next cycle must not blame a person for it.
         lost = isinstance(exc, AdapterError) and exc.outcome_unknown
@@ -60,7 +60,7 @@ def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime
         reason=f"scaled by {user} from {before.quantity} to {applied} dynos (scale now); "
         f"the policy holds off until {hold:%H:%M} UTC",
         process=before, desired=quantity, applied=applied, rate_limit_remaining=remaining,
-        expected_quantity=applied, paused_until=hold, paused_by=user, refusal=FORGET_REFUSAL,
+        expected_quantity=applied, paused_until=hold, paused_by=user, refusal=FORGET_REFUSAL, heroku_calls=calls,
     )
     return record(pair, claim=claim, now=now, result=result, dry_run=False, started=started, keep_interval=True)
 
@@ -95,7 +95,7 @@ def pair_check_connection(*, pair: ScalingPair) -> list[Check]:
                     checks.append(Check(what, False, exc.message))
             what = f"Heroku app {pair.app_name}, process type {pair.process_type}"
             try:
-                state = backend.process_state()
+                state = backend.read_process_state()
                 checks.append(Check(what, True, f"formation {state.quantity} ({state.size}), {state.running} up"))
             except AdapterError as exc:
                 checks.append(Check(what, False, exc.message))

@@ -40,7 +40,8 @@ from scaling.models import Decision, KillSwitch, ScalingPair
 from scaling.policies import Observation, effective_bounds, get_policy
 from scaling.services.backends import Backend, QueueReading, open_backend, pair_secrets
 from scaling.services.formation_writes import FORGET_REFUSAL, Refusal, within_refusal, write_formation
-from scaling.services.heroku_budget import account_after_calls, account_wait_reason
+from scaling.services.heroku_budget import account_after_calls
+from scaling.services.history import history_record
 
 log = logging.getLogger(__name__)
 Outcome = Decision.Outcome
@@ -91,6 +92,7 @@ class CycleResult:
     # line each), and the codes it could not tell either way (they stay as they were).
     conditions: tuple[tuple[str, str], ...] = ()
     unsure: frozenset[str] = frozenset()
+    heroku_calls: int = 0
 
     @classmethod
     def failed(cls, reason: str, error: AdapterError, **seen: Any) -> CycleResult:
@@ -133,7 +135,9 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> CycleResult:
         if cannot is not None:
             return cannot
         with open_backend(pair, now) as backend:
-            return _observe_decide_act(pair, backend, now=now, dry_run=dry_run)
+            result = _observe_decide_act(pair, backend, now=now, dry_run=dry_run)
+            # What the account's pool said, from whichever of the cycle's calls answered last.
+            return replace(result, heroku_calls=backend.heroku_calls, rate_limit_remaining=backend.rate_limit_remaining)
     except AdapterError as exc:  # the backend could not be set up
         return CycleResult.failed(f"{exc.message}; formation held", exc)
     except SecretUnreadable as exc:
@@ -148,14 +152,10 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> CycleResult:
 
 
 def reason_not_to_call_out(pair: ScalingPair, now: datetime) -> CycleResult | None:
-    """A Heroku pair calls nobody while its account backs off, or when it has no queue."""
+    """A Heroku pair with no queue has nothing to look at. (While its account backs off it
+    still looks at SQS: only Heroku calls wait, see ``heroku_budget``.)"""
     if pair.provider != ScalingPair.Provider.HEROKU:
         return None
-    waiting = account_wait_reason(pair.heroku_account, now)
-    if waiting is not None:
-        # Not a Heroku error: nothing was asked of Heroku, so this cycle cannot extend the back-off.
-        return CycleResult.failed(f"{waiting}; formation held",
-                                  AdapterError("DynoScaler", "Heroku API pool low; backing off", permanent=False))
     if not pair.queues.all():
         return CycleResult.failed("no SQS queue configured for this pair; formation held",
                                   AdapterError("DynoScaler", "no SQS queue configured", permanent=True))
@@ -176,6 +176,7 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     seen = Seen(queues, process, backend.rate_limit_remaining)
     observed = CycleResult(outcome=Outcome.PAUSED, reason="", queues=queues, process=process,
                            rate_limit_remaining=seen.rate_limit_remaining, expected_quantity=process.quantity)
+    read = f"formation read from Heroku ({backend.read_because}); " if backend.read_because else ""
 
     # 2. A person's word comes first: a pause, or a formation changed outside DynoScaler.
     people = defer_to_people(
@@ -183,10 +184,9 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
         paused_until=pair.paused_until, paused_by=pair.paused_by, hold_seconds=pair.manual_hold_seconds, now=now,
     )
     if people.hold_until is not None:  # a person's change, seen just now
-        return replace(observed, reason=people.note, paused_until=people.hold_until, paused_by=PERSON_OUTSIDE,
-                       conditions=((PERSON_CHANGE, people.note),), unsure=CODES - {PERSON_CHANGE})
+        return person_changed(observed, note=read + people.note, until=people.hold_until)
     if people.holds:  # a pause, or the hold after a person's change, still on: nothing was decided
-        return replace(observed, reason=people.note, unsure=CODES)
+        return replace(observed, reason=read + people.note, unsure=CODES)
 
     # 3. Decide, within the bounds (or the schedule window) that apply now.
     observation = Observation(
@@ -195,7 +195,7 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     )
     bounds, window = effective_bounds(pair.bounds(), pair.schedule_windows(), observation.at)
     verdict = get_policy(pair.policy).decide(observation, bounds, pair.policy_settings(), pair.policy_state or {})
-    reason = people.note + verdict.reason
+    reason = read + people.note + verdict.reason
     if window is not None:
         reason = f"[schedule {window.describe()}: min {bounds.min_dynos}, max {bounds.max_dynos}] {reason}"
     decided = replace(observed, outcome=Outcome.NO_CHANGE, reason=reason, desired=verdict.desired,
@@ -205,7 +205,7 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
                                                    desired=verdict.desired))
 
     # 4. Act.
-    return act(pair, backend, decided, current=process.quantity, desired=verdict.desired, dry_run=dry_run)
+    return act(pair, backend, decided, current=process.quantity, desired=verdict.desired, dry_run=dry_run, now=now)
 
 
 def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dynos: int,
@@ -221,6 +221,12 @@ def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dyno
     if details.get("not_helping"):
         found.append((NOT_HELPING, str(details["not_helping"])))
     return tuple(found)
+
+
+def person_changed(observed: CycleResult, *, note: str, until: datetime) -> CycleResult:
+    """Someone changed the formation outside DynoScaler: hold off instead of undoing it."""
+    return replace(observed, outcome=Outcome.PAUSED, reason=note, paused_until=until, paused_by=PERSON_OUTSIDE,
+                   state_after=None, conditions=((PERSON_CHANGE, note),), unsure=CODES - {PERSON_CHANGE})
 
 
 @dataclass(frozen=True)
@@ -252,7 +258,7 @@ def defer_to_people(
 
 
 def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: int, desired: int,
-        dry_run: bool) -> CycleResult:
+        dry_run: bool, now: datetime) -> CycleResult:
     """Change the formation if the decision asks for it and nothing stands in the way."""
     if desired == current:
         return decided
@@ -261,6 +267,24 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
     if KillSwitch.is_engaged():  # read now, right before the write, so it stops writes at once
         return replace(decided, outcome=Outcome.HELD, state_after=None,
                        reason=decided.reason + " — not sent: the kill switch is on")
+    pool = backend.why_not_write()
+    if pool is not None:
+        return replace(decided, outcome=Outcome.HELD, state_after=None, reason=f"{decided.reason} — not sent: {pool}",
+                       unsure=decided.unsure | {PERMANENT_ERROR})
+    # Without webhooks, nothing would have told us of a person's change: look right before writing.
+    found = backend.quantity_before_write(current)
+    if found is not None and found == pair.unconfirmed_quantity:
+        return replace(decided, outcome=Outcome.NO_CHANGE, state_after=None, expected_quantity=found,
+                       reason=f"{decided.reason} — not sent: the change to {found} asked for earlier was applied after "
+                              "all (its answer had been lost); deciding again from it next cycle")
+    if found is not None:
+        until = now + timedelta(seconds=pair.manual_hold_seconds)
+        return person_changed(replace(decided, process=replace(decided.process, quantity=found) if decided.process else None,
+                                      expected_quantity=found),
+                              note=f"{decided.reason} — not sent: the formation was changed outside DynoScaler "
+                                   f"(expected {current}, found {found}, read just before changing it); holding off "
+                                   f"until {until:%H:%M} UTC instead of undoing it",
+                              until=until)
     ask, keep_refusal = within_refusal(pair.blocked_quantity, current=current, desired=desired)
     if ask is None:
         reason = f"{decided.reason} — not sent: Heroku refused {pair.blocked_quantity} earlier ({pair.blocked_reason})"
@@ -336,7 +360,8 @@ def record(
     pair: ScalingPair, *, claim: uuid.UUID, now: datetime, result: CycleResult, dry_run: bool, started: float,
     keep_interval: bool = False,
 ) -> Decision:
-    """Write the decision, the pair's new state and the account's pool in one transaction."""
+    """Write the decision (or fold it into its quiet run), the pair's new state and the
+    account's pool in one transaction. The returned decision is unsaved when folded."""
     state_before = dict(pair.policy_state or {})
     state_after = dict(result.state_after) if result.state_after is not None else state_before
     process, error = result.process, result.error
@@ -359,7 +384,7 @@ def record(
         pair.conditions or {}, {code: redact(detail, secrets) for code, detail in result.conditions},
         now=now, unknown=result.unsure)
     with transaction.atomic():
-        decision = Decision.objects.create(
+        decision = Decision(
             pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type=pair.process_type,
             created_at=now, policy=pair.policy, queues=[q.as_dict() for q in result.queues],
             visible_messages=totals.visible if totals else None,
@@ -374,11 +399,14 @@ def record(
             outcome=result.outcome, reason=redact(result.reason, secrets),
             error=str(error) if error else "", error_permanent=error.permanent if error else None,
             dry_run=dry_run, duration_ms=int((time.monotonic() - started) * 1000),
-            heroku_rate_limit_remaining=result.rate_limit_remaining,
+            heroku_rate_limit_remaining=result.rate_limit_remaining, heroku_calls=result.heroku_calls,
         )
+        # Stored as a row of its own, or folded into the run of quiet cycles it repeats.
+        decision, pair_fields["quiet_run"] = history_record(pair, decision, now=now)
         if ScalingPair.objects.filter(id=pair.pk, cycle_claim=claim).update(**pair_fields) != 1:
             log.warning("pair %s: the cycle outlived its claim; its decision is kept, its state is not", pair.name)
-        account_after_calls(pair.heroku_account_id, error=error, remaining=result.rate_limit_remaining, now=now)
+        if result.heroku_calls or (error is not None and error.system == "Heroku"):
+            account_after_calls(pair.heroku_account_id, error=error, remaining=result.rate_limit_remaining, now=now)
     level = logging.WARNING if error else logging.INFO
     log.log(level, "pair %s: %s: %s%s", pair.name, decision.outcome, decision.reason, f" [{decision.error}]" if error else "")
     return decision

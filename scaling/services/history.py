@@ -1,0 +1,138 @@
+"""The record of a pair's cycles, grown by what happens rather than by the clock.
+
+Every cycle is kept twice, differently:
+- a narrow ``PairSample`` (its counts), kept ``DYNOSCALER_SAMPLE_RETENTION_DAYS``, so the
+  chart and ``simulate --from-history`` keep every cycle's resolution;
+- the ``Decision`` audit trail, where a run of cycles that saw and decided the same thing
+  (same outcome, formation, desired quantity, error and kind of reason) is one row after
+  its first: "N more cycles like it from … to …", with the extremes of what they saw. A
+  run is written when it ends, or every ``DYNOSCALER_DECISION_RUN_SECONDS`` at the most,
+  so a quiet pair adds about a hundred rows a day, and every change, error and hold starts
+  a row of its own. The open run lives on the pair until it is written.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from scaling.models import Decision, PairSample, ScalingPair
+
+Outcome = Decision.Outcome
+# Outcomes whose repeats are quiet time; an applied change is always a row of its own.
+_FOLDABLE = {Outcome.NO_CHANGE, Outcome.PAUSED, Outcome.HELD, Outcome.ERROR, Outcome.DRY_RUN}
+_NUMBERS = re.compile(r"\d[\d,.]*")
+# What a folded cycle updates in its run's summary row: the last cycle's view.
+_LAST = ("visible_messages", "in_flight_messages", "delayed_messages", "dynos_running", "dynos_starting",
+         "backlog_per_instance", "reason", "heroku_rate_limit_remaining", "queues")
+
+
+def run_key(decision: Decision) -> list[Any] | None:
+    """What a cycle must share with the run's first to be folded into it (None: never folded)."""
+    if decision.outcome not in _FOLDABLE:
+        return None
+    shape = _NUMBERS.sub("#", decision.reason)  # the same words, whatever the counts
+    return [decision.outcome, decision.quantity_before, decision.desired_quantity, decision.error, decision.dry_run, shape]
+
+
+def history_record(pair: ScalingPair, decision: Decision, *, now: datetime) -> tuple[Decision, dict[str, Any]]:
+    """Store one cycle: its sample, and its decision unless it only repeats the open run.
+    Returns the decision (unsaved when folded) and the run to keep on the pair. Call inside
+    the cycle's transaction."""
+    if decision.visible_messages is not None:
+        PairSample.objects.create(pair=pair, at=now, visible=decision.visible_messages,
+                                  in_flight=decision.in_flight_messages or 0, running=decision.dynos_running,
+                                  quantity=decision.quantity_before,
+                                  desired=decision.desired_quantity if decision.desired_quantity is not None
+                                  else decision.quantity_before)
+    run = dict(pair.quiet_run or {})
+    key = run_key(decision)
+    head_at = _time(run.get("head_at"))
+    if key is not None and run.get("key") == key and head_at is not None and \
+            now - head_at < timedelta(seconds=settings.DECISION_RUN_SECONDS):
+        return decision, _extended(run, decision, now)
+    if run.get("cycles"):
+        _write_run(pair, run)
+    decision.save()
+    return decision, ({"key": key, "head_at": now.isoformat(), "cycles": 0} if key is not None else {})
+
+
+def _extended(run: dict[str, Any], decision: Decision, now: datetime) -> dict[str, Any]:
+    visible = decision.visible_messages
+    seen = [v for v in (run.get("visible_min"), run.get("visible_max"), visible) if v is not None]
+    return {
+        **run,
+        "cycles": int(run.get("cycles", 0)) + 1,
+        "first_at": run.get("first_at") or now.isoformat(),
+        "last_at": now.isoformat(),
+        "visible_min": min(seen, default=None),
+        "visible_max": max(seen, default=None),
+        "heroku_calls": int(run.get("heroku_calls", 0)) + decision.heroku_calls,
+        "duration_ms": int(run.get("duration_ms", 0)) + decision.duration_ms,
+        "last": {name: getattr(decision, name) for name in _LAST},
+        "state_after": decision.state_after,
+        "policy": decision.policy,
+        "error_permanent": decision.error_permanent,
+    }
+
+
+def _write_run(pair: ScalingPair, run: dict[str, Any]) -> Decision:
+    """The run's cycles after its first, as one row."""
+    outcome, quantity, desired, error, dry_run, _ = run["key"]
+    last = run.get("last") or {}
+    first_at, last_at = _time(run.get("first_at")), _time(run.get("last_at"))
+    head_at = _time(run.get("head_at"))
+    assert first_at is not None and last_at is not None
+    cycles = int(run["cycles"])
+    like = f" like the one at {head_at:%H:%M:%S}" if head_at else ""
+    reason = (f"{cycles} more cycle{'s' if cycles != 1 else ''}{like}, {first_at:%H:%M:%S}–{last_at:%H:%M:%S} UTC, "
+              f"saw {run.get('visible_min')}–{run.get('visible_max')} visible; the last: {last.get('reason', '')}")
+    return Decision.objects.create(
+        pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type=pair.process_type,
+        created_at=last_at, first_cycle_at=first_at, cycles=cycles, policy=run.get("policy") or pair.policy,
+        outcome=outcome, quantity_before=quantity, desired_quantity=desired, error=error or "", dry_run=dry_run,
+        error_permanent=run.get("error_permanent"), state_before=run.get("state_after") or {},
+        state_after=run.get("state_after") or {}, visible_min=run.get("visible_min"), visible_max=run.get("visible_max"),
+        heroku_calls=int(run.get("heroku_calls", 0)), duration_ms=int(run.get("duration_ms", 0)),
+        **{name: value for name, value in last.items() if name != "reason"}, reason=reason,
+    )
+
+
+def runs_flush_stale(*, now: datetime | None = None) -> int:
+    """Write the open runs of pairs that stopped cycling (disabled, or stalled), so no cycle
+    stays off the record. Each pair's run is taken with a conditional UPDATE."""
+    now = now or timezone.now()
+    written = 0
+    for pair in ScalingPair.objects.exclude(quiet_run={}).only("id", "name", "app_name", "process_type", "policy",
+                                                                "quiet_run", "interval_seconds", "last_cycle_at"):
+        last_at = _time((pair.quiet_run or {}).get("last_at"))
+        if not pair.quiet_run.get("cycles") or last_at is None:
+            continue
+        if now - last_at < timedelta(seconds=max(3 * pair.interval_seconds, settings.DECISION_RUN_SECONDS)):
+            continue
+        with transaction.atomic():
+            if ScalingPair.objects.filter(pk=pair.pk, quiet_run=pair.quiet_run).update(quiet_run={}) == 1:
+                _write_run(pair, pair.quiet_run)
+                written += 1
+    return written
+
+
+def samples_prune(*, now: datetime | None = None, batch: int = 50_000) -> int:
+    cutoff = (now or timezone.now()) - timedelta(days=settings.SAMPLE_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(PairSample.objects.filter(at__lt=cutoff).order_by("at").values_list("id", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += PairSample.objects.filter(id__in=ids).delete()[0]
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value))
