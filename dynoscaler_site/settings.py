@@ -121,6 +121,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "scaling.context_processors.kill_switch",
+                "scaling.context_processors.unreadable_secrets",
             ]
         },
     }

@@ -5,20 +5,28 @@ from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
+import django_celery_beat.admin  # noqa: F401  registers beat's stock admin, replaced below
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 
 from scaling import selectors, services
 from scaling.adapters.errors import AdapterError
 from scaling.charts import line_chart
+from scaling.fields import CANNOT_BE_READ, SecretUnreadable, UnreadableSecret, stored_secret
 from scaling.models import (
     HEROKU_MAX_DYNOS_PER_APP,
     AwsAccount,
@@ -31,12 +39,64 @@ from scaling.models import (
 from scaling.policies import first_overlap
 
 
-def secret_hint(value: str) -> str:
+def secret_hint(value: str | UnreadableSecret) -> str:
+    if isinstance(value, UnreadableSecret):
+        return CANNOT_BE_READ
     return f"set, ending …{value[-4:]}" if len(value) >= 8 else ("set" if value else "not set")
 
 
+def _lookup_problem(exc: Exception) -> str:
+    """What is wrong with a changelist's filters, search, sorting or page, in words."""
+    cause = exc.args[0] if exc.args else exc.__cause__
+    if isinstance(cause, ValidationError):
+        return " ".join(cause.messages)
+    return str(cause) if cause else "a filter, search, sorting or page number in the address is not valid"
+
+
+class GuardedAdmin(admin.ModelAdmin):
+    """A model admin that answers bad request parameters with a message, never a 500.
+
+    Django's admin trusts a few parameters that only its own pages normally send (the
+    selected rows of an action, ``_to_field``) and passes filter and search values to the
+    database as they come, where PostgreSQL refuses a NUL byte. Every model admin on the
+    site derives from this, Django's own user and group admins included.
+    """
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        # Django turns IncorrectLookupParameters into a redirect to the plain list (?e=1);
+        # the message says why the filters were dropped.
+        try:
+            if any("\x00" in text for key, values in request.GET.lists() for text in (key, *values)):
+                raise IncorrectLookupParameters("a filter or search contains a NUL character, which nothing can match")
+            return super().get_changelist_instance(request)
+        except IncorrectLookupParameters as exc:
+            self.message_user(request, f"These filters cannot be applied: {_lookup_problem(exc)}", messages.ERROR)
+            raise
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        return super().get_object(request, object_id, from_field or None)  # "?_to_field=" means none
+
+    def response_action(self, request: HttpRequest, queryset: QuerySet[Any], *args: Any, **kwargs: Any) -> HttpResponse | None:
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        try:
+            for pk in selected:
+                self.model._meta.pk.to_python(pk)
+        except ValidationError:
+            self.message_user(request, "The selection names rows that do not exist; nothing was done.", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset, *args, **kwargs)
+
+
+# Django's own admins for people, on the same footing as ours.
+for _model, _admin_class in ((User, auth_admin.UserAdmin), (Group, auth_admin.GroupAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, type(_admin_class.__name__, (GuardedAdmin, _admin_class), {}))
+
+
 class WriteOnlySecretsForm(forms.ModelForm):
-    """Secret fields render empty; leaving one empty keeps the stored value."""
+    """Secret fields render empty; leaving one empty keeps the stored value. A stored value
+    that cannot be read (its key is gone) must be entered again."""
 
     secret_fields: tuple[str, ...] = ()
 
@@ -45,15 +105,22 @@ class WriteOnlySecretsForm(forms.ModelForm):
         for name in self.secret_fields:
             field = self.fields[name]
             field.widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
-            stored = getattr(self.instance, name, "") if self.instance.pk else ""
-            if stored:
+            stored = stored_secret(self.instance, name) if self.instance.pk else ""
+            if isinstance(stored, UnreadableSecret):
+                field.error_messages["required"] = f"The stored secret {CANNOT_BE_READ}."
+                field.help_text = (f"Currently: {CANNOT_BE_READ} (it was saved with an encryption key that is not in "
+                                   f"DYNOSCALER_ENCRYPTION_KEYS). {field.help_text}")
+            elif stored:
                 field.required = False
                 field.help_text = f"Currently {secret_hint(stored)}. Leave empty to keep it. {field.help_text}"
 
     def _clean_secret(self, name: str) -> str:
         value = (self.cleaned_data.get(name) or "").strip()
         if not value and self.instance.pk:
-            return str(getattr(self.instance, name, ""))
+            stored = stored_secret(self.instance, name)
+            if isinstance(stored, UnreadableSecret):
+                raise ValidationError(f"The stored secret {CANNOT_BE_READ}.", code="unreadable")
+            return stored
         return value
 
 
@@ -82,7 +149,7 @@ class AwsAccountForm(WriteOnlySecretsForm):
 
 
 @admin.register(HerokuAccount)
-class HerokuAccountAdmin(admin.ModelAdmin):
+class HerokuAccountAdmin(GuardedAdmin):
     form = HerokuAccountForm
     list_display = ["description", "token_hint", "managed_by_env", "rate_limited_until", "updated_at"]
     search_fields = ["description"]
@@ -90,11 +157,11 @@ class HerokuAccountAdmin(admin.ModelAdmin):
 
     @admin.display(description="token")
     def token_hint(self, obj: HerokuAccount) -> str:
-        return secret_hint(obj.api_token)
+        return secret_hint(stored_secret(obj, "api_token"))
 
 
 @admin.register(AwsAccount)
-class AwsAccountAdmin(admin.ModelAdmin):
+class AwsAccountAdmin(GuardedAdmin):
     form = AwsAccountForm
     list_display = ["description", "use_default_chain", "access_key_id", "secret_hint_display", "managed_by_env"]
     list_filter = ["use_default_chain", "managed_by_env"]
@@ -102,7 +169,7 @@ class AwsAccountAdmin(admin.ModelAdmin):
 
     @admin.display(description="secret")
     def secret_hint_display(self, obj: AwsAccount) -> str:
-        return "default chain" if obj.use_default_chain else secret_hint(obj.secret_access_key)
+        return "default chain" if obj.use_default_chain else secret_hint(stored_secret(obj, "secret_access_key"))
 
 
 class NumberStepForm(forms.Form):
@@ -130,6 +197,13 @@ class ScaleNowForm(NumberStepForm):
     submit_label = "Scale now"
     number = forms.IntegerField(label="Dynos", min_value=0, max_value=HEROKU_MAX_DYNOS_PER_APP,
                                 help_text="The formation quantity to set (0–100).")
+
+
+class AccountChoiceField(forms.ModelChoiceField):
+    """An account as the pair form lists it, saying so when its secret cannot be read."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj} (secret {CANNOT_BE_READ})" if obj.unreadable_secret_fields() else str(obj)
 
 
 class PairQueueInline(admin.TabularInline):
@@ -161,11 +235,11 @@ class PairScheduleInline(admin.TabularInline):
 
 
 @admin.register(ScalingPair)
-class ScalingPairAdmin(admin.ModelAdmin):
+class ScalingPairAdmin(GuardedAdmin):
     inlines = [PairQueueInline, PairScheduleInline]
     list_display = [
         "name", "provider", "app_name", "process_type", "policy", "min_dynos", "max_dynos",
-        "interval_seconds", "enabled", "dry_run", "paused_until", "last_cycle_at", "managed_by_env",
+        "interval_seconds", "enabled", "dry_run", "paused_until", "last_cycle_at", "managed_by_env", "credentials",
     ]
     list_filter = ["enabled", "dry_run", "policy", "provider", "managed_by_env"]
     search_fields = ["name", "app_name", "process_type", "queues__queue"]
@@ -195,6 +269,22 @@ class ScalingPairAdmin(admin.ModelAdmin):
     actions = ["enable_pairs", "disable_pairs", "dry_run_on", "dry_run_off", "run_cycle_now", "check_connection",
                "pause_pairs", "resume_pairs", "scale_now"]
     chart_ranges = [(6, "6 hours"), (24, "24 hours"), (168, "7 days")]
+
+    @admin.display(description="credentials")
+    def credentials(self, pair: ScalingPair) -> str:
+        problems = [
+            (reverse(f"admin:scaling_{type(account)._meta.model_name}_change", args=[account.pk]), what)
+            for account, what in ((pair.heroku_account, "Heroku token"), (pair.aws_account, "AWS secret"))
+            if account is not None and account.unreadable_secret_fields()
+        ]
+        if not problems:
+            return "ok"
+        return format_html_join("; ", '<a href="{}" style="color:#b30000">{} ' + CANNOT_BE_READ + "</a>", problems)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name in ("heroku_account", "aws_account"):
+            kwargs["form_class"] = AccountChoiceField
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_urls(self) -> list[URLPattern]:
         own = [
@@ -279,6 +369,8 @@ class ScalingPairAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{pair.name}: {decision.reason}.", messages.SUCCESS)
             except AdapterError as exc:
                 self.message_user(request, f"{pair.name}: not scaled — {exc.message}", messages.ERROR)
+            except SecretUnreadable as exc:
+                self.message_user(request, f"{pair.name}: not scaled — {exc}", messages.ERROR)
 
     def _do_pause(self, request: HttpRequest, pairs: list[ScalingPair], minutes: int) -> None:
         for pair in pairs:
@@ -395,7 +487,7 @@ class _Echo:
 
 
 @admin.register(Decision)
-class DecisionAdmin(admin.ModelAdmin):
+class DecisionAdmin(GuardedAdmin):
     list_display = [
         "created_at", "pair_name", "outcome", "visible_messages", "dynos_running",
         "quantity_before", "desired_quantity", "applied_quantity", "reason", "dry_run", "duration_ms",
@@ -411,11 +503,16 @@ class DecisionAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         return [path("export.csv", self.admin_site.admin_view(self.export_csv), name="scaling_decision_export")] + super().get_urls()
 
-    def export_csv(self, request: HttpRequest) -> StreamingHttpResponse:
+    def export_csv(self, request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
         """Every decision the changelist's current filters and search select, streamed."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        queryset = self.get_changelist_instance(request).get_queryset(request).order_by("created_at", "id")
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:  # the message says which filter; the list shows them all
+            self.message_user(request, "Nothing was exported.", messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:scaling_decision_changelist") + "?e=1")
+        queryset = changelist.get_queryset(request).order_by("created_at", "id")
         writer = csv.writer(_Echo())
 
         def rows() -> Iterator[str]:
@@ -434,4 +531,44 @@ class DecisionAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+# --- beat's periodic tasks: to look at, not to edit ---------------------------------------
+# DynoScaler writes one periodic task per pair (services.pair_schedule_sync) and two of its
+# own from settings. Editing one by hand would desynchronise it from its pair, and beat's
+# stock admin answers some bad input (an unregistered task name, a crontab field of "-1",
+# an over-long time zone) with a 500; so the tasks are shown read-only and the schedule
+# models not at all.
+for _model in (PeriodicTask, IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(GuardedAdmin):
+    list_display = ["name", "pair", "task", "interval", "enabled", "last_run_at", "total_run_count"]
+    list_filter = ["enabled", "task"]
+    search_fields = ["name", "task", "description"]
+    list_select_related = ["interval", "scalingpair"]
+    readonly_fields = ["name", "pair", "task", "args", "interval", "enabled", "expire_seconds", "last_run_at",
+                       "total_run_count", "date_changed", "description"]
+    fields = tuple(readonly_fields)
+    actions = None
+
+    @admin.display(description="pair")
+    def pair(self, task: PeriodicTask) -> str:
+        try:
+            pair = task.scalingpair
+        except ScalingPair.DoesNotExist:  # one of DynoScaler's own tasks (shipping, pruning)
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:scaling_scalingpair_change", args=[pair.pk]), pair.name)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from scaling.fields import EncryptedTextField
+from scaling.fields import EncryptedSecretsMixin, EncryptedTextField, stored_secret
 from scaling.policies import POLICIES, ScheduleWindow
 
 HEROKU_MAX_DYNOS_PER_APP = 100
@@ -55,7 +55,7 @@ queue_validator = RegexValidator(
 )
 
 
-class HerokuAccount(models.Model):
+class HerokuAccount(EncryptedSecretsMixin):
     description = models.CharField(
         max_length=200,
         help_text="What this authorization is, e.g. the name given to it in Heroku's "
@@ -87,7 +87,7 @@ class HerokuAccount(models.Model):
         return self.description
 
 
-class AwsAccount(models.Model):
+class AwsAccount(EncryptedSecretsMixin):
     description = models.CharField(max_length=200, help_text="What these credentials are for.")
     use_default_chain = models.BooleanField(
         "use the default AWS credential chain",
@@ -117,8 +117,9 @@ class AwsAccount(models.Model):
         return self.description
 
     def clean(self) -> None:
+        secret = stored_secret(self, "secret_access_key")  # never raises, even when it cannot be read
         if self.use_default_chain:
-            if self.access_key_id or self.secret_access_key:
+            if self.access_key_id or secret:
                 raise ValidationError(
                     {"use_default_chain": "Either use the default chain or give a key pair, not both."}
                 )
@@ -126,10 +127,16 @@ class AwsAccount(models.Model):
         errors = {}
         if not self.access_key_id:
             errors["access_key_id"] = "Required unless the default credential chain is used."
-        if not self.secret_access_key:
+        if not secret:
             errors["secret_access_key"] = "Required unless the default credential chain is used."
         if errors:
             raise ValidationError(errors)
+
+
+def accounts_with_unreadable_secrets() -> list[HerokuAccount | AwsAccount]:
+    """Accounts holding a secret that no configured key decrypts (the key was lost or changed)."""
+    accounts: list[HerokuAccount | AwsAccount] = [*HerokuAccount.objects.order_by("pk"), *AwsAccount.objects.order_by("pk")]
+    return [a for a in accounts if a.unreadable_secret_fields()]
 
 
 class ScalingPairQuerySet(models.QuerySet["ScalingPair"]):
@@ -407,7 +414,11 @@ class PairSchedule(models.Model):
         ordering = ["weekdays", "start_time"]
 
     def __str__(self) -> str:
-        return self.as_window().describe() if self.weekdays and self.start_time and self.end_time else "schedule"
+        # Shown while a form holds invalid values (min above max, an unknown zone): never raises.
+        try:
+            return self.as_window().describe()
+        except (ValueError, TypeError, AttributeError):
+            return f"schedule {self.weekdays} {self.start_time or '?'}–{self.end_time or '?'} {self.timezone}"
 
     def clean(self) -> None:
         if self.min_dynos is not None and self.max_dynos is not None and self.min_dynos > self.max_dynos:
