@@ -7,20 +7,26 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from dynoscaler_site.env import EnvError
-from scaling import services
 from scaling.seed_env import seed_config_from_env
+from scaling.startup import env_pair_sync
 
 
 class Command(BaseCommand):
-    help = "Create or update the pair that MY_HEROKU_*, AWS_* and DYNOSCALER_* describe, if they are set."
+    help = ("Create or update the pair that MY_HEROKU_*, AWS_* and DYNOSCALER_* describe, if they are set, and say "
+            "in one line which stored secrets cannot be read with DYNOSCALER_ENCRYPTION_KEYS.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             config = seed_config_from_env()
         except EnvError as exc:
             raise CommandError(f"the seed's environment variables: {exc}") from None
-        if config is None:
+        report = env_pair_sync(config)
+        if report.pair is None:
             self.stdout.write("The seed's variables are not set; nothing to do.")
-            return
-        pair = services.pair_sync_from_env(config=config)
-        self.stdout.write(f"Pair {pair.name!r} is up to date with the environment.")
+        else:
+            self.stdout.write(f"Pair {report.pair.name!r} is up to date with the environment.")
+        problem = report.problem()
+        if problem:
+            # A warning, not a failure: the release must go out so that the secrets can be
+            # entered again in the admin, and every other pair keeps scaling meanwhile.
+            self.stderr.write(problem, style_func=self.style.WARNING)
