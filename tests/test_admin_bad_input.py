@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import time
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from django.contrib import admin
@@ -94,6 +94,7 @@ class BrowserForm(HTMLParser):
         self.form_id = form_id
         self.inside = False
         self.fields: list[tuple[str, str]] = []
+        self.hidden: set[str] = set()
         self._select: str | None = None
         self._multiple = False
         self._options: list[tuple[str, bool]] = []
@@ -112,6 +113,8 @@ class BrowserForm(HTMLParser):
                 return
             if kind in ("checkbox", "radio") and "checked" not in a:
                 return
+            if kind == "hidden":
+                self.hidden.add(a["name"])
             self.fields.append((a["name"], a.get("value", "on" if kind == "checkbox" else "")))
         elif tag == "select" and a.get("name"):
             self._select, self._multiple, self._options = a["name"], "multiple" in a, []
@@ -139,10 +142,17 @@ class BrowserForm(HTMLParser):
 
     @classmethod
     def of(cls, page: str, form_id: str | None) -> dict[str, list[str]]:
+        return cls.parse(page, form_id).data()
+
+    @classmethod
+    def parse(cls, page: str, form_id: str | None) -> BrowserForm:
         parser = cls(form_id)
         parser.feed(page)
+        return parser
+
+    def data(self) -> dict[str, list[str]]:
         data: dict[str, list[str]] = {}
-        for name, value in parser.fields:
+        for name, value in self.fields:
             data.setdefault(name, []).append(value)
         return data
 
@@ -213,15 +223,18 @@ MANAGEMENT_FIELDS = ("-TOTAL_FORMS", "-INITIAL_FORMS", "-MIN_NUM_FORMS", "-MAX_N
 def fuzz_form(browser: Client, failures: Failures, page_url: str, form_id: str | None, *, field_by_field: bool) -> None:
     """Post the page's form as a browser would: each hostile value in every field at once
     (a broken formset count alone, or no inline would be read), every min_X above its
-    max_X, and, field by field, each field alone with the rest as the page had it."""
+    max_X, and, field by field, each field the operator fills in alone, with the rest as
+    the page had it."""
     page = browser.get(page_url)
     failures.check(page, f"GET {page_url}")
     if page.status_code != 200:
         return
-    baseline = BrowserForm.of(page.content.decode(), form_id)
+    form = BrowserForm.parse(page.content.decode(), form_id)
+    baseline = form.data()
     targets = [n for n in baseline if n != "csrfmiddlewaretoken" and "__prefix__" not in n]
     counts = [n for n in targets if n.endswith(MANAGEMENT_FIELDS)]
     fields = [n for n in targets if n not in counts]
+    typed = [n for n in fields if n not in form.hidden]  # what an operator types or picks
 
     def post(changes: dict[str, str], what: str) -> None:
         failures.check(browser.post(page_url, {**baseline, **changes}), f"POST {page_url} {what}", form_post=True)
@@ -229,11 +242,16 @@ def fuzz_form(browser: Client, failures: Failures, page_url: str, form_id: str |
     if fields:
         for value in HOSTILE:
             post(dict.fromkeys(fields, value), f"every field={value[:30]!r}")
+        # Bytes that are not UTF-8 at all, as a broken client might send them.
+        body = urlencode({k: v for k, v in baseline.items() if k not in fields}, doseq=True)
+        body += "".join(f"&{quote(name)}=%C3%28%FF%FE" for name in fields)
+        failures.check(browser.post(page_url, body, content_type="application/x-www-form-urlencoded"),
+                       f"POST {page_url} every field=b'\\xc3(\\xff\\xfe'", form_post=True)
     for name in fields:
         twin = name.replace("min_", "max_")
         if twin != name and twin in baseline:
             post({name: "9", twin: "2"}, f"{name}=9 above {twin}=2")
-    for position, name in enumerate(counts + (fields if field_by_field else [])):
+    for position, name in enumerate(counts + (typed if field_by_field else [])):
         for value in values_for(position):
             post({name: value}, f"{name}={value[:30]!r}")
 
