@@ -33,7 +33,7 @@ from django.urls import reverse
 
 from scaling import services
 from scaling.models import Decision, PairSchedule, ScalingPair
-from tests.conftest import HEROKU_TOKEN
+from tests.conftest import AWS_SECRET, HEROKU_TOKEN
 
 pytestmark = pytest.mark.django_db
 
@@ -52,6 +52,7 @@ HOSTILE = [
     "Mars/Olympus_Mons",
 ]
 EVERY_VALUE = os.environ.get("DYNOSCALER_FUZZ_EVERY_VALUE") == "1"
+SECRETS = (HEROKU_TOKEN, AWS_SECRET)
 BAD_OBJECT_IDS = ["-1", "99999999999999999999999", "abc", "%00", "%FF%FE"]
 PAGE_PARAMS = ["_changelist_filters", "_to_field", "_popup", "hours", "number"]
 PAGE_VALUES = ["", "-1", "orders\x00--", "x" * 3000, "<script>alert(1)</script>"]
@@ -65,12 +66,15 @@ def values_for(position: int) -> list[str]:
 
 @dataclass
 class Failures:
-    """Every case that answered 500, logged the operator out or swallowed bad input, at once."""
+    """Every case that answered 500, showed a secret, logged the operator out or swallowed
+    bad input, reported at once."""
 
     seen: list[str] = field(default_factory=list)
 
     def check(self, response: Any, what: str, *, form_post: bool = False) -> None:
         status = response.status_code
+        if not response.streaming and any(secret.encode() in response.content for secret in SECRETS):
+            self.seen.append(f"a stored secret is on the page of {what}")
         if status >= 500:
             exc = getattr(response, "exc_info", None)
             cause = f" {exc[0].__name__}: {str(exc[1])[:160]}" if exc else ""
