@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from dynoscaler_site.env import EnvError, env_float, env_int, env_optional, env_str
-from scaling.models import AwsAccount, HerokuAccount, PairQueue, ScalingPair
+from scaling.models import AwsAccount, HerokuAccount, PairQueue, ScalingPair, accounts_with_unreadable_secrets
 from scaling.services.pairs import pair_apply_settings, pair_schedule_sync
 from scaling.validators import (
     HEROKU_MAX_DYNOS_PER_APP,
@@ -187,26 +187,72 @@ def _upsert_env_pair(config: LegacyConfig) -> tuple[ScalingPair, bool]:
     return pair, changed or bool(removed) or added
 
 
-def legacy_pair_sync(env: Mapping[str, str] = os.environ) -> ScalingPair | None:
-    """Create or update the pair the original variables describe; None when none is set.
+@dataclass(frozen=True)
+class LegacySync:
+    """What bringing the env pair up to date did, and what it found about stored secrets that
+    no configured key decrypts (the key was lost or changed)."""
+
+    pair: ScalingPair | None
+    restored: tuple[str, ...] = ()  # the env pair's accounts, whose secrets the environment supplied again
+    unreadable: tuple[str, ...] = ()  # accounts whose secret still cannot be read
+
+    def problem(self) -> str | None:
+        """One line for the release phase's output and the worker's log, or None."""
+        said = []
+        if self.restored:
+            said.append(
+                f"The stored secrets of {' and '.join(self.restored)} could not be read with DYNOSCALER_ENCRYPTION_KEYS "
+                "(they were saved with another key); they were stored again from the environment "
+                "(MY_HEROKU_AUTH_TOKEN, AWS_SECRET) with the current key."
+            )
+        if self.unreadable:
+            said.append(
+                f"{len(self.unreadable)} stored secret(s) cannot be read with DYNOSCALER_ENCRYPTION_KEYS: "
+                f"{', '.join(self.unreadable)}. Put the key they were saved with back in the list, or enter them again "
+                "in the admin; until then their pairs record an error each cycle and change nothing."
+            )
+        return " ".join(said) or None
+
+
+def _label(account: HerokuAccount | AwsAccount) -> str:
+    return f"{account._meta.verbose_name} “{account}” (#{account.pk})"
+
+
+def legacy_pair_sync(env: Mapping[str, str] = os.environ, *, config: LegacyConfig | None = None) -> LegacySync:
+    """Create or update the pair the original variables describe (if any), and report on the
+    stored secrets that cannot be read. The environment holds the env pair's token and
+    secret, so those are simply stored again with the current key.
 
     Raises EnvError naming the first missing or malformed variable. Idempotent and safe to
     race (worker and beat both call it as they start)."""
-    config = legacy_config_from_env(env)
-    return None if config is None else legacy_pair_save(config=config)
+    config = config or legacy_config_from_env(env)
+    before = {(type(a), a.pk): a for a in accounts_with_unreadable_secrets()}
+    pair = legacy_pair_save(config=config) if config is not None else None
+    after = {(type(a), a.pk): a for a in accounts_with_unreadable_secrets()}
+    restored = tuple(_label(a) for key, a in before.items() if a.managed_by_env and key not in after)
+    return LegacySync(pair=pair, restored=restored, unreadable=tuple(_label(a) for a in after.values()))
 
 
 def legacy_pair_sync_at_start(env: Mapping[str, str] = os.environ) -> bool:
     """``legacy_pair_sync`` for a process that is starting: a bad variable is logged as one
-    line naming it, and the process goes on scaling its other pairs. Returns whether the
-    variables described a usable pair."""
+    line naming it, and the process goes on scaling its other pairs; so is a secret that
+    cannot be read. Returns whether the variables described a usable pair."""
     try:
-        pair = legacy_pair_sync(env)
+        config = legacy_config_from_env(env)
     except EnvError as exc:
         log.error("The original DynoScaler variables describe no usable pair: %s", exc)
-        return False
-    if pair is None:
-        return False
-    log.info("Pair %r is up to date with the environment (every %d s)", pair.name, pair.interval_seconds)
-    return True
+        config = None
+        described = False
+    else:
+        described = config is not None
+    report = legacy_pair_sync(env, config=config) if described else _report_only()
+    problem = report.problem()
+    if problem:
+        log.warning("%s", problem)
+    if report.pair is not None:
+        log.info("Pair %r is up to date with the environment (every %d s)", report.pair.name, report.pair.interval_seconds)
+    return described
 
+
+def _report_only() -> LegacySync:
+    return LegacySync(pair=None, unreadable=tuple(_label(a) for a in accounts_with_unreadable_secrets()))

@@ -34,14 +34,19 @@ def status(request: HttpRequest) -> TemplateResponse:
 def kill_switch(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("scaling.change_scalingpair"):
         raise PermissionDenied
-    engage = request.POST.get("engage") == "1"
-    services.kill_switch_set(engaged=engage, user=request.user.get_username(), note=request.POST.get("note", ""))
+    engage = {"1": True, "0": False}.get(request.POST.get("engage", ""))
+    if engage is None:
+        messages.error(request, "The kill switch was not changed: the form must say engage (1) or release (0).")
+        return redirect("/admin/status/")
+    # An emergency stop must not fail on its note: a NUL byte, which PostgreSQL cannot store, is dropped.
+    note = request.POST.get("note", "").replace("\x00", "").strip()
+    services.kill_switch_set(engaged=engage, user=request.user.get_username(), note=note)
     if engage:
         messages.warning(request, "Kill switch engaged: DynoScaler will change no formation until it is released.")
     else:
         messages.success(request, "Kill switch released: pairs may change formations again.")
-    target = request.POST.get("next") or "/admin/status/"
-    return redirect(target if target.startswith("/admin/") else "/admin/status/")
+    target = request.POST.get("next", "")
+    return redirect(target if target.startswith("/admin/") and target.isprintable() else "/admin/status/")
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -32,6 +32,15 @@ AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 REGION = "us-east-1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def plain_http() -> None:
+    """The test client and the live server speak plain HTTP, which production settings
+    redirect to HTTPS (tests/test_production_settings.py checks that, in its own process)."""
+    from django.conf import settings
+
+    settings.SECURE_SSL_REDIRECT = False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -212,3 +212,30 @@ def test_reconciles_give_way_to_writes_when_the_pool_runs_low(queue_and_app: Any
     wrote = cycle(pair, now=start + timedelta(seconds=302))
     assert wrote.outcome == "applied"  # the write, and the read before it, still go
     assert [r.method for r in heroku.requests[calls:]] == ["GET", "PATCH"]
+
+
+def test_the_command_subscribes_checks_and_removes_and_the_admin_shows_it(
+    queue_and_app: Any, make_pair: Any, live_server: Any, admin_client: Any, settings: Any
+) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    _, heroku = queue_and_app
+    make_pair()
+    settings.DYNOSCALER_PUBLIC_URL = None
+    with pytest.raises(CommandError, match="--url: DynoScaler's public address is needed"):
+        call_command("heroku_webhooks", "subscribe")
+    out = StringIO()
+    call_command("heroku_webhooks", "subscribe", "--url", live_server.url, stdout=out)
+    assert "orders-app: subscribed to api:formation, dyno" in out.getvalue()
+    call_command("heroku_webhooks", "check", stdout=out)
+    assert "orders-app: subscribed; no event yet" in out.getvalue()
+
+    heroku.set_quantity("orders-app", 2)
+    heroku.flush()
+    page = admin_client.get("/admin/scaling/herokuapp/").content.decode()
+    assert "orders-app" in page and "subscribed" in page and "worker=2" in page
+    assert HerokuApp.objects.get().webhook_secret not in page
+    call_command("heroku_webhooks", "remove", stdout=out)
+    assert heroku.subscriptions == {} and "orders-app: unsubscribed" in out.getvalue()

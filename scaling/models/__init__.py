@@ -1,6 +1,6 @@
 """DynoScaler's tables, one module per concern; import them from here."""
 
-from scaling.models.accounts import AwsAccount, HerokuAccount
+from scaling.models.accounts import AwsAccount, HerokuAccount, accounts_with_unreadable_secrets
 from scaling.models.alerts import AlertChannel, AlertDelivery, AlertProblem, ProblemKind
 from scaling.models.coordination import KillSwitch, Lease
 from scaling.models.decisions import COLUMNS, CSV_COLUMNS, Decision, PairSample
@@ -9,6 +9,7 @@ from scaling.models.pairs import PairQueue, PairSchedule, SandboxState, ScalingP
 from scaling.validators import HEROKU_MAX_DYNOS_PER_APP
 
 __all__ = [
+    "accounts_with_unreadable_secrets",
     "AlertChannel", "AlertDelivery", "AlertProblem", "ProblemKind",
     "AwsAccount", "HerokuAccount", "KillSwitch", "Lease", "COLUMNS", "CSV_COLUMNS", "Decision", "PairQueue",
     "PairSchedule", "PairSample", "FormationState", "HerokuApp", "WebhookEvent", "SandboxState", "ScalingPair", "ScalingPairQuerySet", "HEROKU_MAX_DYNOS_PER_APP",

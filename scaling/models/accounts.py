@@ -8,10 +8,10 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-from scaling.fields import EncryptedTextField
+from scaling.fields import EncryptedSecretsMixin, EncryptedTextField, stored_secret
 
 
-class HerokuAccount(models.Model):
+class HerokuAccount(EncryptedSecretsMixin):
     description = models.CharField(
         max_length=200,
         help_text="What this authorization is, e.g. the name given to it in Heroku's "
@@ -52,7 +52,7 @@ class HerokuAccount(models.Model):
         return None
 
 
-class AwsAccount(models.Model):
+class AwsAccount(EncryptedSecretsMixin):
     description = models.CharField(max_length=200, help_text="What these credentials are for.")
     use_default_chain = models.BooleanField(
         "use the default AWS credential chain",
@@ -82,8 +82,9 @@ class AwsAccount(models.Model):
         return self.description
 
     def clean(self) -> None:
+        secret = stored_secret(self, "secret_access_key")  # never raises, even when it cannot be read
         if self.use_default_chain:
-            if self.access_key_id or self.secret_access_key:
+            if self.access_key_id or secret:
                 raise ValidationError(
                     {"use_default_chain": "Either use the default chain or give a key pair, not both."}
                 )
@@ -91,7 +92,13 @@ class AwsAccount(models.Model):
         errors = {}
         if not self.access_key_id:
             errors["access_key_id"] = "Required unless the default credential chain is used."
-        if not self.secret_access_key:
+        if not secret:
             errors["secret_access_key"] = "Required unless the default credential chain is used."
         if errors:
             raise ValidationError(errors)
+
+
+def accounts_with_unreadable_secrets() -> list[HerokuAccount | AwsAccount]:
+    """Accounts holding a secret that no configured key decrypts (the key was lost or changed)."""
+    accounts: list[HerokuAccount | AwsAccount] = [*HerokuAccount.objects.order_by("pk"), *AwsAccount.objects.order_by("pk")]
+    return [a for a in accounts if a.unreadable_secret_fields()]

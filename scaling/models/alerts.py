@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from scaling.fields import EncryptedTextField
+from scaling.fields import EncryptedSecretsMixin, EncryptedTextField
 from scaling.validators import recipients_validator
 
 
@@ -32,7 +32,7 @@ class ProblemKind(models.TextChoices):
 GLOBAL_KINDS = frozenset({ProblemKind.KILL_SWITCH, ProblemKind.RATE_LIMITED, ProblemKind.AUDIT_BEHIND})
 
 
-class AlertChannel(models.Model):
+class AlertChannel(EncryptedSecretsMixin):
     """Where alerts go: a Slack-compatible incoming webhook, a signed JSON webhook, or email."""
 
     class Kind(models.TextChoices):

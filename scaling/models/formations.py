@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from django.db import models
 
-from scaling.fields import EncryptedTextField
+from scaling.fields import EncryptedSecretsMixin, EncryptedTextField
 from scaling.models.accounts import HerokuAccount
 from scaling.validators import app_name_validator
 
@@ -21,7 +21,7 @@ UP = "up"
 BOOTING = ("starting", "restarting")
 
 
-class HerokuApp(models.Model):
+class HerokuApp(EncryptedSecretsMixin):
     """One Heroku app, shared by the pairs that scale its process types."""
 
     name = models.CharField(max_length=30, unique=True, validators=[app_name_validator],

@@ -25,6 +25,12 @@ from scaling.validators import (
 )
 
 
+def accounts_with_unreadable_secrets() -> list[HerokuAccount | AwsAccount]:
+    """Accounts holding a secret that no configured key decrypts (the key was lost or changed)."""
+    accounts: list[HerokuAccount | AwsAccount] = [*HerokuAccount.objects.order_by("pk"), *AwsAccount.objects.order_by("pk")]
+    return [a for a in accounts if a.unreadable_secret_fields()]
+
+
 class ScalingPairQuerySet(models.QuerySet["ScalingPair"]):
     def enabled(self) -> ScalingPairQuerySet:
         return self.filter(enabled=True)
@@ -311,7 +317,11 @@ class PairSchedule(models.Model):
         ordering = ["weekdays", "start_time"]
 
     def __str__(self) -> str:
-        return self.as_window().describe() if self.weekdays and self.start_time and self.end_time else "schedule"
+        # Shown while a form holds invalid values (min above max, an unknown zone): never raises.
+        try:
+            return self.as_window().describe()
+        except (ValueError, TypeError, AttributeError):
+            return f"schedule {self.weekdays} {self.start_time or '?'}–{self.end_time or '?'} {self.timezone}"
 
     def clean(self) -> None:
         if self.min_dynos is not None and self.max_dynos is not None and self.min_dynos > self.max_dynos:

@@ -106,9 +106,9 @@ class HerokuSqsBackend:
         assert pair.heroku_account is not None and pair.aws_account is not None
         self.pair, self.now = pair, now
         self.account = pair.heroku_account
-        self.credentials = aws_credentials(pair.aws_account)
         self.client = HerokuClient(token=self.account.api_token, base_url=settings.HEROKU_API_URL,
                                    timeout_seconds=settings.HEROKU_TIMEOUT_SECONDS)
+        self.credentials = aws_credentials(pair.aws_account)
         self.app = formations.app_for(name=pair.app_name, account=self.account)
         self._calls = 0
         self._read_because: str | None = None

@@ -21,9 +21,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, pair: str | None = None, dry_run: bool = False, **options: Any) -> None:
         try:
-            legacy_pair_sync()
+            problem = legacy_pair_sync().problem()
         except EnvError as exc:
             raise CommandError(f"the original DynoScaler variables: {exc}") from None
+        if problem:
+            self.stderr.write(problem, style_func=self.style.WARNING)
         decisions = [self.run_pair(p, dry_run=dry_run) for p in self.select_pairs(pair, dry_run=dry_run)]
         shipped = services.audit_ship_pending()
         ran = [d for d in decisions if d is not None]

@@ -11,14 +11,20 @@ from scaling.legacy_env import legacy_pair_sync
 
 
 class Command(BaseCommand):
-    help = "Create or update the pair that MY_HEROKU_*, AWS_* and DYNOSCALER_* describe, if they are set."
+    help = ("Create or update the pair that MY_HEROKU_*, AWS_* and DYNOSCALER_* describe, if they are set, and say "
+            "in one line which stored secrets cannot be read with DYNOSCALER_ENCRYPTION_KEYS.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            pair = legacy_pair_sync()
+            report = legacy_pair_sync()
         except EnvError as exc:
             raise CommandError(f"the original DynoScaler variables: {exc}") from None
-        if pair is None:
+        if report.pair is None:
             self.stdout.write("The original DynoScaler variables are not set; nothing to do.")
-            return
-        self.stdout.write(f"Pair {pair.name!r} is up to date with the environment.")
+        else:
+            self.stdout.write(f"Pair {report.pair.name!r} is up to date with the environment.")
+        problem = report.problem()
+        if problem:
+            # A warning, not a failure: the release must go out so that the secrets can be
+            # entered again in the admin, and every other pair keeps scaling meanwhile.
+            self.stderr.write(problem, style_func=self.style.WARNING)

@@ -1,137 +1,29 @@
+"""Pairs: setting them up, watching them (state, chart, latest decisions) and the
+operator's controls (pause, resume, scale now, run a cycle, check connection)."""
+
 from __future__ import annotations
 
-import csv
-from collections.abc import Iterator
-from functools import cached_property
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html_join
 from kombu.exceptions import OperationalError
 
 from scaling import selectors, services, tasks
+from scaling.admin.apps import report_webhooks
+from scaling.admin.base import GuardedAdmin
 from scaling.adapters.errors import AdapterError
 from scaling.charts import line_chart
-from scaling.models import (
-    CSV_COLUMNS,
-    HEROKU_MAX_DYNOS_PER_APP,
-    AwsAccount,
-    Decision,
-    HerokuAccount,
-    PairQueue,
-    PairSchedule,
-    ScalingPair,
-)
-from scaling.policies import first_overlap
-
-
-def secret_hint(value: str) -> str:
-    return f"set, ending …{value[-4:]}" if len(value) >= 8 else ("set" if value else "not set")
-
-
-class WriteOnlySecretsForm(forms.ModelForm):
-    """Secret fields render empty; leaving one empty keeps the stored value."""
-
-    secret_fields: tuple[str, ...] = ()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for name in self.secret_fields:
-            field = self.fields[name]
-            field.widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
-            stored = getattr(self.instance, name, "") if self.instance.pk else ""
-            if stored:
-                field.required = False
-                field.help_text = f"Currently {secret_hint(stored)}. Leave empty to keep it. {field.help_text}"
-
-    def _clean_secret(self, name: str) -> str:
-        value = (self.cleaned_data.get(name) or "").strip()
-        if not value and self.instance.pk:
-            return str(getattr(self.instance, name, ""))
-        return value
-
-
-class HerokuAccountForm(WriteOnlySecretsForm):
-    secret_fields = ("api_token",)
-
-    class Meta:
-        model = HerokuAccount
-        fields = ["description", "api_token"]
-
-    def clean_api_token(self) -> str:
-        return self._clean_secret("api_token")
-
-
-class AwsAccountForm(WriteOnlySecretsForm):
-    secret_fields = ("secret_access_key",)
-
-    class Meta:
-        model = AwsAccount
-        fields = ["description", "use_default_chain", "access_key_id", "secret_access_key"]
-
-    def clean_secret_access_key(self) -> str:
-        if self.cleaned_data.get("use_default_chain"):
-            return ""
-        return self._clean_secret("secret_access_key")
-
-
-@admin.register(HerokuAccount)
-class HerokuAccountAdmin(admin.ModelAdmin):
-    form = HerokuAccountForm
-    list_display = ["description", "token_hint", "managed_by_env", "rate_limited_until", "updated_at"]
-    search_fields = ["description"]
-    readonly_fields = ["managed_by_env", "rate_limited_until"]
-
-    @admin.display(description="token")
-    def token_hint(self, obj: HerokuAccount) -> str:
-        return secret_hint(obj.api_token)
-
-
-@admin.register(AwsAccount)
-class AwsAccountAdmin(admin.ModelAdmin):
-    form = AwsAccountForm
-    list_display = ["description", "use_default_chain", "access_key_id", "secret_hint_display", "managed_by_env"]
-    list_filter = ["use_default_chain", "managed_by_env"]
-    search_fields = ["description", "access_key_id"]
-
-    @admin.display(description="secret")
-    def secret_hint_display(self, obj: AwsAccount) -> str:
-        return "default chain" if obj.use_default_chain else secret_hint(obj.secret_access_key)
-
-
-class NumberStepForm(forms.Form):
-    """The intermediate page of an action that needs a number."""
-
-    title = ""
-    explanation = ""
-    submit_label = ""
-    number = forms.IntegerField()
-
-
-class PauseForm(NumberStepForm):
-    title = "Pause pairs"
-    explanation = ("While paused, each cycle still reads the queue and the formation and records what it saw, "
-                   "but changes nothing and moves no counter.")
-    submit_label = "Pause"
-    number = forms.IntegerField(label="Minutes", min_value=1, max_value=7 * 24 * 60, initial=60,
-                                help_text="How long to pause, in minutes (at most a week).")
-
-
-class ScaleNowForm(NumberStepForm):
-    title = "Scale now"
-    explanation = ("Sets the formation to this many dynos at once. It is recorded as a decision, and the policy then "
-                   "holds off for the pair's manual hold so that it does not undo it.")
-    submit_label = "Scale now"
-    number = forms.IntegerField(label="Dynos", min_value=0, max_value=HEROKU_MAX_DYNOS_PER_APP,
-                                help_text="The formation quantity to set (0–100).")
+from scaling.fields import CANNOT_BE_READ, SecretUnreadable
+from scaling.forms import AccountChoiceField, NumberStepForm, PauseForm, ScaleNowForm, ScheduleFormSet
+from scaling.models import Decision, PairQueue, PairSchedule, ScalingPair
 
 
 class PairQueueInline(admin.TabularInline):
@@ -139,20 +31,6 @@ class PairQueueInline(admin.TabularInline):
     extra = 1
     min_num = 1
     verbose_name_plural = "SQS queues (visible messages are added up across them)"
-
-
-class ScheduleFormSet(forms.BaseInlineFormSet):
-    def clean(self) -> None:
-        super().clean()
-        windows = []
-        for form in self.forms:
-            if not form.cleaned_data or form.cleaned_data.get("DELETE") or form.errors:
-                continue
-            windows.append(form.instance.as_window())
-        overlap = first_overlap(windows)
-        if overlap is not None:
-            a, b = overlap
-            raise forms.ValidationError(f"Schedule windows overlap: {a.describe()} and {b.describe()}. Make them disjoint.")
 
 
 class PairScheduleInline(admin.TabularInline):
@@ -163,11 +41,11 @@ class PairScheduleInline(admin.TabularInline):
 
 
 @admin.register(ScalingPair)
-class ScalingPairAdmin(admin.ModelAdmin):
+class ScalingPairAdmin(GuardedAdmin):
     inlines = [PairQueueInline, PairScheduleInline]
     list_display = [
         "name", "provider", "app_name", "process_type", "policy", "min_dynos", "max_dynos",
-        "interval_seconds", "enabled", "dry_run", "paused_until", "last_cycle_at", "managed_by_env",
+        "interval_seconds", "enabled", "dry_run", "paused_until", "last_cycle_at", "managed_by_env", "credentials",
     ]
     list_filter = ["enabled", "dry_run", "policy", "provider", "managed_by_env"]
     search_fields = ["name", "app_name", "process_type", "queues__queue"]
@@ -195,8 +73,24 @@ class ScalingPairAdmin(admin.ModelAdmin):
                                "classes": ["collapse"]}),
     ]
     actions = ["enable_pairs", "disable_pairs", "dry_run_on", "dry_run_off", "run_cycle_now", "check_connection",
-               "pause_pairs", "resume_pairs", "scale_now"]
+               "pause_pairs", "resume_pairs", "scale_now", "subscribe_webhooks"]
     chart_ranges = [(6, "6 hours"), (24, "24 hours"), (168, "7 days")]
+
+    @admin.display(description="credentials")
+    def credentials(self, pair: ScalingPair) -> str:
+        problems = [
+            (reverse(f"admin:scaling_{type(account)._meta.model_name}_change", args=[account.pk]), what)
+            for account, what in ((pair.heroku_account, "Heroku token"), (pair.aws_account, "AWS secret"))
+            if account is not None and account.unreadable_secret_fields()
+        ]
+        if not problems:
+            return "ok"
+        return format_html_join("; ", '<a href="{}" style="color:#b30000">{} ' + CANNOT_BE_READ + "</a>", problems)
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name in ("heroku_account", "aws_account"):
+            kwargs["form_class"] = AccountChoiceField
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_urls(self) -> list[URLPattern]:
         own = [
@@ -281,6 +175,8 @@ class ScalingPairAdmin(admin.ModelAdmin):
                 self.message_user(request, f"{pair.name}: {decision.reason}.", messages.SUCCESS)
             except AdapterError as exc:
                 self.message_user(request, f"{pair.name}: not scaled — {exc.message}", messages.ERROR)
+            except SecretUnreadable as exc:
+                self.message_user(request, f"{pair.name}: not scaled — {exc}", messages.ERROR)
 
     def _do_pause(self, request: HttpRequest, pairs: list[ScalingPair], minutes: int) -> None:
         for pair in pairs:
@@ -292,6 +188,17 @@ class ScalingPairAdmin(admin.ModelAdmin):
     def check_connection(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
         for pair in queryset.select_related("heroku_account", "aws_account"):
             self._report_checks(request, pair)
+
+    @admin.action(description="Subscribe their apps to Heroku webhooks (fewer Heroku calls, changes seen at once)")
+    def subscribe_webhooks(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
+        try:
+            apps = services.apps_of(list(queryset.select_related("heroku_account")))
+        except SecretUnreadable as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        if not apps:
+            self.message_user(request, "None of these pairs scales a Heroku app.", messages.WARNING)
+        report_webhooks(self, request, apps, "subscribe")
 
     @admin.action(description="Pause for N minutes…")
     def pause_pairs(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> TemplateResponse | None:
@@ -371,81 +278,3 @@ class ScalingPairAdmin(admin.ModelAdmin):
         level = messages.ERROR if decision.outcome == Decision.Outcome.ERROR else messages.SUCCESS
         text = f"{pair.name} (the task queue is unreachable, so the cycle ran here): {decision.get_outcome_display()}: {decision.reason}"
         self.message_user(request, text + (f" [{decision.error}]" if decision.error else ""), level)
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most CAP rows, so a page of millions of decisions costs no full COUNT(*)."""
-
-    CAP = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        return int(self.object_list[: self.CAP + 1].count())  # type: ignore[attr-defined]
-
-
-class HasErrorFilter(admin.SimpleListFilter):
-    title = "error"
-    parameter_name = "has_error"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "with an error"), ("no", "without")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Decision]) -> QuerySet[Decision]:
-        if self.value() == "yes":
-            return queryset.exclude(error="")
-        if self.value() == "no":
-            return queryset.filter(error="")
-        return queryset
-
-
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-@admin.register(Decision)
-class DecisionAdmin(admin.ModelAdmin):
-    list_display = [
-        "created_at", "pair_name", "outcome", "visible_messages", "dynos_running",
-        "quantity_before", "desired_quantity", "applied_quantity", "reason", "dry_run", "duration_ms",
-    ]
-    # Filters read the small pairs table or need no query at all: with millions of rows a
-    # date hierarchy or a "related only" filter would scan the whole history on every page.
-    list_filter = ["pair", "outcome", HasErrorFilter, "error_permanent", "dry_run", "created_at"]
-    search_fields = ["pair_name", "app_name", "reason", "error"]
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-    list_per_page = 100
-
-    def get_urls(self) -> list[URLPattern]:
-        return [path("export.csv", self.admin_site.admin_view(self.export_csv), name="scaling_decision_export")] + super().get_urls()
-
-    def export_csv(self, request: HttpRequest) -> StreamingHttpResponse:
-        """Every decision the changelist's current filters and search select, streamed."""
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        queryset = self.get_changelist_instance(request).get_queryset(request).order_by("created_at", "id")
-        writer = csv.writer(_Echo())
-
-        def rows() -> Iterator[str]:
-            yield writer.writerow(CSV_COLUMNS)
-            for values in queryset.values_list(*CSV_COLUMNS).iterator(chunk_size=2000):
-                yield writer.writerow(values)
-
-        response = StreamingHttpResponse(rows(), content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="dynoscaler-decisions-{timezone.now():%Y%m%d-%H%M}.csv"'
-        return response
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-from scaling.alerts import admin as _alerts_admin  # noqa: E402, F401  (registers the alert pages)

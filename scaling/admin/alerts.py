@@ -1,5 +1,5 @@
 """The alert pages of the admin: channels (with "send a test alert"), and the read-only
-record of problems and of every message sent. Loaded by ``scaling.admin``."""
+record of problems and of every message sent."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from scaling.admin import WriteOnlySecretsForm, secret_hint
+from scaling.admin.base import GuardedAdmin
+from scaling.forms import WriteOnlySecretsForm, secret_hint
 from scaling.alerts.delivery import channel_send_test
 from scaling.alerts.messages import PREFIX
 from scaling.models.alerts import AlertChannel, AlertDelivery, AlertProblem, ProblemKind
@@ -90,7 +91,7 @@ def _send_test(model_admin: admin.ModelAdmin, request: HttpRequest, channel: Ale
 
 
 @admin.register(AlertChannel)
-class AlertChannelAdmin(admin.ModelAdmin):
+class AlertChannelAdmin(GuardedAdmin):
     form = AlertChannelForm
     list_display = ["name", "kind", "enabled", "covers", "include_global", "max_per_hour", "target"]
     list_filter = ["kind", "enabled", "all_pairs", "include_global"]
@@ -164,7 +165,7 @@ class AlertChannelAdmin(admin.ModelAdmin):
         self.message_user(request, f"Disabled: {', '.join(names)}.", messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(GuardedAdmin):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 

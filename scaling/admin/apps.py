@@ -1,0 +1,88 @@
+"""Heroku apps: what DynoScaler knows of each formation, where that came from, and the
+webhook subscription that keeps it current (subscribe, check, unsubscribe)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html_join
+
+from scaling import services
+from scaling.adapters.errors import AdapterError
+from scaling.admin.base import GuardedAdmin
+from scaling.fields import SecretUnreadable
+from scaling.models import HerokuApp
+
+
+def report_webhooks(model_admin: admin.ModelAdmin, request: HttpRequest, apps: list[HerokuApp], what: str) -> None:
+    """Subscribe, check or unsubscribe each app and say what happened, one message each."""
+    public_url = settings.DYNOSCALER_PUBLIC_URL
+    if what == "subscribe" and not public_url:
+        model_admin.message_user(request, "Set DYNOSCALER_PUBLIC_URL (e.g. https://my-dynoscaler.herokuapp.com) so "
+                                 "Heroku knows where to post; nothing was subscribed.", messages.ERROR)
+        return
+    for app in apps:
+        try:
+            if what == "subscribe":
+                said = services.app_subscribe(app=app, public_url=str(public_url))
+            elif what == "check":
+                said = services.app_check(app=app)
+            else:
+                said = services.app_unsubscribe(app=app)
+        except (AdapterError, SecretUnreadable) as exc:
+            model_admin.message_user(request, f"{app.name}: {getattr(exc, 'message', exc)}", messages.ERROR)
+            continue
+        model_admin.message_user(request, said, messages.SUCCESS)
+
+
+@admin.register(HerokuApp)
+class HerokuAppAdmin(GuardedAdmin):
+    list_display = ["name", "account", "webhooks", "last_event_at", "reconciled_at", "formation"]
+    list_filter = ["account"]
+    search_fields = ["name"]
+    list_select_related = ["account"]
+    readonly_fields = ["name", "account", "webhooks", "webhook_url", "webhook_checked", "last_event_at",
+                       "reconciled_at", "dynos_read_at", "formation"]
+    fields = tuple(readonly_fields)
+    actions = ["subscribe_webhooks", "check_webhooks", "unsubscribe_webhooks"]
+
+    @admin.display(description="webhooks")
+    def webhooks(self, app: HerokuApp) -> str:
+        return "subscribed" if app.subscribed else f"no: read every {settings.RECONCILE_SECONDS} s and before changes"
+
+    @admin.display(description="formation as DynoScaler knows it")
+    def formation(self, app: HerokuApp) -> str:
+        rows = [(f.process_type, f.quantity, *f.dyno_counts(), f.changed_by or "unknown", f"{f.changed_at:%Y-%m-%d %H:%M}")
+                for f in app.formations.order_by("process_type")]
+        if not rows:
+            return "not read yet"
+        return format_html_join("; ", "{}={} ({} up, {} booting; changed by {} at {} UTC)", rows)
+
+    @admin.action(description="Subscribe to Heroku webhooks (at DYNOSCALER_PUBLIC_URL)")
+    def subscribe_webhooks(self, request: HttpRequest, queryset: QuerySet[HerokuApp]) -> None:
+        report_webhooks(self, request, list(queryset.select_related("account")), "subscribe")
+
+    @admin.action(description="Check the webhook subscription")
+    def check_webhooks(self, request: HttpRequest, queryset: QuerySet[HerokuApp]) -> None:
+        report_webhooks(self, request, list(queryset.select_related("account")), "check")
+
+    @admin.action(description="Unsubscribe (read the formation every few minutes instead)")
+    def unsubscribe_webhooks(self, request: HttpRequest, queryset: QuerySet[HerokuApp]) -> None:
+        report_webhooks(self, request, list(queryset.select_related("account")), "unsubscribe")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # an app is known once a pair scales it
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        # Read-only otherwise, but the webhook actions are for whoever may change pairs.
+        actions = super().get_actions(request)
+        if not request.user.has_perm("scaling.change_scalingpair"):
+            return {}
+        return actions

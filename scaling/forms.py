@@ -1,0 +1,121 @@
+"""The admin's forms: write-only secrets, the number an action asks for, the schedule
+windows of a pair (no two may overlap), and account choices that say when a secret is lost."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from scaling.fields import CANNOT_BE_READ, UnreadableSecret, stored_secret
+from scaling.models import HEROKU_MAX_DYNOS_PER_APP, AwsAccount, HerokuAccount
+from scaling.policies import first_overlap
+
+
+def secret_hint(value: str | UnreadableSecret) -> str:
+    if isinstance(value, UnreadableSecret):
+        return CANNOT_BE_READ
+    return f"set, ending …{value[-4:]}" if len(value) >= 8 else ("set" if value else "not set")
+
+
+class WriteOnlySecretsForm(forms.ModelForm):
+    """Secret fields render empty; leaving one empty keeps the stored value. A stored value
+    that cannot be read (its key is gone) must be entered again."""
+
+    secret_fields: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in self.secret_fields:
+            field = self.fields[name]
+            field.widget = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+            stored = stored_secret(self.instance, name) if self.instance.pk else ""
+            if isinstance(stored, UnreadableSecret):
+                field.error_messages["required"] = f"The stored secret {CANNOT_BE_READ}."
+                field.help_text = (f"Currently: {CANNOT_BE_READ} (it was saved with an encryption key that is not in "
+                                   f"DYNOSCALER_ENCRYPTION_KEYS). {field.help_text}")
+            elif stored:
+                field.required = False
+                field.help_text = f"Currently {secret_hint(stored)}. Leave empty to keep it. {field.help_text}"
+
+    def _clean_secret(self, name: str) -> str:
+        value = (self.cleaned_data.get(name) or "").strip()
+        if not value and self.instance.pk:
+            stored = stored_secret(self.instance, name)
+            if isinstance(stored, UnreadableSecret):
+                raise ValidationError(f"The stored secret {CANNOT_BE_READ}.", code="unreadable")
+            return stored
+        return value
+
+
+class HerokuAccountForm(WriteOnlySecretsForm):
+    secret_fields = ("api_token",)
+
+    class Meta:
+        model = HerokuAccount
+        fields = ["description", "api_token"]
+
+    def clean_api_token(self) -> str:
+        return self._clean_secret("api_token")
+
+
+class AwsAccountForm(WriteOnlySecretsForm):
+    secret_fields = ("secret_access_key",)
+
+    class Meta:
+        model = AwsAccount
+        fields = ["description", "use_default_chain", "access_key_id", "secret_access_key"]
+
+    def clean_secret_access_key(self) -> str:
+        if self.cleaned_data.get("use_default_chain"):
+            return ""
+        return self._clean_secret("secret_access_key")
+
+
+class NumberStepForm(forms.Form):
+    """The intermediate page of an action that needs a number."""
+
+    title = ""
+    explanation = ""
+    submit_label = ""
+    number = forms.IntegerField()
+
+
+class PauseForm(NumberStepForm):
+    title = "Pause pairs"
+    explanation = ("While paused, each cycle still reads the queue and the formation and records what it saw, "
+                   "but changes nothing and moves no counter.")
+    submit_label = "Pause"
+    number = forms.IntegerField(label="Minutes", min_value=1, max_value=7 * 24 * 60, initial=60,
+                                help_text="How long to pause, in minutes (at most a week).")
+
+
+class ScaleNowForm(NumberStepForm):
+    title = "Scale now"
+    explanation = ("Sets the formation to this many dynos at once. It is recorded as a decision, and the policy then "
+                   "holds off for the pair's manual hold so that it does not undo it.")
+    submit_label = "Scale now"
+    number = forms.IntegerField(label="Dynos", min_value=0, max_value=HEROKU_MAX_DYNOS_PER_APP,
+                                help_text="The formation quantity to set (0–100).")
+
+
+class AccountChoiceField(forms.ModelChoiceField):
+    """An account as the pair form lists it, saying so when its secret cannot be read."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj} (secret {CANNOT_BE_READ})" if obj.unreadable_secret_fields() else str(obj)
+
+
+class ScheduleFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        windows = []
+        for form in self.forms:
+            if not form.cleaned_data or form.cleaned_data.get("DELETE") or form.errors:
+                continue
+            windows.append(form.instance.as_window())
+        overlap = first_overlap(windows)
+        if overlap is not None:
+            a, b = overlap
+            raise forms.ValidationError(f"Schedule windows overlap: {a.describe()} and {b.describe()}. Make them disjoint.")
