@@ -28,7 +28,7 @@ from scaling.models import (
     PairSchedule,
     ScalingPair,
 )
-from scaling.policies import first_overlap
+from scaling.schedules import first_overlap
 
 
 def secret_hint(value: str) -> str:

@@ -14,7 +14,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from scaling.fields import EncryptedTextField
-from scaling.policies import POLICIES, ScheduleWindow
+from scaling.policies import POLICIES
+from scaling.schedules import ScheduleWindow
 
 HEROKU_MAX_DYNOS_PER_APP = 100
 
