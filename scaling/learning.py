@@ -146,24 +146,34 @@ class Learner:
         if stable and look.running > 0:
             self.ratios.append(look.in_flight / look.running)
         if previous is not None and 0 < look.at - previous.at <= 600:
-            saturated = stable and look.running > 0 and min(look.visible, previous.visible) >= look.running
-            self._account(previous.at, look.at, previous.running, saturated, (look.in_flight + previous.in_flight) / 2,
-                          look.expected_late)
+            # Dyno-seconds are known well enough when the dynos up changed little over the
+            # interval (the mean of both ends is used); dynos still booting do not delete.
+            n_prev, n_now = previous.running, look.running
+            settled = abs(n_now - n_prev) <= max(1.0, 0.1 * n_now) and look.at - self.stable_since >= look.lag or (
+                n_now == n_prev and n_now > 0 and min(look.visible, previous.visible) >= n_now)
+            # Saturated even while dynos come up: bursts are when dynos are busiest, and
+            # the mean of both ends is near enough when a backlog keeps every one at work.
+            saturated = n_now > 0 and min(look.visible, previous.visible) >= max(n_now, n_prev)
+            self._account(previous.at, look.at, (n_prev + n_now) / 2, settled, saturated,
+                          (look.in_flight + previous.in_flight) / 2, look.expected_late)
         self._segment(look, stable)
 
-    def _account(self, start: float, end: float, running: int, saturated: bool, in_flight: float, late_known: bool) -> None:
+    def _account(self, start: float, end: float, running: float, settled: bool, saturated: bool, in_flight: float,
+                 late_known: bool) -> None:
         """Spread (start, end] over the minutes it covers: dyno-seconds, saturated and
-        covered seconds, in-flight-seconds, and whether the policy knew it was short."""
+        covered seconds, in-flight-seconds, whether the policy knew it was short, and
+        settled seconds (one formation, no dyno starting)."""
         t = start
         while t < end:
             minute = math.floor(t / 60) * 60
             step = min(end, minute + 60) - t
-            row = self.ledger.setdefault(str(int(minute)), [0.0, 0.0, 0.0, 0.0, 0.0])
+            row = self.ledger.setdefault(str(int(minute)), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
             row[0] += running * step
             row[1] += step if saturated else 0.0
             row[2] += step
             row[3] += in_flight * step
             row[4] = max(row[4], 1.0 if late_known else 0.0)
+            row[5] += step if settled else 0.0
             t += step
         for key in [k for k in self.ledger if float(k) < end - LEDGER_SECONDS]:
             del self.ledger[key]
@@ -184,14 +194,14 @@ class Learner:
 
     def _close_segment(self, seg: Mapping[str, Any]) -> None:
         pts = seg["pts"]
-        if len(pts) < 3 or pts[-1][0] - pts[0][0] < 30:
+        if len(pts) < 4 or pts[-1][0] - pts[0][0] < 45:
             return
         n = int(seg["n"])
         mt = sum(p[0] for p in pts) / len(pts)
         mv = sum(p[1] for p in pts) / len(pts)
         slope = sum((p[0] - mt) * (p[1] - mv) for p in pts) / sum((p[0] - mt) ** 2 for p in pts)
-        if slope < 0:  # draining: deletes beat arrivals, so the rate is at least this
-            self._lower_bound(-slope / n, weight=0.5)
+        if slope < 0 and pts[-1][0] - pts[0][0] >= 90:  # draining: deletes beat arrivals, so the rate is at least this
+            self._lower_bound(-slope / n, weight=0.25)
         last = self.last_slope
         if last is not None and int(last[0]) != n and pts[0][0] - last[2] < 300:
             rate = (last[1] - slope) / (n - last[0])
@@ -211,18 +221,21 @@ class Learner:
                 continue
             row = self.ledger.get(str(int(minute)))
             self.cw_done = max(self.cw_done, minute)
-            if row is None or row[2] < 50 or row[0] < 30:
-                continue  # the policy did not watch that whole minute, or no dyno ran
+            if row is None or len(row) < 6 or row[2] < 50 or row[0] < 30:
+                continue  # not watched whole, or no dyno ran
             dyno_seconds, saturated_seconds, covered, in_flight_seconds = row[0], row[1], row[2], row[3]
-            if count >= 10:
+            settled = row[5] >= covered - 5
+            if count >= 10 and settled:
                 self.service.append([in_flight_seconds / count, count])
             if saturated_seconds >= covered - 5:
                 n = dyno_seconds / covered
-                self.saturated.append([minute, n, count])
-                self._check_not_helping(at, rate_now)
+                if settled:
+                    self.saturated.append([minute, n, count])
+                    self._check_not_helping(at, rate_now)
                 if self.not_helping is None:
-                    self.rate_samples.append([count / dyno_seconds, dyno_seconds / 60, "cloudwatch"])
-            elif dyno_seconds >= 60:
+                    weight = dyno_seconds / 60 * (1.0 if settled else 0.5)
+                    self.rate_samples.append([count / dyno_seconds, weight, "cloudwatch"])
+            elif dyno_seconds >= 60 and settled:
                 self._lower_bound(count / dyno_seconds, weight=dyno_seconds / 120)
         for minute, age in sorted(ages):
             row = self.ledger.get(str(int(minute)))

@@ -34,7 +34,7 @@ HORIZON = 8 * 86400.0
 MIN_BURST_MESSAGES = 100.0
 MIN_PERIOD = 300.0
 TRUSTED = 3  # bursts at one spacing: the pattern has recurred twice
-MAX_EPISODE = 1800.0
+MAX_EPISODE = 900.0  # arrivals high for longer are a new usual level, not a burst
 DAY = 86400.0
 
 
@@ -66,8 +66,10 @@ class Bursts:
         return {"onsets": [[round(a, 1), round(w, 2)] for a, w in self.onsets[-KEEP:]], "open": self.open,
                 "usual": round(self.usual, 3), "patterns": [pattern_as_dict(p) for p in self.found]}
 
-    def observe(self, at: float, dt: float, arrivals: float, *, visible: int, threshold: float, slack: float) -> bool:
-        """One look: ``arrivals`` per second over the last ``dt`` seconds. True when a burst opened."""
+    def observe(self, at: float, dt: float, arrivals: float, *, level: float, visible: int, threshold: float,
+                slack: float) -> bool:
+        """One look: ``arrivals`` per second over the last ``dt`` seconds, ``level`` a
+        steadier figure for the same (a median of looks). True when a burst opened."""
         excess = max(0.0, arrivals - self.usual) * dt
         if self.open is None:
             if excess >= max(MIN_BURST_MESSAGES, threshold):
@@ -77,7 +79,7 @@ class Bursts:
                 self.found = self.find()
                 return True
             if dt > 0:  # the usual level follows slowly (ten minutes), and never during a burst
-                self.usual += (arrivals - self.usual) * min(1.0, dt / 600)
+                self.usual += (level - self.usual) * min(1.0, dt / 600)
             return False
         episode = self.open
         episode["work"] += excess
@@ -86,8 +88,15 @@ class Bursts:
         self.onsets[-1][1] = episode["rate"]
         calm = excess < MIN_BURST_MESSAGES / 4 and visible < threshold
         episode["calm"] = episode["calm"] + 1 if calm else 0.0
-        if episode["calm"] >= 2 or since > MAX_EPISODE:
+        if episode["calm"] >= 2:
             self.open = None
+            self.found = self.find()
+        elif since > MAX_EPISODE:
+            # Not a burst but a step: forget it, and start from the new level.
+            self.open = None
+            self.onsets.pop()
+            self.usual = level
+            self.found = self.find()
         return False
 
     def find(self) -> list[Pattern]:
@@ -109,7 +118,10 @@ class Bursts:
                 key = round(pattern.next / 60)
                 if key not in found or found[key].seen < pattern.seen:
                     found[key] = pattern
-        return sorted(found.values(), key=lambda p: p.next)
+        # A multiple of a trusted period predicts nothing the period does not.
+        kept = [p for p in found.values()
+                if not any(q.period < p.period and _is_multiple(p.period, q.period, q.tolerance) for q in found.values())]
+        return sorted(kept, key=lambda p: p.next)
 
     def _fit(self, period: float, anchor: int, times: Sequence[float]) -> Pattern | None:
         tolerance = min(900.0, max(90.0, 0.03 * period))
@@ -161,6 +173,11 @@ def pattern_from_dict(data: Mapping[str, Any]) -> Pattern:
 
 def pattern_as_dict(pattern: Pattern) -> dict[str, Any]:
     return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in pattern.__dict__.items()}
+
+
+def _is_multiple(period: float, base: float, tolerance: float) -> bool:
+    k = round(period / base)
+    return k >= 2 and abs(period - k * base) <= tolerance
 
 
 def _weekday(at: float) -> int:

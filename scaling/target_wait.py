@@ -135,8 +135,8 @@ class TargetWaitPolicy:
         dt = obs.at - float(state["at"]) if "at" in state else 0.0
         slack = max(cfg.target_wait_seconds - cfg.lag_seconds - cfg.interval_seconds, cfg.target_wait_seconds / 4)
         if 0 < dt <= cfg.interval_seconds * self.MAX_GAP_FACTOR:
-            bursts.observe(obs.at, dt, samples[-1], visible=obs.visible, threshold=0.5 * rate * cfg.target_wait_seconds,
-                           slack=slack)
+            bursts.observe(obs.at, dt, samples[-1], level=arrivals, visible=obs.visible, slack=slack,
+                           threshold=max(0.5 * rate * cfg.target_wait_seconds, 2 * bursts.usual * dt))
 
         budget = self.drain_seconds(cfg, boot=boot, cold=obs.running == 0)
         quantity = obs.quantity
