@@ -83,6 +83,15 @@ def spread_of(pairs: Sequence[tuple[float, float]], centre: float) -> float | No
     return 1.4826 * mad / centre / math.sqrt(max(1.0, evidence))
 
 
+def _slope(pts: Sequence[Sequence[float]]) -> float | None:
+    """Least-squares slope of (time, visible) points: None for fewer than four or 45 s."""
+    if len(pts) < 4 or pts[-1][0] - pts[0][0] < 45:
+        return None
+    mt = sum(p[0] for p in pts) / len(pts)
+    mv = sum(p[1] for p in pts) / len(pts)
+    return sum((p[0] - mt) * (p[1] - mv) for p in pts) / sum((p[0] - mt) ** 2 for p in pts)
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]
@@ -107,7 +116,7 @@ class Learner:
     def __init__(self, state: Mapping[str, Any] | None, *, operator_rate: float) -> None:
         s = dict(state or {})
         self.operator_rate = operator_rate
-        self.rate_samples: list[list[Any]] = [list(x) for x in s.get("rate", [])]  # [value, weight, kind]
+        self.rate_samples: list[list[Any]] = [list(x) for x in s.get("rate", [])]  # [value, weight, kind, minute?]
         self.boots: list[float] = [float(x) for x in s.get("boots", [])]
         self.ratios: list[float] = [float(x) for x in s.get("ratios", [])]
         self.service: list[list[float]] = [list(map(float, x)) for x in s.get("service", [])]  # [seconds, weight]
@@ -125,7 +134,7 @@ class Learner:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "rate": [[round(v, 4), round(w, 3), k] for v, w, k in self.rate_samples[-KEEP_SAMPLES:]],
+            "rate": [[round(x[0], 4), round(x[1], 3), *x[2:]] for x in self.rate_samples[-KEEP_SAMPLES:]],
             "boots": self.boots[-KEEP_BOOTS:], "ratios": [round(r, 3) for r in self.ratios[-KEEP_RATIOS:]],
             "service": [[round(s, 4), round(w, 3)] for s, w in self.service[-KEEP_SAMPLES:]],
             "ledger": {k: [round(x, 2) for x in v] for k, v in self.ledger.items()},
@@ -188,25 +197,26 @@ class Learner:
             seg = None
         if saturated:
             if seg is None:
-                seg = {"n": look.running, "pts": []}
+                seg = {"n": look.running, "pts": [], "paired": False}
             seg["pts"] = [*seg["pts"], [look.at, float(look.visible)]][-12:]
+            slope = _slope(seg["pts"])
+            last = self.last_slope
+            if slope is not None and not seg["paired"] and last is not None and int(last[0]) != look.running \
+                    and seg["pts"][0][0] - last[2] < 300:
+                rate = (last[1] - slope) / (look.running - last[0])
+                if rate > 0:
+                    self.rate_samples.append([rate, 0.5 * abs(look.running - last[0]), "counts"])
+                seg["paired"] = True
         self.segment = seg
 
     def _close_segment(self, seg: Mapping[str, Any]) -> None:
         pts = seg["pts"]
-        if len(pts) < 4 or pts[-1][0] - pts[0][0] < 45:
+        slope = _slope(pts)
+        if slope is None:
             return
         n = int(seg["n"])
-        mt = sum(p[0] for p in pts) / len(pts)
-        mv = sum(p[1] for p in pts) / len(pts)
-        slope = sum((p[0] - mt) * (p[1] - mv) for p in pts) / sum((p[0] - mt) ** 2 for p in pts)
         if slope < 0 and pts[-1][0] - pts[0][0] >= 90:  # draining: deletes beat arrivals, so the rate is at least this
             self._lower_bound(-slope / n, weight=0.25)
-        last = self.last_slope
-        if last is not None and int(last[0]) != n and pts[0][0] - last[2] < 300:
-            rate = (last[1] - slope) / (n - last[0])
-            if rate > 0:
-                self.rate_samples.append([rate, 0.5 * abs(n - last[0]), "counts"])
         self.last_slope = [float(n), slope, pts[-1][0]]
 
     def _lower_bound(self, value: float, *, weight: float) -> None:
@@ -228,13 +238,11 @@ class Learner:
             if count >= 10 and settled:
                 self.service.append([in_flight_seconds / count, count])
             if saturated_seconds >= covered - 5:
-                n = dyno_seconds / covered
-                if settled:
-                    self.saturated.append([minute, n, count])
-                    self._check_not_helping(at, rate_now)
+                self.saturated.append([minute, dyno_seconds / covered, count])
+                self._check_not_helping(at, rate_now)
                 if self.not_helping is None:
                     weight = dyno_seconds / 60 * (1.0 if settled else 0.5)
-                    self.rate_samples.append([count / dyno_seconds, weight, "cloudwatch"])
+                    self.rate_samples.append([count / dyno_seconds, weight, "cloudwatch", minute])
             elif dyno_seconds >= 60 and settled:
                 self._lower_bound(count / dyno_seconds, weight=dyno_seconds / 120)
         for minute, age in sorted(ages):
@@ -242,7 +250,7 @@ class Learner:
             if minute < self.age_guard or row is None or row[4] or age <= target or self.not_helping is not None:
                 continue
             # Late although the model said the dynos sufficed: the model is wrong.
-            self.rate_samples = [[v * WAIT_CORRECTION, w, k] for v, w, k in self.rate_samples]
+            self.rate_samples = [[x[0] * WAIT_CORRECTION, *x[1:]] for x in self.rate_samples]
             self.corrections += 1
             self.age_guard = at  # points older than this correction are not counted again
             self.events.append(
@@ -252,17 +260,28 @@ class Learner:
             self.not_helping = None
 
     def _check_not_helping(self, at: float, rate_now: float) -> None:
-        recent = [s for s in self.saturated if s[0] >= self.saturated[-1][0] - 1200]
-        low = min(recent, key=lambda s: s[1])
-        more = [s for s in recent if s[1] >= max(low[1] + 1, low[1] * 1.25)]
-        if len(more) < 2:
-            if more == [] and self.not_helping is not None and self.saturated[-1][2] / 60 >= 0.8 * rate_now * self.saturated[-1][1]:
-                self.not_helping = None  # the dynos deliver again
+        """Compare the fewest dynos that reached the highest deletes with minutes of more
+        dynos: if those deleted hardly more, the limit is elsewhere."""
+        recent = [x for x in self.saturated if x[0] >= self.saturated[-1][0] - 1200]
+        top = max(x[2] for x in recent)
+        low = min((x for x in recent if x[2] >= 0.9 * top), key=lambda x: x[1])
+        more = [x for x in recent if x[1] >= max(low[1] + 1, low[1] * 1.25)]
+        n_more = sum(x[1] for x in more) / len(more) if more else 0.0
+        enough = len(more) >= 2 or (len(more) == 1 and n_more >= 1.5 * low[1])
+        if not enough:
+            latest = self.saturated[-1]
+            if self.not_helping is not None:
+                if latest[2] / 60 >= 0.8 * rate_now * latest[1]:
+                    self.not_helping = None  # the dynos held deliver their rate again: the limit is gone
+                else:
+                    self.not_helping["since"] = at  # still held below their rate: the finding stands
             return
-        n_more = sum(s[1] for s in more) / len(more)
-        deleted_more = sum(s[2] for s in more) / len(more)
-        expected = low[2] + NOT_HELPING_GAIN * (n_more - low[1]) * low[2] / low[1]
+        deleted_more = sum(x[2] for x in more) / len(more)
+        expected = low[2] * (1 + NOT_HELPING_GAIN * (n_more / low[1] - 1))
         if deleted_more < expected:
+            # Those minutes measured the limit, not the dynos: they must not lower the rate.
+            limited = {x[0] for x in more}
+            self.rate_samples = [x for x in self.rate_samples if len(x) < 4 or x[3] not in limited]
             self.not_helping = {
                 "since": at, "dynos": round(low[1], 1), "per_minute": round(low[2]),
                 "why": (f"{n_more:.0f} dynos deleted {deleted_more:,.0f} messages a minute, {low[1]:.0f} deleted "
@@ -275,7 +294,7 @@ class Learner:
         operator = self.operator_rate
         if pinned:
             return Estimate("rate", operator, operator, "pinned", None, 0, "")
-        evidence = [(float(v), float(w)) for v, w, _ in self.rate_samples]
+        evidence = [(float(x[0]), float(x[1])) for x in self.rate_samples]
         weight = sum(w for _, w in evidence)
         if not evidence and not self.corrections:
             return Estimate("rate", operator, operator, "operator", None, 0, "no evidence yet")
@@ -283,13 +302,13 @@ class Learner:
         prior = operator * WAIT_CORRECTION ** self.corrections
         pairs = [*evidence, (prior, PRIOR)]
         value = weighted_median(pairs)
-        kinds = {k for _, _, k in self.rate_samples}
+        kinds = {x[2] for x in self.rate_samples}
         unit = "dyno-min" if "cloudwatch" in kinds else "dyno-min from counts"
         return Estimate("rate", value, operator, "learned", spread_of(pairs, value), len(evidence), f"{weight:.0f} {unit}")
 
     def proven(self) -> bool:
         """Has the rate been seen at saturation (so the figure is the dynos' own)?"""
-        return sum(float(w) for _, w, k in self.rate_samples if k in ("cloudwatch", "counts")) >= 3
+        return sum(float(x[1]) for x in self.rate_samples if x[2] in ("cloudwatch", "counts")) >= 3
 
     def boot(self, operator: float, *, pinned: bool) -> Estimate:
         if pinned or len(self.boots) < 2:

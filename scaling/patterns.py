@@ -113,8 +113,8 @@ class Bursts:
             periods = {round((latest - t) / 60) * 60.0 for t in times[max(0, anchor - 40):anchor] if latest - t >= MIN_PERIOD}
             for period in sorted(periods | {3600.0, DAY}):
                 pattern = self._fit(period, anchor, times)
-                if pattern is None or pattern.seen < TRUSTED:
-                    continue
+                if pattern is None or pattern.seen < TRUSTED or pattern.next <= times[-1] + pattern.tolerance:
+                    continue  # untrusted, or it foretells a burst that is already past
                 key = round(pattern.next / 60)
                 if key not in found or found[key].seen < pattern.seen:
                     found[key] = pattern

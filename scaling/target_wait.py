@@ -164,26 +164,29 @@ class TargetWaitPolicy:
         rule = f"budget {budget:.0f} s of the {cfg.target_wait_seconds:g} s target [{figures}]"
         events = list(learner.events)
         need = max(up_need, warm_need)
+        verb = ""
         if need > quantity and not_helping is not None and quantity > 0:
             wanted, action = quantity, f"needs {need}, but {not_helping['why']}: hold, add none"
         elif need > quantity:
-            wanted = need
-            action = f"needs {need}: scale up"
+            wanted, action, verb = need, f"needs {need}", "scale up"
             if prewarm is not None and warm_need > up_need:
                 action = (f"needs {up_need} now and {warm_need} for the burst due at {_clock(prewarm['due'])} "
-                          f"({prewarm['pattern']}): pre-warm")
+                          f"({prewarm['pattern']})")
+                verb = "pre-warm"
         elif held_need < quantity:
-            wanted, action = held_need, (f"needs {up_need}; needed at most {held_need} over the last "
-                                         f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom): scale down")
+            wanted, action, verb = held_need, (f"needs {up_need}; needed at most {held_need} over the last "
+                                               f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)"), "scale down"
         elif up_need < quantity:
             wanted, action = quantity, (f"needs {up_need}, but keeps {quantity} until a lower need has held for "
                                         f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)")
         else:
             wanted, action = quantity, f"needs {quantity}"
+        desired, note = bounded(wanted, quantity, bounds)
+        if verb and not note.startswith("the formation"):  # out of bounds, the bounds decide the direction
+            action += f": {verb}"
         if prewarm and cfg.prewarm == "shadow":
             action += (f" (shadow: would pre-warm {prewarm['dynos']} for the burst due at {_clock(prewarm['due'])}, "
                        f"{prewarm['pattern']})")
-        desired, note = bounded(wanted, quantity, bounds)
         why = f"{seen} → {rule} → {action}" + (f"; {note}" if note else "") + f" → {outcome(quantity, desired)}"
         if events:
             why = f"{'; '.join(events)}. {why}"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,6 @@ from django.utils import timezone
 from scaling.models import Decision, ScalingPair
 
 pytestmark = pytest.mark.django_db
-BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -111,11 +108,3 @@ def test_backtest_needs_some_history(make_pair: Any) -> None:
     make_pair()
     with pytest.raises(CommandError, match="fewer than two recorded cycles"):
         call_command("simulate", "--from-history", "orders")
-
-
-def test_the_bench_runs_and_prints_its_table() -> None:
-    done = subprocess.run([sys.executable, "bench/policies.py", "--quick"], cwd=BASE_DIR, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "| steady | **target_wait** | defaults |" in done.stdout
-    assert "**idle_bursts**:" in done.stdout

@@ -40,6 +40,8 @@ class Command(BaseCommand):
         parser.add_argument("--boot", type=float, help="true boot seconds (default 45)")
         parser.add_argument("--lag", type=float, help="seconds SQS counts lag (default 30)")
         parser.add_argument("--target", type=float, help="wait in seconds counted as late (default: the target wait, or 120)")
+        parser.add_argument("--cloudwatch", action="store_true",
+                            help="the policy reads CloudWatch's per-minute deletes and oldest age (1–2 min late)")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         parser.add_argument("--plot", metavar="OUT.png", help="draw queue, dynos and wait over time")
 
@@ -53,6 +55,7 @@ class Command(BaseCommand):
             boot_seconds=opts["boot"] if opts["boot"] is not None else float(settings.get("boot_seconds", 45)),
             lag_seconds=opts["lag"] if opts["lag"] is not None else 30.0,
             target_wait_seconds=opts["target"] or float(settings.get("target_wait_seconds", 120)),
+            cloudwatch=bool(opts["cloudwatch"]),
         )
         show_progress = not opts["json"] and len(trace) >= 6 * 3600
         result = simulate(trace, policy=policy, settings=settings, bounds=bounds, interval=interval, world=world,
