@@ -126,7 +126,7 @@ class Learner:
         self.saturated: list[list[float]] = [list(map(float, x)) for x in s.get("saturated", [])]  # [minute, n, deleted]
         self.not_helping: dict[str, Any] | None = s.get("not_helping")
         self.segment: dict[str, Any] | None = s.get("segment")
-        self.last_slope: list[float] | None = s.get("last_slope")  # [dynos, slope, end]
+        self.last_slope: list[float] | None = s.get("last_slope")  # [dynos, slope, end, span]
         self.stable_since = float(s.get("stable_since", 0.0))
         self.last_running = int(s.get("last_running", -1))
         self.corrections = int(s.get("corrections", 0))
@@ -151,7 +151,7 @@ class Learner:
             self.stable_since = look.at
             self.last_running = look.running
         # Counts taken while the formation was changing describe another formation.
-        stable = look.at - self.stable_since >= look.lag
+        stable = look.at - self.stable_since > look.lag + 5
         if stable and look.running > 0:
             self.ratios.append(look.in_flight / look.running)
         if previous is not None and 0 < look.at - previous.at <= 600:
@@ -162,7 +162,10 @@ class Learner:
                 n_now == n_prev and n_now > 0 and min(look.visible, previous.visible) >= n_now)
             # Saturated even while dynos come up: bursts are when dynos are busiest, and
             # the mean of both ends is near enough when a backlog keeps every one at work.
-            saturated = n_now > 0 and min(look.visible, previous.visible) >= max(n_now, n_prev)
+            # The counts are up to a lag old: the backlog must be one the dynos cannot have
+            # cleared since (half a lag of work at the believed rate), or idle seconds count.
+            margin = max(n_now, n_prev) * max(1.0, self.rate(pinned=False).value * look.lag / 2)
+            saturated = n_now > 0 and min(look.visible, previous.visible) >= margin
             self._account(previous.at, look.at, (n_prev + n_now) / 2, settled, saturated,
                           (look.in_flight + previous.in_flight) / 2, look.expected_late)
         self._segment(look, stable)
@@ -205,7 +208,9 @@ class Learner:
                     and seg["pts"][0][0] - last[2] < 300:
                 rate = (last[1] - slope) / (look.running - last[0])
                 if rate > 0:
-                    self.rate_samples.append([rate, 0.5 * abs(look.running - last[0]), "counts"])
+                    # Longer stretches and a bigger change in dynos measure it better.
+                    span = min(last[3], seg["pts"][-1][0] - seg["pts"][0][0]) / 60
+                    self.rate_samples.append([rate, abs(look.running - last[0]) * max(0.5, span), "counts"])
                 seg["paired"] = True
         self.segment = seg
 
@@ -217,7 +222,7 @@ class Learner:
         n = int(seg["n"])
         if slope < 0 and pts[-1][0] - pts[0][0] >= 90:  # draining: deletes beat arrivals, so the rate is at least this
             self._lower_bound(-slope / n, weight=0.25)
-        self.last_slope = [float(n), slope, pts[-1][0]]
+        self.last_slope = [float(n), slope, pts[-1][0], pts[-1][0] - pts[0][0]]
 
     def _lower_bound(self, value: float, *, weight: float) -> None:
         if value > self.rate(pinned=False).value * 1.05:

@@ -84,14 +84,15 @@ class TargetWaitPolicy:
 
     In a FIFO queue the newest visible message waits for everything ahead of it, so with
     N dynos it starts after about visible / (N × rate) seconds. The need is the largest of
-      * backlog: the fewest dynos that clear the visible messages within the wait budget
-        (the target less a boot, less how old the backlog may already be: see
-        ``drain_seconds``);
+      * backlog: the fewest dynos that start the newest visible message within what is
+        left of the target (the target less how old the backlog may already be: see
+        ``drain_seconds``), the dynos up serving from now and added ones only after a
+        boot (``backlog_need``);
       * busy: dynos still working (in flight ÷ concurrency, never above the formation);
       * one dyno whenever anything is visible (wake from zero on the first message);
       * a pre-warm: dynos for a recurring burst that is due (``scaling.patterns``).
     Up: at once, to the need. Down: only to the highest need over the stabilization
-    window, computed with 70 % of the budget (hysteresis). To zero only when min is 0 and
+    window, computed with 70 % of the time left (hysteresis). To zero only when min is 0 and
     nothing was visible or in flight for the window.
 
     Rate, boot time and concurrency are learned (``scaling.learning``); the operator's
@@ -138,16 +139,21 @@ class TargetWaitPolicy:
             bursts.observe(obs.at, dt, samples[-1], level=arrivals, visible=obs.visible, slack=slack,
                            threshold=max(0.5 * rate * cfg.target_wait_seconds, 2 * bursts.usual * dt))
 
-        budget = self.drain_seconds(cfg, boot=boot, cold=obs.running == 0)
+        drain = self.drain_seconds(cfg, cold=obs.running == 0)
+        budget = max(drain - boot, cfg.target_wait_seconds / 8)  # what a dyno added now has
         quantity = obs.quantity
         busy = min(ceil_count(obs.in_flight / concurrency), max(quantity, obs.running))
-        up_need = max(ceil_count(obs.visible / (rate * budget)), busy, 1 if obs.visible else 0)
+        # Until the rate has been seen at saturation, count on no dyno for longer than a
+        # new one would have: a wrong figure then costs dynos, not late messages.
+        proven = learner.proven() or cfg.pin_dyno_rate
+        up_drain = drain if proven else budget
+        up_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain, budget), busy, 1 if obs.visible else 0)
         # Probe: with the rate never seen at saturation and the queue empty for a whole
         # window, the busy figure may rest on too low a concurrency; offer a little less.
         last_backlog = obs.at if obs.visible else float(state.get("last_backlog", obs.at))
-        probing = not (learner.proven() or cfg.pin_dyno_concurrency) and obs.at - last_backlog >= cfg.scale_down_window_seconds
+        probing = not (proven or cfg.pin_dyno_concurrency) and obs.at - last_backlog >= cfg.scale_down_window_seconds
         busy_down = ceil_count(busy * self.UNPROVEN_BUSY) if probing else busy
-        down_need = max(ceil_count(obs.visible / (rate * budget * self.DOWN_BUDGET)), busy_down,
+        down_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain * self.DOWN_BUDGET, budget), busy_down,
                         1 if obs.visible or obs.in_flight else 0)
 
         prewarm = self._prewarm(cfg, bursts, obs.at, lead=boot + cfg.interval_seconds + cfg.lag_seconds + 15, rate=rate)
@@ -161,7 +167,8 @@ class TargetWaitPolicy:
         figures = "; ".join(e.describe(text) for e, text in (
             (rate_est, f"rate {rate:,.3g}/s per dyno"), (boot_est, f"boot {boot_est.value:.0f} s"),
             (conc_est, f"concurrency {concurrency:.3g}")))
-        rule = f"budget {budget:.0f} s of the {cfg.target_wait_seconds:g} s target [{figures}]"
+        rule = (f"of the {cfg.target_wait_seconds:g} s target {drain:.0f} s are left, {budget:.0f} s for a dyno added now "
+                f"[{figures}]")
         events = list(learner.events)
         need = max(up_need, warm_need)
         verb = ""
@@ -203,7 +210,7 @@ class TargetWaitPolicy:
             reason=why,
             backlog_per_instance=backlog_per_instance(obs.visible, obs.running),
             details={"arrivals_per_second": arrivals, "need_now": up_need, "need_window": held_need,
-                     "budget_seconds": budget, "learned": learned, "prewarm": prewarm,
+                     "budget_seconds": budget, "drain_seconds": drain, "learned": learned, "prewarm": prewarm,
                      "patterns": [p.describe() for p in bursts.found],
                      "not_helping": not_helping["why"] if not_helping else None, "corrections": events},
         )
@@ -233,15 +240,23 @@ class TargetWaitPolicy:
         return kept or [past[-1]]
 
     @staticmethod
-    def drain_seconds(cfg: TargetWaitSettings, *, boot: float, cold: bool) -> float:
-        """How soon a backlog seen now must be cleared. New dynos need their boot time
-        before they help, and the backlog is older than it looks: counts lag, and it may
-        have built since the last cycle. With no dyno running (a cold start) every waiting
-        message has aged by up to a lag and a cycle; with dynos consuming, the backlog is a
-        moving window whose messages are on average half that old."""
+    def drain_seconds(cfg: TargetWaitSettings, *, cold: bool) -> float:
+        """How soon a backlog seen now must be cleared: the backlog is older than it
+        looks, as counts lag and it may have built since the last cycle. With no dyno
+        running (a cold start) every waiting message has aged by up to a lag and a cycle;
+        with dynos consuming, the backlog is a moving window whose messages are on average
+        half that old."""
         stale = cfg.interval_seconds + cfg.lag_seconds
-        spare = cfg.target_wait_seconds - boot - (stale if cold else stale / 2)
-        return max(spare, cfg.target_wait_seconds / 8)
+        return max(cfg.target_wait_seconds - (stale if cold else stale / 2), cfg.target_wait_seconds / 4)
+
+    @staticmethod
+    def backlog_need(visible: int, running: int, rate: float, drain: float, budget: float) -> int:
+        """The fewest dynos that clear ``visible`` within ``drain`` seconds when the
+        ``running`` ones serve from now and any added serve only for ``budget`` seconds
+        (what is left after their boot)."""
+        if visible <= running * rate * drain:
+            return ceil_count(visible / (rate * drain))
+        return running + ceil_count((visible - running * rate * drain) / (rate * budget))
 
     def _arrival_samples(self, obs: Observation, cfg: TargetWaitSettings, state: Mapping[str, Any],
                          rate: float, concurrency: float) -> list[float]:

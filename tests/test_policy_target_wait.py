@@ -133,7 +133,7 @@ def test_every_reason_says_seen_then_rule_then_what_was_done_without_contradicti
     verdict = policy.decide(obs(visible=visible, in_flight=in_flight, quantity=quantity), bounds, SETTINGS, state)
     check_reason(verdict.reason, quantity, verdict.desired)
     seen, rule, action = verdict.reason.split(" → ")[:3]
-    assert "visible" in seen and "budget" in rule and "rate" in rule and "needs" in action
+    assert "visible" in seen and "s are left" in rule and "rate" in rule and "needs" in action
 
 
 def test_a_need_below_the_formation_inside_the_window_says_why_it_keeps_them() -> None:
@@ -191,7 +191,7 @@ def test_a_pinned_figure_is_used_as_the_operator_gave_it() -> None:
 
 
 def test_a_slower_learned_rate_asks_for_more_dynos_for_the_same_backlog() -> None:
-    told = policy.decide(obs(visible=9_000, quantity=5, in_flight=20), BOUNDS, SETTINGS, {})
+    told = policy.decide(obs(visible=9_000, quantity=5, in_flight=20), BOUNDS, {**SETTINGS, "pin_dyno_rate": True}, {})
     learned = saturated_minutes(5.0, SETTINGS)
     slower = policy.decide(obs(visible=9_000, quantity=5, in_flight=20, at=10_000.0), BOUNDS, SETTINGS,
                            {"learn": learned.state["learn"]})

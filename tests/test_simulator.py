@@ -149,4 +149,6 @@ def test_the_policy_learns_the_worlds_rate_from_cloudwatch() -> None:
     result = simulate(trace, policy=policy, settings={"target_wait_seconds": 120, "dyno_rate": 10, "interval_seconds": 15},
                       bounds=Bounds(0, 100), interval=15, world=world)
     rate = result.details["learned"]["rate"]
-    assert rate["source"] == "learned" and rate["value"] == pytest.approx(5, rel=0.2)
+    # Minutes while dynos come up are counted at the mean of the dynos seen at each end,
+    # which errs towards more dyno-seconds: the estimate errs low (safe), within a quarter.
+    assert rate["source"] == "learned" and 3.75 <= rate["value"] <= 5.5
