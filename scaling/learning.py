@@ -205,12 +205,14 @@ class Learner:
             slope = _slope(seg["pts"])
             last = self.last_slope
             if slope is not None and not seg["paired"] and last is not None and int(last[0]) != look.running \
-                    and seg["pts"][0][0] - last[2] < 300:
+                    and seg["pts"][0][0] - last[2] < 120:
                 rate = (last[1] - slope) / (look.running - last[0])
-                if rate > 0:
+                # Arrivals that changed between the two stretches (a spike) fake a slope
+                # change: figures beyond 5× either way of the operator's are not believed.
+                if self.operator_rate / 5 <= rate <= self.operator_rate * 5:
                     # Longer stretches and a bigger change in dynos measure it better.
                     span = min(last[3], seg["pts"][-1][0] - seg["pts"][0][0]) / 60
-                    self.rate_samples.append([rate, abs(look.running - last[0]) * max(0.5, span), "counts"])
+                    self.rate_samples.append([rate, min(4.0, abs(look.running - last[0]) * max(0.5, span)), "counts"])
                 seg["paired"] = True
         self.segment = seg
 

@@ -106,6 +106,9 @@ class TargetWaitPolicy:
     name = "target_wait"
     DOWN_BUDGET = 0.7
     UNPROVEN_BUSY = 0.75
+    # Up to this share of a busy dyno is left to the backlog to ask for again (time-sharing
+    # between two counts), in proportion to how little of the target a boot takes.
+    BUSY_SLACK = 0.9
     SAMPLES = 5
     MAX_GAP_FACTOR = 10  # a gap longer than this many intervals restarts the rate estimate
 
@@ -152,7 +155,12 @@ class TargetWaitPolicy:
         # window, the busy figure may rest on too low a concurrency; offer a little less.
         last_backlog = obs.at if obs.visible else float(state.get("last_backlog", obs.at))
         probing = not (proven or cfg.pin_dyno_concurrency) and obs.at - last_backlog >= cfg.scale_down_window_seconds
-        busy_down = ceil_count(busy * self.UNPROVEN_BUSY) if probing else busy
+        # On the way down the busy dynos are judged on the median of recent looks: one
+        # noisy in-flight count must not keep a dyno for a whole window.
+        in_flight_seen = [*[float(x) for x in state.get("in_flight_seen", [])][-(self.SAMPLES - 1):], float(obs.in_flight)]
+        slack_busy = self.BUSY_SLACK * max(0.0, 1 - boot / drain)
+        steady_busy = min(ceil_count(statistics.median(in_flight_seen) / concurrency - slack_busy), busy)
+        busy_down = ceil_count(steady_busy * self.UNPROVEN_BUSY) if probing else steady_busy
         down_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain * self.DOWN_BUDGET, budget), busy_down,
                         1 if obs.visible or obs.in_flight else 0)
 
@@ -201,6 +209,7 @@ class TargetWaitPolicy:
         new_state = {
             "at": obs.at, "visible": obs.visible, "in_flight": obs.in_flight, "running": obs.running,
             "samples": samples, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
+            "in_flight_seen": in_flight_seen,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
         }
         learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}
