@@ -96,11 +96,15 @@ class TargetWaitPolicy:
     nothing was visible or in flight for the window.
 
     Rate, boot time and concurrency are learned (``scaling.learning``); the operator's
-    figures are where learning starts. Until the rate has been seen at saturation, a queue
-    empty for a whole window lets the busy floor on the way down fall to 75 %, so a too-low
-    concurrency cannot keep the dynos from ever being busy enough to measure. When CloudWatch shows that more dynos do
-    not raise the deletes, the policy stops adding and holds. The constants were chosen
-    with bench/policies.py (see bench/RESULTS.md).
+    figures are where learning starts. Until the rate has been seen at saturation, every
+    dyno is counted as if it had to boot (a figure twice too high then costs dynos, not
+    late messages), and a queue empty for a whole window lets the busy floor on the way
+    down fall to 75 %, so a too-low concurrency cannot keep the dynos from ever being busy
+    enough to measure. On the way down, busy dynos are judged on the median of recent
+    looks, and part of a busy dyno is left to the backlog to ask for again when boots are
+    short (time-sharing between two counts). When CloudWatch shows that more dynos do not
+    raise the deletes, the policy stops adding and holds. The constants were chosen with
+    bench/policies.py (see bench/RESULTS.md).
     """
 
     name = "target_wait"
