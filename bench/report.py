@@ -88,6 +88,39 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
     return summary, notes, detail
 
 
+def checklist(runs: list[Any], worlds: list[str], traces: list[str], bench: ModuleType, interval: float) -> list[str]:
+    """The issue's "done when", each line computed from the runs."""
+    ours = {(r.world, r.trace): r for r in runs if r.policy == bench.OURS}
+    late = [f"{w} / {t} {ours[w, t].late * 100:.2f} %" for w in worlds for t in traces if not ours[w, t].meets]
+    dearer = []
+    for w in worlds:
+        for t in traces:
+            peers = [r for r in runs if r.world == w and r.trace == t and r.policy != bench.OURS and r.meets]
+            if peers:
+                cheapest = min(peers, key=lambda r: r.result.dyno_seconds)
+                diff = ours[w, t].result.dyno_seconds / cheapest.result.dyno_seconds - 1
+                if diff > 0:
+                    dearer.append(f"{w} / {t} {diff * 100:+.1f} % ({cheapest.policy} {cheapest.setting})")
+    total = len(worlds) * len(traces)
+    lines = [
+        f"- At most 1 % late (after learning) on every trace of every world: {total - len(late)} of {total}"
+        + (f"; not on {', '.join(late)}." if late else "."),
+        f"- Dyno-hours no more than the cheapest peer setting that keeps 1 %: {total - len(dearer)} of {total}"
+        + (f"; dearer on {', '.join(dearer)}." if dearer else "."),
+    ]
+    if "batch_dumps" in traces:
+        dumps = ", ".join(f"{w} {ours[w, 'batch_dumps'].late * 100:.2f} % (before: {ours[w, 'batch_dumps'].result.late_share * 100:.2f} % of all)"
+                          for w in worlds)
+        lines.append(f"- Periodic batch dumps after the pattern recurred twice, late: {dumps}.")
+    if "idle_bursts" in traces:
+        parts = []
+        for w in worlds:
+            why = reach(bench, w, "idle_bursts", interval)
+            parts.append(f"{w} {ours[w, 'idle_bursts'].late * 100:.2f} % late" + (" (a boot and a look do not fit)" if why else ""))
+        lines.append(f"- Bursts from zero (min 0, not recurring): {', '.join(parts)}.")
+    return lines
+
+
 def write_results(runs: list[Any], worlds: list[str], traces: list[str], *, ours: dict[str, Any], origin: dict[str, str],
                   cost: str, bench: ModuleType, path: Path | None) -> str:
     interval = float(ours["interval_seconds"])
@@ -117,6 +150,7 @@ def write_results(runs: list[Any], worlds: list[str], traces: list[str], *, ours
         "every policy alike.", "",
         f"{cost}.", "",
         "![cost against lateness per world and trace](results.png)", "",
+        "## Done when?", "", *checklist(runs, worlds, traces, bench, interval), "",
         f"## Verdicts: {met} of {len(notes)} meet every check", "", *notes, "",
         "## Summary", "", *summary, "",
         "## Every policy at its best setting", "", *detail, "",

@@ -97,15 +97,21 @@ def formation_at(result: Any, second: int) -> int:
 
 
 def test_a_cron_is_prewarmed_for_by_the_learned_boot_once_it_recurred_twice() -> None:
+    # Dynos really boot in 70 s; the operator said 45.
+    world = World(**{**WORLD.__dict__, "boot_seconds": 70})
     result = simulate(cron(4), policy=TargetWaitPolicy(), settings=SETTINGS, bounds=Bounds(0, 100), interval=15,
-                      world=WORLD, keep_reasons=True)
+                      world=world, keep_reasons=True)
     third, fourth = 600 + 2 * 1800, 600 + 3 * 1800
     assert formation_at(result, third - 1) == 0  # seen twice: nothing yet
     warm = formation_at(result, fourth - 1)
     assert warm >= 20_000 / (10 * 120)  # enough up before the dump to clear it within the target
     first_warm = min(s.second for s in result.samples if fourth - 600 < s.second < fourth and s.formation > 0)
-    assert fourth - 45 - 15 - 15 - 15 <= first_warm <= fourth - 45  # a boot, a look and a margin ahead
-    assert any("pre-warm" in s.reason and "every 30 min, seen 3×" in s.reason for s in result.samples)
+    # A learned boot (70 s), a look (15 s) and a margin (15 s) ahead: the operator's 45 s would be too late.
+    assert fourth - 70 - 15 - 15 <= first_warm <= fourth - 70 - 15
+    at_dump = [s for s in result.samples if s.second == fourth]
+    assert at_dump and at_dump[0].running >= warm  # up when the dump lands
+    assert any("pre-warm" in s.reason and "every 30 min, seen 3×" in s.reason and "boot 70 s (learned" in s.reason
+               for s in result.samples)
 
 
 def test_the_prewarmed_cron_is_on_time_and_the_first_ones_are_not() -> None:
