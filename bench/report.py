@@ -33,9 +33,10 @@ def reach(bench: ModuleType, world_name: str, trace: str, interval: float) -> st
     first_help = slowest_boot + interval + world.lag_seconds
     if first_help <= world.target_wait_seconds:
         return ""
-    return (f"out of reach for any policy that is not already running: a burst from zero waits for the counts "
-            f"(up to {world.lag_seconds:g} s), a look ({interval:g} s) and a boot (up to {slowest_boot:.0f} s) = "
-            f"{first_help:.0f} s > the {world.target_wait_seconds:g} s target")
+    return (f"out of reach once scaled to zero: the first messages of a burst wait for the counts (up to "
+            f"{world.lag_seconds:g} s), a look (up to {interval:g} s) and a boot (up to {slowest_boot:.0f} s) = "
+            f"{first_help:.0f} s > the {world.target_wait_seconds:g} s target; only dynos kept up through the quiet "
+            "(a min above 0) avoid it")
 
 
 def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: ModuleType, interval: float) -> tuple[list[str], list[str], list[str]]:

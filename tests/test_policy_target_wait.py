@@ -228,3 +228,14 @@ def test_when_more_dynos_do_not_help_it_holds_says_so_and_flags_it() -> None:
     assert verdict.desired == 8
     assert verdict.details["not_helping"] and "more dynos do not raise the deletes" in verdict.details["not_helping"]
     assert "hold, add none" in verdict.reason and verdict.reason.endswith("→ stay at 8")
+
+
+def test_a_start_from_zero_that_cannot_be_on_time_says_what_would_help() -> None:
+    state: Any = {}
+    for i, boots in enumerate([(95.0, 97.0), (96.0,)]):
+        verdict = policy.decide(obs(quantity=0, running=0, at=15.0 * i, boot_durations=boots), BOUNDS, SETTINGS, state)
+        state = verdict.state
+    verdict = policy.decide(obs(visible=500, quantity=0, running=0, at=30.0), BOUNDS, SETTINGS, state)
+    assert verdict.desired > 0 and "from zero no message can be on time" in verdict.reason
+    assert "a min of 1 would keep a dyno up" in verdict.reason
+    check_reason(verdict.reason, 0, verdict.desired)
