@@ -6,7 +6,8 @@
   CloudWatch is not readable, from the counts alone: while a backlog waits, the visible
   count changes at (arrivals − dynos × rate); when the formation changes between two
   stretches of constant dynos, the change of that slope over the change of dynos is the
-  rate. The operator's figure is a prior of weight ``PRIOR`` dyno-minutes.
+  rate (a figure that moves the estimate but never proves it: see ``proven``). The
+  operator's figure is a prior of weight ``PRIOR`` dyno-minutes.
 * **Boot time**: the ``starting → up`` durations the cycle saw (webhooks or the dyno list);
   the 90th percentile, so plans are made for a slow boot, not an average one.
 * **Concurrency** (messages a dyno works on at once): in-flight ÷ running is never above it;
@@ -222,8 +223,6 @@ class Learner:
         if slope is None:
             return
         n = int(seg["n"])
-        if slope < 0 and pts[-1][0] - pts[0][0] >= 90:  # draining: deletes beat arrivals, so the rate is at least this
-            self._lower_bound(-slope / n, weight=0.25)
         self.last_slope = [float(n), slope, pts[-1][0], pts[-1][0] - pts[0][0]]
 
     def _lower_bound(self, value: float, *, weight: float) -> None:
@@ -314,8 +313,10 @@ class Learner:
         return Estimate("rate", value, operator, "learned", spread_of(pairs, value), len(evidence), f"{weight:.0f} {unit}")
 
     def proven(self) -> bool:
-        """Has the rate been seen at saturation (so the figure is the dynos' own)?"""
-        return sum(float(x[1]) for x in self.rate_samples if x[2] in ("cloudwatch", "counts")) >= 3
+        """Has the rate been measured (CloudWatch's deletes while every dyno had work), so
+        the policy may count on it? Counts alone move the figure but never prove it: with
+        no measured wait to catch it, a wrong figure must cost dynos, not late messages."""
+        return sum(float(x[1]) for x in self.rate_samples if x[2] == "cloudwatch") >= 3
 
     def boot(self, operator: float, *, pinned: bool) -> Estimate:
         if pinned or len(self.boots) < 2:

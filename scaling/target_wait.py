@@ -112,7 +112,7 @@ class TargetWaitPolicy:
     UNPROVEN_BUSY = 0.75
     # Up to this share of a busy dyno is left to the backlog to ask for again (time-sharing
     # between two counts), in proportion to how little of the target a boot takes.
-    BUSY_SLACK = 0.9
+    BUSY_SLACK = 1.2
     SAMPLES = 5
     MAX_GAP_FACTOR = 10  # a gap longer than this many intervals restarts the rate estimate
 
@@ -162,7 +162,7 @@ class TargetWaitPolicy:
         # On the way down the busy dynos are judged on the median of recent looks: one
         # noisy in-flight count must not keep a dyno for a whole window.
         in_flight_seen = [*[float(x) for x in state.get("in_flight_seen", [])][-(self.SAMPLES - 1):], float(obs.in_flight)]
-        slack_busy = self.BUSY_SLACK * max(0.0, 1 - boot / drain)
+        slack_busy = min(0.9, self.BUSY_SLACK * max(0.0, 1 - boot / drain))
         steady_busy = min(ceil_count(statistics.median(in_flight_seen) / concurrency - slack_busy), busy)
         busy_down = ceil_count(steady_busy * self.UNPROVEN_BUSY) if probing else steady_busy
         down_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain * self.DOWN_BUDGET, budget), busy_down,

@@ -84,6 +84,16 @@ def test_without_cloudwatch_the_rate_comes_from_how_the_backlog_slope_changes_wi
     feed(learner, minutes=6, running=[4] * 12 + [8] * 13, visible=visible)
     rate = learner.rate(pinned=False)
     assert rate.value == pytest.approx(5, rel=0.05) and "from counts" in rate.basis
+    # With no measured wait to catch a wrong figure, counts move the rate but never prove it.
+    assert not learner.proven()
+
+
+def test_cloudwatch_minutes_with_every_dyno_busy_prove_the_rate() -> None:
+    learner = Learner({}, operator_rate=10)
+    feed(learner, minutes=5, running=4, visible=5_000)
+    assert not learner.proven()
+    learner.absorb_cloudwatch(deletes(5, 4 * 5 * 60), [], at=T0 + 300, target=120, rate_now=10)
+    assert learner.proven()
 
 
 def test_a_pinned_rate_is_the_operators_figure_whatever_is_measured() -> None:
