@@ -149,6 +149,9 @@ def write_results(runs: list[Any], worlds: list[str], traces: list[str], *, ours
         f"*Late after learning* leaves out the messages of the time a policy needs to see a recurring burst recur "
         f"twice ({learning}); for the other traces it is every message. Both are shown; the verdicts use it for "
         "every policy alike.", "",
+        "These are simulations of our model of Heroku, SQS and CloudWatch, not measurements of the products; "
+        "the peers are their vendors' documented rules as we model them, and their best setting is picked with "
+        "hindsight per world and trace, which no operator can do. DynoScaler gets one setting for everything.", "",
         f"{cost}.", "",
         "![cost against lateness per world and trace](results.png)", "",
         "## Done when?", "", *checklist(runs, worlds, traces, bench, interval), "",

@@ -201,14 +201,14 @@ class TargetWaitPolicy:
         else:
             wanted, action = quantity, f"needs {quantity}"
         desired, note = bounded(wanted, quantity, bounds)
+        if verb and not note.startswith("the formation"):  # out of bounds, the bounds decide the direction
+            action += f": {verb}"
         from_zero = boot + cfg.interval_seconds + cfg.lag_seconds
         if obs.running == 0 and obs.visible and from_zero > cfg.target_wait_seconds:
             # Worth saying: no scaling can fix this, only a min that keeps a dyno up.
             action += (f" (from zero no message can be on time: a boot of {boot:.0f} s, a look and the counts' "
                        f"{cfg.lag_seconds:g} s take {from_zero:.0f} s of the {cfg.target_wait_seconds:g} s target; "
                        "a min of 1 would keep a dyno up)")
-        if verb and not note.startswith("the formation"):  # out of bounds, the bounds decide the direction
-            action += f": {verb}"
         if prewarm and cfg.prewarm == "shadow":
             action += (f" (shadow: would pre-warm {prewarm['dynos']} for the burst due at {_clock(prewarm['due'])}, "
                        f"{prewarm['pattern']})")
