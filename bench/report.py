@@ -68,7 +68,7 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
             else:
                 diff = ours.result.dyno_seconds / cheapest.result.dyno_seconds - 1
                 ok = ok and diff <= 0
-                checks.append(f"dyno-hours {diff * 100:+.0f} % vs {cheapest.policy} {cheapest.setting}")
+                checks.append(f"dyno-hours {diff * 100:+.1f} % vs {cheapest.policy} {cheapest.setting}")
             if trace == "steady":
                 ok = ok and ours.result.writes_per_hour <= bench.STEADY_WRITES_PER_HOUR
                 checks.append(f"{ours.result.writes_per_hour:.1f} writes/h (≤ {bench.STEADY_WRITES_PER_HOUR:g})")

@@ -47,6 +47,7 @@ class Pattern:
     seen: int  # bursts that fit it
     tolerance: float  # how far from the spacing a burst may come and still fit
     work_rate: float  # messages per second beyond the usual that its bursts needed (the largest of the last three)
+    dynos: int = 0  # the fewest dynos any of its last three bursts ended up running at their peak
 
     def describe(self) -> str:
         return f"{self.kind}, seen {self.seen}×"
@@ -57,24 +58,25 @@ class Bursts:
 
     def __init__(self, state: Mapping[str, Any] | None) -> None:
         s = dict(state or {})
-        self.onsets: list[list[float]] = [list(map(float, x)) for x in s.get("onsets", [])]  # [at, work_rate]
+        # [at, work rate, the most dynos that burst ran]
+        self.onsets: list[list[float]] = [[*map(float, x), 0.0][:3] for x in s.get("onsets", [])]
         self.open: dict[str, float] | None = s.get("open")
         self.usual = float(s.get("usual", 0.0))  # usual arrivals per second (outside bursts)
         self.found: list[Pattern] = [pattern_from_dict(p) for p in s.get("patterns", [])]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"onsets": [[round(a, 1), round(w, 2)] for a, w in self.onsets[-KEEP:]], "open": self.open,
+        return {"onsets": [[round(a, 1), round(w, 2), int(d)] for a, w, d in self.onsets[-KEEP:]], "open": self.open,
                 "usual": round(self.usual, 3), "patterns": [pattern_as_dict(p) for p in self.found]}
 
     def observe(self, at: float, dt: float, arrivals: float, *, level: float, visible: int, threshold: float,
-                slack: float) -> bool:
+                slack: float, dynos: int = 0) -> bool:
         """One look: ``arrivals`` per second over the last ``dt`` seconds, ``level`` a
         steadier figure for the same (a median of looks). True when a burst opened."""
         excess = max(0.0, arrivals - self.usual) * dt
         if self.open is None:
             if excess >= max(MIN_BURST_MESSAGES, threshold):
                 self.open = {"at": at, "work": excess, "rate": excess / max(1.0, slack), "calm": 0.0}
-                self.onsets.append([at, self.open["rate"]])
+                self.onsets.append([at, self.open["rate"], float(dynos)])
                 self.onsets = [o for o in self.onsets if o[0] > at - HORIZON][-KEEP:]
                 self.found = self.find()
                 return True
@@ -86,6 +88,7 @@ class Bursts:
         since = at - episode["at"]
         episode["rate"] = max(episode["rate"], episode["work"] / (since + max(1.0, slack)))
         self.onsets[-1][1] = episode["rate"]
+        self.onsets[-1][2] = max(self.onsets[-1][2], float(dynos))
         calm = excess < MIN_BURST_MESSAGES / 4 and visible < threshold
         episode["calm"] = episode["calm"] + 1 if calm else 0.0
         if episode["calm"] >= 2:
@@ -151,8 +154,9 @@ class Bursts:
         # Bursts after the anchor that the pattern did not predict are other bursts; a
         # pattern whose due burst was followed by nothing is dropped when it is late (below).
         work_rate = max(self.onsets[j][1] for j in matched[:3])
+        dynos = int(min(self.onsets[j][2] for j in matched[:3]))
         return Pattern(period=mean_period, kind=_kind(mean_period, latest, weekdays), last=latest, next=due,
-                       seen=len(matched), tolerance=tolerance, work_rate=work_rate)
+                       seen=len(matched), tolerance=tolerance, work_rate=work_rate, dynos=dynos)
 
 
 def plan(patterns: Sequence[Pattern], now: float, *, lead: float, latest_burst: float | None) -> Pattern | None:
@@ -168,7 +172,7 @@ def plan(patterns: Sequence[Pattern], now: float, *, lead: float, latest_burst: 
 
 
 def pattern_from_dict(data: Mapping[str, Any]) -> Pattern:
-    return Pattern(**{k: data[k] for k in Pattern.__dataclass_fields__})
+    return Pattern(**{k: data[k] for k in Pattern.__dataclass_fields__ if k in data})
 
 
 def pattern_as_dict(pattern: Pattern) -> dict[str, Any]:

@@ -143,7 +143,7 @@ class TargetWaitPolicy:
         dt = obs.at - float(state["at"]) if "at" in state else 0.0
         slack = max(cfg.target_wait_seconds - cfg.lag_seconds - cfg.interval_seconds, cfg.target_wait_seconds / 4)
         if 0 < dt <= cfg.interval_seconds * self.MAX_GAP_FACTOR:
-            bursts.observe(obs.at, dt, samples[-1], level=arrivals, visible=obs.visible, slack=slack,
+            bursts.observe(obs.at, dt, samples[-1], level=arrivals, visible=obs.visible, slack=slack, dynos=obs.quantity,
                            threshold=max(0.5 * rate * cfg.target_wait_seconds, 2 * bursts.usual * dt))
 
         drain = self.drain_seconds(cfg, cold=obs.running == 0)
@@ -168,7 +168,8 @@ class TargetWaitPolicy:
         down_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain * self.DOWN_BUDGET, budget), busy_down,
                         1 if obs.visible or obs.in_flight else 0)
 
-        prewarm = self._prewarm(cfg, bursts, obs.at, lead=boot + cfg.interval_seconds + cfg.lag_seconds + 15, rate=rate)
+        prewarm = self._prewarm(cfg, bursts, obs.at, lead=boot + cfg.interval_seconds + cfg.lag_seconds + 15, rate=rate,
+                                proven=proven)
         warm_need = prewarm["dynos"] if prewarm and cfg.prewarm == "on" else 0
         window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
         window.append((obs.at, max(down_need, warm_need)))
@@ -235,7 +236,8 @@ class TargetWaitPolicy:
         )
 
     @staticmethod
-    def _prewarm(cfg: TargetWaitSettings, bursts: Bursts, at: float, *, lead: float, rate: float) -> dict[str, Any] | None:
+    def _prewarm(cfg: TargetWaitSettings, bursts: Bursts, at: float, *, lead: float, rate: float,
+                 proven: bool) -> dict[str, Any] | None:
         if cfg.prewarm == "off":
             return None
         latest = bursts.onsets[-1][0] if bursts.onsets else None
@@ -243,6 +245,8 @@ class TargetWaitPolicy:
         if pattern is None:
             return None
         dynos = max(1, ceil_count((pattern.work_rate + bursts.usual) / rate))
+        if not proven:  # an unproven rate may be too high: have at least what the last bursts ended up running
+            dynos = max(dynos, pattern.dynos)
         return {"mode": cfg.prewarm, "pattern": pattern.describe(), "due": pattern.next, "dynos": dynos,
                 "lead_seconds": round(lead)}
 

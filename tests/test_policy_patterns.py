@@ -141,3 +141,13 @@ def test_shadow_mode_changes_nothing_and_says_what_it_would_have_done() -> None:
     assert [s.formation for s in shadow.samples] == [s.formation for s in off.samples]
     assert any("shadow: would pre-warm" in s.reason for s in shadow.samples)
     assert not any("pre-warm" in s.reason for s in off.samples)
+
+
+def test_without_cloudwatch_a_prewarm_is_as_big_as_what_the_last_bursts_needed() -> None:
+    # Dynos half as fast as the operator said and no CloudWatch: the rate cannot be proven,
+    # so the pre-warm is not sized from it alone.
+    world = World(dyno_rate=5, dyno_concurrency=1, boot_seconds=60, lag_seconds=0, cloudwatch=False)
+    result = simulate(cron(6), policy=TargetWaitPolicy(), settings=SETTINGS, bounds=Bounds(0, 100), interval=15,
+                      world=world, warmup_seconds=600 + 3 * 1800 - 5)
+    assert result.late_share > 0  # the first dumps, before the pattern was trusted
+    assert result.late_share_after_warmup == 0.0
