@@ -108,3 +108,13 @@ def test_backtest_needs_some_history(make_pair: Any) -> None:
     make_pair()
     with pytest.raises(CommandError, match="fewer than two recorded cycles"):
         call_command("simulate", "--from-history", "orders")
+
+
+def test_with_cloudwatch_the_simulation_says_what_the_policy_learned(burst_csv: Path) -> None:
+    out = io.StringIO()
+    call_command("simulate", "--trace", str(burst_csv), "--policy", "target_wait", "--set", "dyno_rate=10",
+                 "--rate", "5", "--cloudwatch", stdout=out)
+    assert "rate at the end" in out.getvalue() and "operator said 10" in out.getvalue()
+    result = simulate_json("--trace", str(burst_csv), "--policy", "target_wait", "--set", "dyno_rate=10", "--rate", "5",
+                           "--cloudwatch")
+    assert result["learned"]["rate"]["operator"] == 10 and result["learned"]["rate"]["value"] < 10

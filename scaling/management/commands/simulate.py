@@ -61,7 +61,7 @@ class Command(BaseCommand):
         result = simulate(trace, policy=policy, settings=settings, bounds=bounds, interval=interval, world=world,
                           windows=windows, progress=self.progress if show_progress else None)
         summary = {"policy": name, "settings": settings, "bounds": [bounds.min_dynos, bounds.max_dynos],
-                   "interval_seconds": interval, **result.as_dict()}
+                   "interval_seconds": interval, **result.as_dict(), "learned": result.details.get("learned")}
         if opts["json"]:
             self.stdout.write(json.dumps(summary, sort_keys=True))
         else:
@@ -163,6 +163,8 @@ class Command(BaseCommand):
         ]
         if r.unfinished:
             rows.append(("never served", f"{r.unfinished:,.0f} messages"))
+        for name, item in (r.details.get("learned") or {}).items():
+            rows.append((f"{name} at the end", f"{item['value']:.3g} ({item['source']}; operator said {item['operator']:g})"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
