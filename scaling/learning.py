@@ -18,8 +18,10 @@
   minute when the model said the dynos sufficed means the rate is lower than believed.
 
 Robust to noise (weighted medians), to idle minutes (only saturated minutes teach the
-rate), and to deploys (minutes with a dyno starting, or a formation change within the
-count lag, teach nothing). Everything is kept in a small JSON-serialisable dict. Pure.
+rate; a backlog must be one the dynos cannot have cleared within the count lag), and to
+deploys (minutes whose dynos changed weigh half, never serve as floors, and the median
+outvotes the few slow minutes after a restart). Everything is kept in a small
+JSON-serialisable dict, a few kilobytes. Pure.
 """
 
 from __future__ import annotations
