@@ -81,7 +81,7 @@ def product_defaults(interval: float | None) -> tuple[dict[str, Any], dict[str, 
             values[f.name] = f.default
             origin[f.name] = "policy"
     values.update(target_wait_seconds=TARGET, dyno_rate=STATED_RATE)
-    origin.update(target_wait_seconds="given", dyno_rate="given (the operator's figure)")
+    origin.update(target_wait_seconds="given", dyno_rate="the operator's figure")
     if interval is not None:
         values["interval_seconds"], origin["interval_seconds"] = interval, "--interval"
     return values, origin

@@ -110,8 +110,8 @@ def checklist(runs: list[Any], worlds: list[str], traces: list[str], bench: Modu
         + (f"; dearer on {', '.join(dearer)}." if dearer else "."),
     ]
     if "batch_dumps" in traces:
-        dumps = ", ".join(f"{w} {ours[w, 'batch_dumps'].late * 100:.2f} % (before: {ours[w, 'batch_dumps'].result.late_share * 100:.2f} % of all)"
-                          for w in worlds)
+        dumps = ", ".join(f"{w} {ours[w, 'batch_dumps'].late * 100:.2f} % (with the first three dumps: "
+                          f"{ours[w, 'batch_dumps'].result.late_share * 100:.2f} %)" for w in worlds)
         lines.append(f"- Periodic batch dumps after the pattern recurred twice, late: {dumps}.")
     if "idle_bursts" in traces:
         parts = []
@@ -149,6 +149,8 @@ def write_results(runs: list[Any], worlds: list[str], traces: list[str], *, ours
         f"*Late after learning* leaves out the messages of the time a policy needs to see a recurring burst recur "
         f"twice ({learning}); for the other traces it is every message. Both are shown; the verdicts use it for "
         "every policy alike.", "",
+        "Without CloudWatch the rate can be moved by the counts but never proven, so DynoScaler keeps counting "
+        "every dyno as if it had to boot: a wrong per-dyno figure then costs dyno-hours, not late messages.", "",
         "These are simulations of our model of Heroku, SQS and CloudWatch, not measurements of the products; "
         "the peers are their vendors' documented rules as we model them, and their best setting is picked with "
         "hindsight per world and trace, which no operator can do. DynoScaler gets one setting for everything.", "",
