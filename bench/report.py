@@ -172,6 +172,7 @@ def plot(runs: list[Any], worlds: list[str], traces: list[str], path: Path, *, b
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(len(worlds), len(traces), figsize=(3.6 * len(traces), 3.1 * len(worlds)), squeeze=False)
     for row, world in enumerate(worlds):
@@ -187,15 +188,17 @@ def plot(runs: list[Any], worlds: list[str], traces: list[str], path: Path, *, b
             ax.axhline(bench.LATE_LIMIT * 100, color="red", lw=0.7, ls="--")
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap at this size
             ax.set_title(f"{world}: {trace}", fontsize=8)
             ax.tick_params(labelsize=6)
             if row == len(worlds) - 1:
                 ax.set_xlabel("dyno-hours (log)", fontsize=7)
             if col == 0:
                 ax.set_ylabel("% late after learning (0 at 0.001)", fontsize=7)
-    axes[0][0].legend(fontsize=5)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
     fig.suptitle("Cost against lateness; each peer swept over its main threshold; ★ = DynoScaler given only the target "
                  "wait and a per-dyno figure", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     fig.savefig(path, dpi=80)
     plt.close(fig)
