@@ -15,10 +15,6 @@ from typing import Any
 from scaling.policies import Bounds, ClassicPolicy, Observation, Policy, Verdict
 
 
-def _clamp(bounds: Bounds, n: int) -> int:
-    return bounds.clamp(n)
-
-
 class HireFireJobQueue:
     """HireFire, Job Queue (size): target = ceil(jobs / ratio) within min/max, checked
     every 60 s; a direction is taken only on the Nth consecutive checkup that wants it
@@ -31,7 +27,7 @@ class HireFireJobQueue:
 
     def decide(self, obs: Observation, bounds: Bounds, settings: Mapping[str, Any], state: Mapping[str, Any]) -> Verdict:
         cfg = {**self.defaults, **settings}
-        target = _clamp(bounds, math.ceil(obs.visible / float(cfg["ratio"])))
+        target = bounds.clamp(math.ceil(obs.visible / float(cfg["ratio"])))
         up = int(state.get("up", 0)) + 1 if target > obs.quantity else 0
         down = int(state.get("down", 0)) + 1 if target < obs.quantity else 0
         desired = obs.quantity
@@ -39,7 +35,7 @@ class HireFireJobQueue:
             desired, up = target, 0
         elif down >= int(cfg["downscale_sensitivity"]):
             desired, down = target, 0
-        return Verdict(desired=_clamp(bounds, desired), state={"up": up, "down": down},
+        return Verdict(desired=bounds.clamp(desired), state={"up": up, "down": down},
                        reason=f"jobs {obs.visible} / ratio {cfg['ratio']:g} → target {target}")
 
 
@@ -69,7 +65,7 @@ class JudoscaleLatency:
                 desired, low_since = obs.quantity - 1, obs.at
         else:
             low_since = None
-        return Verdict(desired=_clamp(bounds, desired), state={"low_since": low_since},
+        return Verdict(desired=bounds.clamp(desired), state={"low_since": low_since},
                        reason=f"latency {latency:.0f} s (up > {upper:g}, down < {lower:g})")
 
 
@@ -106,7 +102,7 @@ class KedaSqsHpa:
             desired = 0
         elif desired == 0 and q > 0:
             desired = 1  # the HPA never goes below 1; only KEDA's cooldown takes it to zero
-        return Verdict(desired=_clamp(bounds, desired), state={"recs": [[t, n] for t, n in recs], "last_active": last_active},
+        return Verdict(desired=bounds.clamp(desired), state={"recs": [[t, n] for t, n in recs], "last_active": last_active},
                        reason=f"metric {metric} / queueLength {target:g} → {want}")
 
 
@@ -138,7 +134,7 @@ class AwsTargetTracking:
         elif low >= int(cfg["in_points"]) and not cooling and q > bounds.min_dynos:
             desired = max(math.ceil(q * metric / target), q - max(1, q // 10))
             low, changed_at = 0, obs.at
-        return Verdict(desired=_clamp(bounds, desired), state={"high": high, "low": low, "changed_at": changed_at},
+        return Verdict(desired=bounds.clamp(desired), state={"high": high, "low": low, "changed_at": changed_at},
                        reason=f"backlog per instance {metric:.1f} (target {target:g})")
 
 

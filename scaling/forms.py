@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from scaling.fields import CANNOT_BE_READ, UnreadableSecret, stored_secret
 from scaling.models import HEROKU_MAX_DYNOS_PER_APP, AwsAccount, HerokuAccount
-from scaling.policies import first_overlap
+from scaling.schedules import first_overlap
 
 
 def secret_hint(value: str | UnreadableSecret) -> str:

@@ -1,12 +1,20 @@
 """Replay an arrival trace through a policy and measure cost and wait.
 
 The world: a FIFO queue fed by a trace of arrivals per second; each dyno, once booted,
-completes ``dyno_rate`` messages a second; a dyno added at t consumes from t + boot;
-a removed dyno stops at once (Heroku stops the highest-numbered, i.e. newest, first).
-Every ``interval`` seconds the policy is consulted and sees only what SQS
-GetQueueAttributes and the Heroku formation API would show: visible and in-flight counts
-as they were ``lag_seconds`` ago, the formation quantity and the dynos up. Billing counts
-every dyno in the formation, booting ones included, per second.
+completes ``dyno_rate`` messages a second (the truth, which the operator's figure in the
+settings may miss); a dyno added at t consumes from t + its boot (each dyno's boot drawn
+around ``boot_seconds``); a removed dyno stops at once (Heroku stops the newest first).
+Service time varies per message (``service_noise``) and drifts over minutes (``drift``);
+a downstream limit (``throughput_cap``) can cap what any number of dynos delete.
+In flight = the messages being worked on: deletes per second × service time.
+
+Every ``interval`` seconds the policy is consulted and sees only what it would see live:
+visible and in-flight counts as they were some seconds ago (between ``lag_min_seconds``
+and ``lag_seconds``), the formation quantity, the dynos up and starting, the boot times
+of dynos that came up since the last look (Heroku's dyno events), and, when
+``cloudwatch`` is on, CloudWatch's per-minute ``NumberOfMessagesDeleted`` and
+``ApproximateAgeOfOldestMessage`` points one to two minutes after their minute ended.
+Billing counts every dyno in the formation, booting ones included, per second.
 
 Pure Python, no Django, no clock: the same policies as live, fed simulated observations.
 """
@@ -14,33 +22,18 @@ Pure Python, no Django, no clock: the same policies as live, fed simulated obser
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaling.policies import Bounds, Observation, Policy, ScheduleWindow, effective_bounds
+from scaling.policy_types import Bounds, Observation, Policy
+from scaling.schedules import ScheduleWindow, effective_bounds
+from scaling.world import QueueWorld, Waits, World
+
+__all__ = ["TRACE_EPOCH", "QueueWorld", "Result", "Sample", "World", "simulate", "trace_from_history"]
 
 # Monday 2026-01-05 00:00 UTC: second 0 of every trace, so schedules line up with weekdays.
 TRACE_EPOCH = 1767571200.0
-
-
-@dataclass(frozen=True)
-class World:
-    dyno_rate: float = 10.0  # messages per second one dyno completes
-    dyno_concurrency: int = 4
-    boot_seconds: float = 45.0
-    lag_seconds: float = 30.0  # how stale SQS's approximate counts are
-    target_wait_seconds: float = 120.0  # for the "late" metric
-    initial_dynos: int | None = None  # default: the bounds' min
-    max_drain_seconds: int = 4 * 3600  # after the trace, run on until empty or this long
-
-    def __post_init__(self) -> None:
-        if not self.dyno_rate > 0:
-            raise ValueError("dyno_rate must be greater than 0")
-        if self.boot_seconds < 0 or self.lag_seconds < 0:
-            raise ValueError("boot_seconds and lag_seconds cannot be negative")
 
 
 @dataclass
@@ -54,6 +47,7 @@ class Sample:
     running: int
     desired: int
     oldest_wait: float
+    reason: str = ""
 
 
 @dataclass
@@ -70,6 +64,8 @@ class Result:
     unfinished: float
     dyno_rate: float
     samples: list[Sample] = field(default_factory=list)
+    late_share_after_warmup: float = 0.0  # of the messages that arrived after the warm-up
+    details: dict[str, Any] = field(default_factory=dict)  # the policy's last details
 
     @property
     def dyno_hours(self) -> float:
@@ -98,115 +94,6 @@ class Result:
         }
 
 
-class _Waits:
-    """A histogram of waits at one-second resolution, weighted by message count."""
-
-    def __init__(self) -> None:
-        self.counts: dict[int, float] = {}
-        self.total = 0.0
-
-    def add(self, wait: int, count: float) -> None:
-        self.counts[wait] = self.counts.get(wait, 0.0) + count
-        self.total += count
-
-    def share_over(self, limit: float) -> float:
-        if not self.total:
-            return 0.0
-        return sum(c for w, c in self.counts.items() if w > limit) / self.total
-
-    def percentile(self, p: float) -> float:
-        if not self.total:
-            return 0.0
-        goal, seen = self.total * p, 0.0
-        for wait in sorted(self.counts):
-            seen += self.counts[wait]
-            if seen >= goal - 1e-9:
-                return float(wait)
-        return float(max(self.counts))
-
-
-class QueueWorld:
-    """A FIFO queue and a formation, advanced one second at a time.
-
-    ``dynos`` holds when each dyno is (or will be) up, in formation order: new dynos are
-    appended with later times and removals take the newest first, so it stays sorted.
-    Used by ``simulate`` and, persisted between cycles, by the sandbox provider.
-    """
-
-    def __init__(self, world: World, *, dynos: int = 0, now: float = 0.0) -> None:
-        self.world = world
-        self.queue: deque[list[float]] = deque()  # [arrival second, messages left]
-        self.visible = 0.0
-        self.in_flight = 0.0
-        self.carry = 0.0
-        self.dynos: list[float] = [now - world.boot_seconds] * dynos
-        lag = int(world.lag_seconds)
-        self.history: deque[tuple[float, float, float]] = deque([(0.0, 0.0, 0.0)] * lag, maxlen=lag + 1)
-
-    @property
-    def formation(self) -> int:
-        return len(self.dynos)
-
-    def running(self, t: float) -> int:
-        return bisect_right(self.dynos, t)
-
-    def tick(self, t: float, arrivals: float, waits: _Waits | None = None) -> None:
-        """One second: arrivals join the queue, running dynos serve it in order."""
-        if arrivals > 0:
-            self.queue.append([t, arrivals])
-            self.visible += arrivals
-        capacity = self.running(t) * self.world.dyno_rate + self.carry
-        served = 0.0
-        queue = self.queue
-        while queue and capacity > 1e-9:
-            head = queue[0]
-            take = min(head[1], capacity)
-            if waits is not None:
-                waits.add(int(t - head[0]), take)
-            head[1] -= take
-            capacity -= take
-            served += take
-            if head[1] <= 1e-9:
-                queue.popleft()
-        self.carry = min(capacity, 0.999) if queue else 0.0  # a part-message carries, idle time does not
-        self.visible = max(0.0, self.visible - served)
-        self.in_flight = served / self.world.dyno_rate * self.world.dyno_concurrency
-        self.history.append((self.visible, self.in_flight, self.oldest_wait(t)))
-
-    def oldest_wait(self, t: float) -> float:
-        return float(t - self.queue[0][0]) if self.queue else 0.0
-
-    def seen(self) -> tuple[float, float, float]:
-        """(visible, in flight, oldest age) as SQS would show them: ``lag_seconds`` ago."""
-        return self.history[0]
-
-    def set_formation(self, quantity: int, t: float) -> None:
-        if quantity > len(self.dynos):
-            self.dynos += [t + self.world.boot_seconds] * (quantity - len(self.dynos))
-        else:
-            del self.dynos[quantity:]  # Heroku stops the highest-numbered (newest) dynos
-
-    def as_dict(self, *, max_entries: int = 5000) -> dict[str, Any]:
-        entries = list(self.queue)
-        if len(entries) > max_entries:  # merge the oldest so the saved state stays small
-            head = entries[: len(entries) - max_entries + 1]
-            entries = [[head[0][0], sum(e[1] for e in head)], *entries[len(head):]]
-        return {"queue": entries, "visible": self.visible, "in_flight": self.in_flight, "carry": self.carry,
-                "dynos": self.dynos, "history": list(self.history)}
-
-    @classmethod
-    def from_dict(cls, world: World, data: dict[str, Any]) -> QueueWorld:
-        qw = cls(world)
-        qw.queue = deque([float(a), float(n)] for a, n in data.get("queue", []))
-        qw.visible = float(data.get("visible", 0.0))
-        qw.in_flight = float(data.get("in_flight", 0.0))
-        qw.carry = float(data.get("carry", 0.0))
-        qw.dynos = sorted(float(d) for d in data.get("dynos", []))
-        for item in data.get("history", []):
-            qw.history.append((float(item[0]), float(item[1]), float(item[2])))
-        return qw
-
-
 def simulate(
     trace: Sequence[float],
     *,
@@ -218,17 +105,22 @@ def simulate(
     windows: Sequence[ScheduleWindow] = (),
     state: Mapping[str, Any] | None = None,
     progress: Callable[[float], None] | None = None,
+    warmup_seconds: float = 0.0,
+    keep_reasons: bool = False,
 ) -> Result:
+    """``warmup_seconds``: messages arriving before then are left out of
+    ``late_share_after_warmup`` (the time a policy needs to learn, reported apart)."""
     if interval <= 0:
         raise ValueError("interval must be greater than 0")
     initial = bounds.min_dynos if world.initial_dynos is None else world.initial_dynos
     qw = QueueWorld(world, dynos=initial)
-    waits = _Waits()
+    waits, after_warmup = Waits(), Waits()
     policy_state: Mapping[str, Any] = dict(state or {})
     dyno_seconds = 0.0
     writes = 0
     messages = 0.0
     samples: list[Sample] = []
+    details: Mapping[str, Any] = {}
     next_cycle = 0.0
     end_of_trace = len(trace)
     last_report = -1.0
@@ -238,24 +130,28 @@ def simulate(
             break
         arrivals = float(trace[t]) if t < end_of_trace else 0.0
         messages += arrivals
-        qw.tick(t, arrivals, waits)
+        qw.tick(t, arrivals, waits, after_warmup, warmup_seconds)
         dyno_seconds += qw.formation
 
         if t >= next_cycle:
             seen_visible, seen_in_flight, seen_age = qw.seen()
             at = TRACE_EPOCH + t
             running = qw.running(t)
+            deleted, ages = qw.metrics(t, TRACE_EPOCH)
             obs = Observation(
                 visible=int(round(seen_visible)), in_flight=int(round(seen_in_flight)), delayed=0,
                 quantity=qw.formation, running=running, at=at, oldest_age=seen_age,
+                starting=qw.formation - running, boot_durations=qw.booted_since_last_look(t),
+                deleted_per_minute=deleted, oldest_age_per_minute=ages,
             )
             current_bounds, _ = effective_bounds(bounds, windows, at)
             verdict = policy.decide(obs, current_bounds, settings, policy_state)
-            policy_state = verdict.state
+            policy_state, details = verdict.state, verdict.details
             if verdict.desired != qw.formation:
                 writes += 1
                 qw.set_formation(verdict.desired, t)
-            samples.append(Sample(t, obs.visible, obs.in_flight, qw.formation, running, verdict.desired, qw.oldest_wait(t)))
+            samples.append(Sample(t, obs.visible, obs.in_flight, qw.formation, running, verdict.desired,
+                                  qw.oldest_wait(t), verdict.reason if keep_reasons else ""))
             next_cycle += interval
 
         if progress is not None and end_of_trace and t % 3600 == 0:
@@ -268,6 +164,8 @@ def simulate(
     # Whatever never got a dyno waited at least until the simulation stopped.
     for arrival, left in qw.queue:
         waits.add(int(t - arrival), left)
+        if arrival >= warmup_seconds:
+            after_warmup.add(int(t - arrival), left)
     if progress is not None and last_report < 1.0:
         progress(1.0)
     return Result(
@@ -283,6 +181,8 @@ def simulate(
         unfinished=sum(left for _, left in qw.queue),
         dyno_rate=world.dyno_rate,
         samples=samples,
+        late_share_after_warmup=after_warmup.share_over(world.target_wait_seconds),
+        details=dict(details),
     )
 
 

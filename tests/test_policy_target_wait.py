@@ -1,23 +1,15 @@
-"""The default policy, schedules and the simulator: pure, no database."""
+"""The default policy, target_wait: pure, no database."""
 
 from __future__ import annotations
 
-from datetime import time
+import itertools
+import json
+import re
 from typing import Any
 
 import pytest
 
-from scaling.baselines import BASELINES
-from scaling.policies import (
-    Bounds,
-    Observation,
-    ScheduleWindow,
-    TargetWaitPolicy,
-    TargetWaitSettings,
-    effective_bounds,
-    first_overlap,
-)
-from scaling.simulator import TRACE_EPOCH, World, simulate
+from scaling.policies import Bounds, ClassicPolicy, Observation, TargetWaitPolicy, TargetWaitSettings
 
 policy = TargetWaitPolicy()
 SETTINGS = {"target_wait_seconds": 120, "dyno_rate": 10, "dyno_concurrency": 4, "boot_seconds": 45,
@@ -25,9 +17,10 @@ SETTINGS = {"target_wait_seconds": 120, "dyno_rate": 10, "dyno_concurrency": 4, 
 BOUNDS = Bounds(0, 100)
 
 
-def obs(visible: int = 0, in_flight: int = 0, quantity: int = 1, running: int | None = None, at: float = 0.0) -> Observation:
+def obs(visible: int = 0, in_flight: int = 0, quantity: int = 1, running: int | None = None, at: float = 0.0,
+        **measured: Any) -> Observation:
     return Observation(visible=visible, in_flight=in_flight, delayed=0, quantity=quantity,
-                       running=quantity if running is None else running, at=at)
+                       running=quantity if running is None else running, at=at, **measured)
 
 
 def run(observations: list[Observation], bounds: Bounds = BOUNDS, settings: dict[str, Any] = SETTINGS) -> list[int]:
@@ -114,69 +107,135 @@ def test_bad_settings_are_named(changes: dict[str, Any], says: str) -> None:
         TargetWaitSettings.from_mapping({**SETTINGS, **changes})
 
 
-# --- schedules ------------------------------------------------------------------------
 
-MONDAY_9AM = TRACE_EPOCH + 9 * 3600
-WEEKDAYS = ScheduleWindow(weekdays=frozenset(range(5)), start=time(8), end=time(18), min_dynos=3, max_dynos=20)
+# --- reasons: what was seen, what the rule concluded, what was done -------------------------
 
-
-def test_a_schedule_replaces_min_and_max_while_it_applies() -> None:
-    assert effective_bounds(Bounds(0, 5), [WEEKDAYS], MONDAY_9AM) == (Bounds(3, 20), WEEKDAYS)
-    assert effective_bounds(Bounds(0, 5), [WEEKDAYS], MONDAY_9AM + 10 * 3600) == (Bounds(0, 5), None)
-    saturday = MONDAY_9AM + 5 * 86400
-    assert effective_bounds(Bounds(0, 5), [WEEKDAYS], saturday)[1] is None
+FINAL = re.compile(r"→ (?:(\d+) to (\d+) dynos|stay at (\d+))$")
 
 
-def test_a_schedule_can_run_past_midnight_and_in_its_own_time_zone() -> None:
-    night = ScheduleWindow(weekdays=frozenset({0}), start=time(22), end=time(2), min_dynos=1, max_dynos=2,
-                           timezone="America/New_York")
-    # Monday 23:00 in New York is Tuesday 04:00 UTC.
-    assert night.applies_at(TRACE_EPOCH + 24 * 3600 + 4 * 3600)
-    assert not night.applies_at(TRACE_EPOCH + 23 * 3600)
+def check_reason(reason: str, quantity: int, desired: int) -> None:
+    """The reason ends with what was done, and what it says was done is what was done."""
+    match = FINAL.search(reason)
+    assert match, reason
+    if match.group(3) is not None:
+        assert desired == quantity == int(match.group(3)), reason
+    else:
+        assert (int(match.group(1)), int(match.group(2))) == (quantity, desired) != (desired, desired), reason
+    assert ("scale up" in reason) <= (desired > quantity), reason
+    assert ("scale down" in reason) <= (desired < quantity), reason
 
 
-def test_overlapping_schedules_are_found() -> None:
-    evening = ScheduleWindow(weekdays=frozenset({4}), start=time(17), end=time(23), min_dynos=0, max_dynos=2)
-    late = ScheduleWindow(weekdays=frozenset({5}), start=time(0), end=time(6), min_dynos=0, max_dynos=2)
-    assert first_overlap([WEEKDAYS, evening]) == (WEEKDAYS, evening)
-    assert first_overlap([WEEKDAYS, late]) is None
+@pytest.mark.parametrize("visible, in_flight, quantity, bounds", list(itertools.product(
+    [0, 300, 4_000, 50_000], [0, 12], [0, 3, 4, 12], [Bounds(0, 100), Bounds(4, 10), Bounds(0, 2)])))
+def test_every_reason_says_seen_then_rule_then_what_was_done_without_contradiction(
+        visible: int, in_flight: int, quantity: int, bounds: Bounds) -> None:
+    state: Any = {"at": -30.0, "visible": visible, "in_flight": in_flight, "needs": [[-60.0, 4], [-30.0, 4]]}
+    verdict = policy.decide(obs(visible=visible, in_flight=in_flight, quantity=quantity), bounds, SETTINGS, state)
+    check_reason(verdict.reason, quantity, verdict.desired)
+    seen, rule, action = verdict.reason.split(" → ")[:3]
+    assert "visible" in seen and "s are left" in rule and "rate" in rule and "needs" in action
 
 
-# --- the simulator ----------------------------------------------------------------------
-
-def test_simulator_serves_every_message_and_bills_every_dyno_second() -> None:
-    trace = [100] + [0] * 599
-    result = simulate(trace, policy=policy, settings=SETTINGS, bounds=Bounds(1, 1), interval=30,
-                      world=World(dyno_rate=10, boot_seconds=0, lag_seconds=0))
-    assert result.messages == 100 and result.unfinished == 0
-    assert result.max_wait == 9  # the 100th message starts in the tenth second
-    assert result.dyno_seconds == 600 and result.writes == 0
+def test_a_need_below_the_formation_inside_the_window_says_why_it_keeps_them() -> None:
+    state: Any = {"at": -15.0, "visible": 0, "in_flight": 0, "needs": [[-60.0, 4]]}
+    verdict = policy.decide(obs(visible=500, quantity=4), BOUNDS, SETTINGS, state)
+    assert verdict.desired == 4
+    assert "needs 2, but keeps 4 until a lower need has held for 90 s" in verdict.reason
+    assert verdict.reason.endswith("→ stay at 4")
 
 
-def test_new_dynos_boot_before_they_consume_and_bill_while_booting() -> None:
-    trace = [1000] + [0] * 299
-    result = simulate(trace, policy=policy, settings=SETTINGS, bounds=Bounds(0, 5), interval=30,
-                      world=World(dyno_rate=10, boot_seconds=45, lag_seconds=0, initial_dynos=0))
-    assert result.p50_wait >= 45  # nobody starts before the first dyno has booted
-    assert result.dyno_seconds > 5 * 45  # booting dynos are billed
+def test_classic_out_of_bounds_says_what_the_step_would_have_been_and_what_the_bounds_did() -> None:
+    verdict = ClassicPolicy().decide(obs(visible=0, quantity=3), Bounds(4, 10),
+                                     {"backlog_threshold": 10, "up_cycles": 2, "down_cycles": 1}, {})
+    assert verdict.desired == 4
+    assert "would remove one dyno; the formation (3) is below min 4: raised to min → 3 to 4 dynos" in verdict.reason
 
 
-def test_the_policy_sees_counts_as_late_as_the_lag() -> None:
-    seen: list[int] = []
-
-    class Spy(TargetWaitPolicy):
-        def decide(self, observation: Observation, *args: Any) -> Any:
-            seen.append(observation.visible)
-            return super().decide(observation, *args)
-
-    simulate([50] + [0] * 60, policy=Spy(), settings=SETTINGS, bounds=Bounds(0, 0), interval=10,
-             world=World(dyno_rate=10, lag_seconds=20))
-    assert seen[:4] == [0, 0, 50, 50]
+def test_both_policies_say_held_at_max_in_the_same_words() -> None:
+    ours = policy.decide(obs(visible=50_000, quantity=10), Bounds(1, 10), SETTINGS, {})
+    classic = ClassicPolicy().decide(obs(visible=50_000, quantity=10), Bounds(1, 10),
+                                     {"backlog_threshold": 10, "up_cycles": 1, "down_cycles": 1}, {})
+    assert ours.reason.endswith("held at max 10 → stay at 10") and classic.reason.endswith("held at max 10 → stay at 10")
 
 
-@pytest.mark.parametrize("name", sorted(BASELINES))
-def test_every_baseline_runs_in_the_simulator(name: str) -> None:
-    trace = [20] * 600 + [0] * 600
-    result = simulate(trace, policy=BASELINES[name], settings={}, bounds=Bounds(0, 20),
-                      interval=BASELINES[name].interval, world=World(dyno_rate=10))  # type: ignore[attr-defined]
-    assert result.messages == 12_000 and result.dyno_seconds > 0
+# --- what was learned, shown, pinned ----------------------------------------------------------
+
+def saturated_minutes(rate_truth: float, settings: dict[str, Any], minutes: int = 8) -> Any:
+    """Four dynos with a backlog, CloudWatch reporting what they really delete."""
+    state: Any = {}
+    verdict: Any = None
+    for i in range(minutes * 4 + 1):
+        at = 15.0 * i
+        points = tuple((60.0 * m, 4 * rate_truth * 60) for m in range(max(0, i // 4 - 2)))
+        verdict = policy.decide(obs(visible=6_000, in_flight=16, quantity=4, at=at, deleted_per_minute=points),
+                                Bounds(4, 4), settings, state)
+        state = verdict.state
+    return verdict
+
+
+def test_what_was_learned_is_in_the_details_and_the_reason_next_to_what_the_operator_said() -> None:
+    verdict = saturated_minutes(5.0, {**SETTINGS, "dyno_concurrency": 1})
+    rate = verdict.details["learned"]["rate"]
+    assert rate["source"] == "learned" and rate["value"] == pytest.approx(5.0, rel=0.05) and rate["operator"] == 10
+    assert set(rate) == {"value", "operator", "source", "spread", "samples", "basis"}
+    assert "rate 5/s per dyno (learned" in verdict.reason and "operator said 10" in verdict.reason
+    assert verdict.details["learned"]["concurrency"]["value"] == pytest.approx(4)
+    json.dumps(verdict.state), json.dumps(verdict.details)  # both go to JSON fields
+
+
+def test_a_pinned_figure_is_used_as_the_operator_gave_it() -> None:
+    verdict = saturated_minutes(5.0, {**SETTINGS, "pin_dyno_rate": True, "pin_boot_seconds": "true"})
+    assert verdict.details["learned"]["rate"] == {"value": 10, "operator": 10, "source": "pinned", "spread": None,
+                                                  "samples": 0, "basis": ""}
+    assert "rate 10/s per dyno (pinned)" in verdict.reason and "boot 45 s (pinned)" in verdict.reason
+
+
+def test_a_slower_learned_rate_asks_for_more_dynos_for_the_same_backlog() -> None:
+    told = policy.decide(obs(visible=9_000, quantity=5, in_flight=20), BOUNDS, {**SETTINGS, "pin_dyno_rate": True}, {})
+    learned = saturated_minutes(5.0, SETTINGS)
+    slower = policy.decide(obs(visible=9_000, quantity=5, in_flight=20, at=10_000.0), BOUNDS, SETTINGS,
+                           {"learn": learned.state["learn"]})
+    assert slower.desired >= 2 * told.desired - 1
+
+
+def test_learned_boot_times_shrink_the_budget() -> None:
+    state: Any = {}
+    for i, boots in enumerate([(88.0, 91.0), (90.0, 89.0, 92.0)]):
+        verdict = policy.decide(obs(quantity=2, at=15.0 * i, boot_durations=boots), BOUNDS, SETTINGS, state)
+        state = verdict.state
+    assert verdict.details["learned"]["boot"]["value"] >= 90
+    assert verdict.details["budget_seconds"] == pytest.approx(max(120 - 92 - 22.5, 15), abs=1)
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"prewarm": "sometimes"}, "prewarm must be one of off, shadow, on"),
+])
+def test_bad_learning_settings_are_named(changes: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        TargetWaitSettings.from_mapping({**SETTINGS, **changes})
+
+
+def test_when_more_dynos_do_not_help_it_holds_says_so_and_flags_it() -> None:
+    state: Any = {}
+    verdict: Any = None
+    formation = [4] * 16 + [8] * 24  # 4 dynos for 4 minutes, then 8 for 6: the deletes stay at 2,400 a minute
+    for i, q in enumerate(formation):
+        at = 15.0 * i
+        points = tuple((60.0 * m, 2_400.0) for m in range(max(0, i // 4 - 2)))
+        verdict = policy.decide(obs(visible=30_000, in_flight=16, quantity=q, at=at, deleted_per_minute=points),
+                                BOUNDS, SETTINGS, state)
+        state = verdict.state
+    assert verdict.desired == 8
+    assert verdict.details["not_helping"] and "more dynos do not raise the deletes" in verdict.details["not_helping"]
+    assert "hold, add none" in verdict.reason and verdict.reason.endswith("→ stay at 8")
+
+
+def test_a_start_from_zero_that_cannot_be_on_time_says_what_would_help() -> None:
+    state: Any = {}
+    for i, boots in enumerate([(95.0, 97.0), (96.0,)]):
+        verdict = policy.decide(obs(quantity=0, running=0, at=15.0 * i, boot_durations=boots), BOUNDS, SETTINGS, state)
+        state = verdict.state
+    verdict = policy.decide(obs(visible=500, quantity=0, running=0, at=30.0), BOUNDS, SETTINGS, state)
+    assert verdict.desired > 0 and "from zero no message can be on time" in verdict.reason
+    assert "a min of 1 would keep a dyno up" in verdict.reason
+    check_reason(verdict.reason, 0, verdict.desired)

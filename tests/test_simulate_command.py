@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,6 @@ from django.utils import timezone
 from scaling.models import Decision, ScalingPair
 
 pytestmark = pytest.mark.django_db
-BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -113,9 +110,11 @@ def test_backtest_needs_some_history(make_pair: Any) -> None:
         call_command("simulate", "--from-history", "orders")
 
 
-def test_the_bench_runs_and_prints_its_table() -> None:
-    done = subprocess.run([sys.executable, "bench/policies.py", "--quick"], cwd=BASE_DIR, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "| steady | **target_wait** | defaults |" in done.stdout
-    assert "**idle_bursts**:" in done.stdout
+def test_with_cloudwatch_the_simulation_says_what_the_policy_learned(burst_csv: Path) -> None:
+    out = io.StringIO()
+    call_command("simulate", "--trace", str(burst_csv), "--policy", "target_wait", "--set", "dyno_rate=10",
+                 "--rate", "5", "--cloudwatch", stdout=out)
+    assert "rate at the end" in out.getvalue() and "operator said 10" in out.getvalue()
+    result = simulate_json("--trace", str(burst_csv), "--policy", "target_wait", "--set", "dyno_rate=10", "--rate", "5",
+                           "--cloudwatch")
+    assert result["learned"]["rate"]["operator"] == 10 and result["learned"]["rate"]["value"] < 10

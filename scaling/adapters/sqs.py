@@ -6,14 +6,12 @@ when a pair's AWS account says so, and ``AWS_ENDPOINT_URL_SQS`` for a local endp
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import boto3
 import botocore.exceptions
-from botocore.config import Config
 
+from scaling.adapters.aws import AwsCredentials, ClientCache, error_parts, secrets_of
 from scaling.adapters.errors import AdapterError
 
 if TYPE_CHECKING:
@@ -43,17 +41,6 @@ _ATTRIBUTES = [
 
 
 @dataclass(frozen=True)
-class AwsCredentials:
-    """An access key pair; ``None`` in its place means boto3's default credential chain."""
-
-    access_key_id: str
-    secret_access_key: str
-
-    def __repr__(self) -> str:  # never print the secret
-        return f"AwsCredentials(access_key_id={self.access_key_id!r}, secret_access_key='****')"
-
-
-@dataclass(frozen=True)
 class QueueCounts:
     visible: int
     in_flight: int
@@ -75,21 +62,15 @@ class SqsReader:
     """
 
     def __init__(self, *, timeout_seconds: float = 10.0) -> None:
-        self._config = Config(
-            connect_timeout=timeout_seconds,
-            read_timeout=timeout_seconds,
-            retries={"max_attempts": 2, "mode": "standard"},
-        )
-        self._clients: dict[tuple[str, AwsCredentials | None], Any] = {}
+        self._clients = ClientCache("sqs", timeout_seconds=timeout_seconds)
         self._urls: dict[tuple[str, AwsCredentials | None, str], str] = {}
-        self._lock = threading.Lock()
 
     def counts(
         self, *, queue: str, region: str, credentials: AwsCredentials | None
     ) -> QueueCounts:
-        secrets = (credentials.secret_access_key,) if credentials else ()
+        secrets = secrets_of(credentials)
         try:
-            client = self._client(region, credentials)
+            client: SQSClient = self._clients.client(region, credentials)
             url = self._queue_url(client, queue, region, credentials)
             response = client.get_queue_attributes(QueueUrl=url, AttributeNames=_ATTRIBUTES)  # type: ignore[arg-type]
         except botocore.exceptions.ClientError as exc:
@@ -110,19 +91,6 @@ class SqsReader:
         except ValueError:
             raise AdapterError(SYSTEM, f"unreadable attributes for {queue}", permanent=False) from None
 
-    def _client(self, region: str, credentials: AwsCredentials | None) -> SQSClient:
-        key = (region, credentials)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                kwargs: dict[str, Any] = {"region_name": region, "config": self._config}
-                if credentials is not None:
-                    kwargs["aws_access_key_id"] = credentials.access_key_id
-                    kwargs["aws_secret_access_key"] = credentials.secret_access_key
-                client = boto3.session.Session().client("sqs", **kwargs)
-                self._clients[key] = client
-        return client
-
     def _queue_url(
         self, client: SQSClient, queue: str, region: str, credentials: AwsCredentials | None
     ) -> str:
@@ -137,10 +105,7 @@ class SqsReader:
 
 
 def _client_error(exc: botocore.exceptions.ClientError, queue: str, secrets: tuple[str, ...]) -> AdapterError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", "Unknown"))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    message = str(error.get("Message", "")) or code
+    code, status, message = error_parts(exc)
     if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
         message = f"queue {queue!r} does not exist in this account and region"
     permanent = code in _PERMANENT_CODES or status in (400, 403, 404)

@@ -13,7 +13,8 @@ from django.db import models
 from django.db.models import Q
 
 from scaling.models.accounts import AwsAccount, HerokuAccount
-from scaling.policies import POLICIES, Bounds, ScheduleWindow
+from scaling.policies import POLICIES, Bounds
+from scaling.schedules import ScheduleWindow
 from scaling.validators import (
     HEROKU_MAX_DYNOS_PER_APP,
     app_name_validator,

@@ -18,7 +18,8 @@ from django.conf import settings
 from scaling.adapters.errors import AdapterError
 from scaling.adapters.heroku import HerokuClient, ProcessState
 from scaling.adapters.sandbox import SandboxSimulation
-from scaling.adapters.sqs import AwsCredentials, QueueCounts, SqsReader
+from scaling.adapters.aws import AwsCredentials
+from scaling.adapters.sqs import QueueCounts, SqsReader
 from scaling.fields import SecretUnreadable
 from scaling.models import AwsAccount, HerokuApp, SandboxState, ScalingPair
 from scaling.services import formations

@@ -37,7 +37,8 @@ from scaling.conditions import (
 )
 from scaling.fields import SecretUnreadable
 from scaling.models import Decision, KillSwitch, ScalingPair
-from scaling.policies import Observation, effective_bounds, get_policy
+from scaling.policies import Observation, get_policy
+from scaling.schedules import effective_bounds
 from scaling.services.backends import Backend, QueueReading, open_backend, pair_secrets
 from scaling.services.formation_writes import FORGET_REFUSAL, Refusal, within_refusal, write_formation
 from scaling.services.heroku_budget import account_after_calls

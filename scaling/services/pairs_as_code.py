@@ -24,7 +24,7 @@ from scaling.pairs_file import (
     ScheduleSpec,
     suggest_env_name,
 )
-from scaling.policies import first_overlap
+from scaling.schedules import first_overlap
 from scaling.services.pairs import pair_apply_settings, pair_delete
 
 # The file's names for model fields where they differ, so errors name what the file says.

@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from scaling.baselines import BASELINES
 from scaling.models import Decision, ScalingPair
-from scaling.policies import POLICIES, Bounds, Policy, ScheduleWindow
+from scaling.policies import POLICIES, Bounds, Policy
+from scaling.schedules import ScheduleWindow
 from scaling.simulator import Result, World, simulate, trace_from_history
 
 BOUND_KEYS = ("min_dynos", "max_dynos", "interval_seconds")
@@ -40,6 +41,8 @@ class Command(BaseCommand):
         parser.add_argument("--boot", type=float, help="true boot seconds (default 45)")
         parser.add_argument("--lag", type=float, help="seconds SQS counts lag (default 30)")
         parser.add_argument("--target", type=float, help="wait in seconds counted as late (default: the target wait, or 120)")
+        parser.add_argument("--cloudwatch", action="store_true",
+                            help="the policy reads CloudWatch's per-minute deletes and oldest age (1–2 min late)")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         parser.add_argument("--plot", metavar="OUT.png", help="draw queue, dynos and wait over time")
 
@@ -53,12 +56,13 @@ class Command(BaseCommand):
             boot_seconds=opts["boot"] if opts["boot"] is not None else float(settings.get("boot_seconds", 45)),
             lag_seconds=opts["lag"] if opts["lag"] is not None else 30.0,
             target_wait_seconds=opts["target"] or float(settings.get("target_wait_seconds", 120)),
+            cloudwatch=bool(opts["cloudwatch"]),
         )
         show_progress = not opts["json"] and len(trace) >= 6 * 3600
         result = simulate(trace, policy=policy, settings=settings, bounds=bounds, interval=interval, world=world,
                           windows=windows, progress=self.progress if show_progress else None)
         summary = {"policy": name, "settings": settings, "bounds": [bounds.min_dynos, bounds.max_dynos],
-                   "interval_seconds": interval, **result.as_dict()}
+                   "interval_seconds": interval, **result.as_dict(), "learned": result.details.get("learned")}
         if opts["json"]:
             self.stdout.write(json.dumps(summary, sort_keys=True))
         else:
@@ -160,6 +164,8 @@ class Command(BaseCommand):
         ]
         if r.unfinished:
             rows.append(("never served", f"{r.unfinished:,.0f} messages"))
+        for name, item in (r.details.get("learned") or {}).items():
+            rows.append((f"{name} at the end", f"{item['value']:.3g} ({item['source']}; operator said {item['operator']:g})"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

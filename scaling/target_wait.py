@@ -1,0 +1,321 @@
+"""The default policy, ``target_wait``: enough dynos that a message starts within the
+target wait, and no more, with the dynos' figures learned as it runs. Pure."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from scaling.learning import Learner, Look
+from scaling.patterns import Bursts, plan
+from scaling.policy_types import Bounds, Observation, Verdict, backlog_per_instance, bounded, ceil_count, outcome
+
+PREWARM_MODES = ("off", "shadow", "on")
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class TargetWaitSettings:
+    """Operator units. Only the target is needed; the rest are starting points that the
+    policy corrects from what it measures, unless pinned."""
+
+    dyno_rate: float  # messages per second one dyno completes (the operator's figure)
+    target_wait_seconds: float = 120.0  # a message should start within this long of arriving
+    dyno_concurrency: int = 1  # messages one dyno works on at once (its worker concurrency)
+    boot_seconds: float = 45.0  # from formation change to the new dyno consuming
+    scale_down_window_seconds: float = 90.0  # a lower need must hold this long
+    interval_seconds: float = 15.0  # how often the policy is consulted
+    lag_seconds: float = 30.0  # how stale SQS's approximate counts may be
+    pin_dyno_rate: bool = False  # use the operator's figure as it is, learn nothing
+    pin_boot_seconds: bool = False
+    pin_dyno_concurrency: bool = False
+    prewarm: str = "on"  # recurring bursts: "off", "shadow" (say what it would do) or "on"
+
+    def __post_init__(self) -> None:
+        if not self.dyno_rate > 0:
+            raise ValueError("dyno_rate must be greater than 0 messages per second")
+        if self.dyno_concurrency < 1:
+            raise ValueError("dyno_concurrency must be at least 1")
+        if self.boot_seconds < 0:
+            raise ValueError("boot_seconds cannot be negative")
+        if not self.target_wait_seconds > self.boot_seconds:
+            raise ValueError(
+                f"target_wait_seconds ({self.target_wait_seconds:g}) must exceed boot_seconds "
+                f"({self.boot_seconds:g}): a new dyno cannot help a message that must start before it boots"
+            )
+        if self.scale_down_window_seconds < 0:
+            raise ValueError("scale_down_window_seconds cannot be negative")
+        if not self.interval_seconds > 0:
+            raise ValueError("interval_seconds must be greater than 0")
+        if self.lag_seconds < 0:
+            raise ValueError("lag_seconds cannot be negative")
+        if self.prewarm not in PREWARM_MODES:
+            raise ValueError(f"prewarm must be one of {', '.join(PREWARM_MODES)}, not {self.prewarm!r}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> TargetWaitSettings:
+        if data.get("dyno_rate") is None:
+            raise ValueError("dyno_rate is required: how many messages one dyno completes per second")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in cls.__dataclass_fields__ or value is None:
+                continue
+            if key.startswith("pin_"):
+                values[key] = _flag(value)
+            elif key == "prewarm":
+                values[key] = str(value)
+            elif key == "dyno_concurrency":
+                values[key] = int(value)
+            else:
+                values[key] = float(value)
+        return cls(**values)
+
+
+class TargetWaitPolicy:
+    """Enough dynos that a message starts within the target wait, and no more.
+
+    In a FIFO queue the newest visible message waits for everything ahead of it, so with
+    N dynos it starts after about visible / (N × rate) seconds. The need is the largest of
+      * backlog: the fewest dynos that start the newest visible message within what is
+        left of the target (the target less how old the backlog may already be: see
+        ``drain_seconds``), the dynos up serving from now and added ones only after a
+        boot (``backlog_need``);
+      * busy: dynos still working (in flight ÷ concurrency, never above the formation);
+      * one dyno whenever anything is visible (wake from zero on the first message);
+      * a pre-warm: dynos for a recurring burst that is due (``scaling.patterns``).
+    Up: at once, to the need. Down: only to the highest need over the stabilization
+    window, computed with 70 % of the time left (hysteresis). To zero only when min is 0 and
+    nothing was visible or in flight for the window.
+
+    Rate, boot time and concurrency are learned (``scaling.learning``); the operator's
+    figures are where learning starts. Until the rate has been seen at saturation, every
+    dyno is counted as if it had to boot (a figure twice too high then costs dynos, not
+    late messages), and a queue empty for a whole window lets the busy floor on the way
+    down fall to 75 %, so a too-low concurrency cannot keep the dynos from ever being busy
+    enough to measure. On the way down, busy dynos are judged on the median of recent
+    looks, and part of a busy dyno is left to the backlog to ask for again when boots are
+    short (time-sharing between two counts). When CloudWatch shows that more dynos do not
+    raise the deletes, the policy stops adding and holds. The constants were chosen with
+    bench/policies.py (see bench/RESULTS.md).
+    """
+
+    name = "target_wait"
+    DOWN_BUDGET = 0.7
+    UNPROVEN_BUSY = 0.75
+    # Up to this share of a busy dyno is left to the backlog to ask for again (time-sharing
+    # between two counts), in proportion to how little of the target a boot takes.
+    BUSY_SLACK = 1.2
+    SAMPLES = 5
+    MAX_GAP_FACTOR = 10  # a gap longer than this many intervals restarts the rate estimate
+
+    def decide(
+        self,
+        observation: Observation,
+        bounds: Bounds,
+        settings: Mapping[str, Any],
+        state: Mapping[str, Any],
+    ) -> Verdict:
+        cfg = TargetWaitSettings.from_mapping(settings)
+        obs = observation
+        learner = Learner(state.get("learn"), operator_rate=cfg.dyno_rate)
+        bursts = Bursts(state.get("bursts"))
+        look = Look(at=obs.at, visible=obs.visible, in_flight=obs.in_flight, running=obs.running,
+                    starting=obs.starting, lag=cfg.lag_seconds, expected_late=bool(state.get("short", False)))
+        previous = _previous_look(state, cfg.lag_seconds)
+        learner.observe(look, previous, obs.boot_durations)
+        learner.absorb_cloudwatch(obs.deleted_per_minute, obs.oldest_age_per_minute, at=obs.at,
+                                  target=cfg.target_wait_seconds, rate_now=learner.rate(pinned=cfg.pin_dyno_rate).value)
+        rate_est = learner.rate(pinned=cfg.pin_dyno_rate)
+        boot_est = learner.boot(cfg.boot_seconds, pinned=cfg.pin_boot_seconds)
+        conc_est = learner.concurrency(cfg.dyno_concurrency, rate_est.value, pinned=cfg.pin_dyno_concurrency)
+        rate, boot, concurrency = rate_est.value, min(boot_est.value, cfg.target_wait_seconds * 0.9), conc_est.value
+
+        samples = self._arrival_samples(obs, cfg, state, rate, concurrency)
+        arrivals = statistics.median(samples)
+        dt = obs.at - float(state["at"]) if "at" in state else 0.0
+        slack = max(cfg.target_wait_seconds - cfg.lag_seconds - cfg.interval_seconds, cfg.target_wait_seconds / 4)
+        if 0 < dt <= cfg.interval_seconds * self.MAX_GAP_FACTOR:
+            bursts.observe(obs.at, dt, samples[-1], level=arrivals, visible=obs.visible, slack=slack, dynos=obs.quantity,
+                           threshold=max(0.5 * rate * cfg.target_wait_seconds, 2 * bursts.usual * dt))
+
+        drain = self.drain_seconds(cfg, cold=obs.running == 0)
+        budget = max(drain - boot, cfg.target_wait_seconds / 8)  # what a dyno added now has
+        quantity = obs.quantity
+        busy = min(ceil_count(obs.in_flight / concurrency), max(quantity, obs.running))
+        # Until the rate has been seen at saturation, count on no dyno for longer than a
+        # new one would have: a wrong figure then costs dynos, not late messages.
+        proven = learner.proven() or cfg.pin_dyno_rate
+        up_drain = drain if proven else budget
+        up_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain, budget), busy, 1 if obs.visible else 0)
+        # Probe: with the rate never seen at saturation and the queue empty for a whole
+        # window, the busy figure may rest on too low a concurrency; offer a little less.
+        last_backlog = obs.at if obs.visible else float(state.get("last_backlog", obs.at))
+        probing = not (proven or cfg.pin_dyno_concurrency) and obs.at - last_backlog >= cfg.scale_down_window_seconds
+        # On the way down the busy dynos are judged on the median of recent looks: one
+        # noisy in-flight count must not keep a dyno for a whole window.
+        in_flight_seen = [*[float(x) for x in state.get("in_flight_seen", [])][-(self.SAMPLES - 1):], float(obs.in_flight)]
+        slack_busy = min(0.9, self.BUSY_SLACK * max(0.0, 1 - boot / drain))
+        steady_busy = min(ceil_count(statistics.median(in_flight_seen) / concurrency - slack_busy), busy)
+        busy_down = ceil_count(steady_busy * self.UNPROVEN_BUSY) if probing else steady_busy
+        down_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain * self.DOWN_BUDGET, budget), busy_down,
+                        1 if obs.visible or obs.in_flight else 0)
+
+        prewarm = self._prewarm(cfg, bursts, obs.at, lead=boot + cfg.interval_seconds + cfg.lag_seconds + 15, rate=rate,
+                                proven=proven)
+        warm_need = prewarm["dynos"] if prewarm and cfg.prewarm == "on" else 0
+        window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
+        window.append((obs.at, max(down_need, warm_need)))
+        held_need = max(n for _, n in window)
+        not_helping = learner.not_helping
+
+        seen = _describe_seen(obs, busy, arrivals, rate)
+        figures = "; ".join(e.describe(text) for e, text in (
+            (rate_est, f"rate {rate:,.3g}/s per dyno"), (boot_est, f"boot {boot_est.value:.0f} s"),
+            (conc_est, f"concurrency {concurrency:.3g}")))
+        rule = (f"of the {cfg.target_wait_seconds:g} s target {drain:.0f} s are left, {budget:.0f} s for a dyno added now "
+                f"[{figures}]")
+        events = list(learner.events)
+        need = max(up_need, warm_need)
+        verb = ""
+        if need > quantity and not_helping is not None and quantity > 0:
+            wanted, action = quantity, f"needs {need}, but {not_helping['why']}: hold, add none"
+        elif need > quantity:
+            wanted, action, verb = need, f"needs {need}", "scale up"
+            if prewarm is not None and warm_need > up_need:
+                action = (f"needs {up_need} now and {warm_need} for the burst due at {_clock(prewarm['due'])} "
+                          f"({prewarm['pattern']})")
+                verb = "pre-warm"
+        elif held_need < quantity:
+            wanted, action, verb = held_need, (f"needs {up_need}; needed at most {held_need} over the last "
+                                               f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)"), "scale down"
+        elif up_need < quantity:
+            wanted, action = quantity, (f"needs {up_need}, but keeps {quantity} until a lower need has held for "
+                                        f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)")
+        else:
+            wanted, action = quantity, f"needs {quantity}"
+        desired, note = bounded(wanted, quantity, bounds)
+        if verb and not note.startswith("the formation"):  # out of bounds, the bounds decide the direction
+            action += f": {verb}"
+        from_zero = boot + cfg.interval_seconds + cfg.lag_seconds
+        if obs.running == 0 and obs.visible and from_zero > cfg.target_wait_seconds:
+            # Worth saying: no scaling can fix this, only a min that keeps a dyno up.
+            action += (f" (from zero no message can be on time: a boot of {boot:.0f} s, a look and the counts' "
+                       f"{cfg.lag_seconds:g} s take {from_zero:.0f} s of the {cfg.target_wait_seconds:g} s target; "
+                       "a min of 1 would keep a dyno up)")
+        if prewarm and cfg.prewarm == "shadow":
+            action += (f" (shadow: would pre-warm {prewarm['dynos']} for the burst due at {_clock(prewarm['due'])}, "
+                       f"{prewarm['pattern']})")
+        why = f"{seen} → {rule} → {action}" + (f"; {note}" if note else "") + f" → {outcome(quantity, desired)}"
+        if events:
+            why = f"{'; '.join(events)}. {why}"
+
+        new_state = {
+            "at": obs.at, "visible": obs.visible, "in_flight": obs.in_flight, "running": obs.running,
+            "samples": samples, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
+            "in_flight_seen": in_flight_seen,
+            "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
+        }
+        learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}
+        return Verdict(
+            desired=desired,
+            state=new_state,
+            reason=why,
+            backlog_per_instance=backlog_per_instance(obs.visible, obs.running),
+            details={"arrivals_per_second": arrivals, "need_now": up_need, "need_window": held_need,
+                     "budget_seconds": budget, "drain_seconds": drain, "learned": learned, "prewarm": prewarm,
+                     "patterns": [p.describe() for p in bursts.found],
+                     "not_helping": not_helping["why"] if not_helping else None, "corrections": events,
+                     # How long the newest visible message waits at the formation now running.
+                     "wait_seconds": obs.visible / (obs.running * rate) if obs.running else (math.inf if obs.visible else 0.0)},
+        )
+
+    @staticmethod
+    def _prewarm(cfg: TargetWaitSettings, bursts: Bursts, at: float, *, lead: float, rate: float,
+                 proven: bool) -> dict[str, Any] | None:
+        if cfg.prewarm == "off":
+            return None
+        latest = bursts.onsets[-1][0] if bursts.onsets else None
+        pattern = plan(bursts.found, at, lead=lead, latest_burst=latest)
+        if pattern is None:
+            return None
+        dynos = max(1, ceil_count((pattern.work_rate + bursts.usual) / rate))
+        if not proven:  # an unproven rate may be too high: have at least what the last bursts ended up running
+            dynos = max(dynos, pattern.dynos)
+        return {"mode": cfg.prewarm, "pattern": pattern.describe(), "due": pattern.next, "dynos": dynos,
+                "lead_seconds": round(lead)}
+
+    @staticmethod
+    def _window(needs: Sequence[Sequence[float]], at: float, seconds: float, quantity: int) -> list[tuple[float, int]]:
+        """Past needs that still count: those within the window, and always the newest
+        one (a pair cycling less often than its window still has a past). With no past at
+        all (a first cycle, a reset state) the current formation counts as needed, so a
+        restart never cuts dynos on one look."""
+        past = [(float(t), int(n)) for t, n in needs]
+        if not past:
+            return [(at, quantity)]
+        kept = [(t, n) for t, n in past if at - t < seconds]
+        return kept or [past[-1]]
+
+    @staticmethod
+    def drain_seconds(cfg: TargetWaitSettings, *, cold: bool) -> float:
+        """How soon a backlog seen now must be cleared: the backlog is older than it
+        looks, as counts lag and it may have built since the last cycle. With no dyno
+        running (a cold start) every waiting message has aged by up to a lag and a cycle;
+        with dynos consuming, the backlog is a moving window whose messages are on average
+        half that old."""
+        stale = cfg.interval_seconds + cfg.lag_seconds
+        return max(cfg.target_wait_seconds - (stale if cold else stale / 2), cfg.target_wait_seconds / 4)
+
+    @staticmethod
+    def backlog_need(visible: int, running: int, rate: float, drain: float, budget: float) -> int:
+        """The fewest dynos that clear ``visible`` within ``drain`` seconds when the
+        ``running`` ones serve from now and any added serve only for ``budget`` seconds
+        (what is left after their boot)."""
+        if visible <= running * rate * drain:
+            return ceil_count(visible / (rate * drain))
+        return running + ceil_count((visible - running * rate * drain) / (rate * budget))
+
+    def _arrival_samples(self, obs: Observation, cfg: TargetWaitSettings, state: Mapping[str, Any],
+                         rate: float, concurrency: float) -> list[float]:
+        completing = min(obs.in_flight / concurrency, max(obs.running, 0)) * rate
+        previous = state.get("at")
+        if previous is None:
+            return [completing]
+        dt = obs.at - float(previous)
+        if not 0 < dt <= cfg.interval_seconds * self.MAX_GAP_FACTOR:
+            return [completing]
+        prev_in_flight = float(state.get("in_flight", obs.in_flight))
+        completing = min((obs.in_flight + prev_in_flight) / 2 / concurrency, max(obs.running, 0)) * rate
+        change = (obs.visible - float(state.get("visible", obs.visible))) / dt
+        sample = max(0.0, change + completing)
+        return [*[float(x) for x in state.get("samples", [])][-(self.SAMPLES - 1):], sample]
+
+
+def _previous_look(state: Mapping[str, Any], lag: float) -> Look | None:
+    if "at" not in state:
+        return None
+    return Look(at=float(state["at"]), visible=int(state.get("visible", 0)), in_flight=int(state.get("in_flight", 0)),
+                running=int(state.get("running", 0)), starting=0, lag=lag, expected_late=False)
+
+
+def _describe_seen(obs: Observation, busy: int, arrivals: float, rate: float) -> str:
+    up = f"{obs.running} up" + (f", {obs.starting} starting" if obs.starting else "")
+    if obs.running:
+        waits = f"with {obs.running} up the newest message waits ≈ {obs.visible / (obs.running * rate):,.0f} s"
+    else:
+        waits = "no dyno is up" + (", so nothing is served" if obs.visible else "")
+    return (f"{obs.visible:,} visible, {obs.in_flight:,} in flight (≈ {busy} dyno(s) busy), {up}, "
+            f"arrivals ≈ {arrivals:,.1f}/s; {waits}")
+
+
+def _clock(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%H:%M UTC")

@@ -1,0 +1,34 @@
+"""Time-of-day schedules: pure."""
+
+from __future__ import annotations
+
+from datetime import time
+
+from scaling.policies import Bounds
+from scaling.schedules import ScheduleWindow, effective_bounds, first_overlap
+from scaling.simulator import TRACE_EPOCH
+
+MONDAY_9AM = TRACE_EPOCH + 9 * 3600
+WEEKDAYS = ScheduleWindow(weekdays=frozenset(range(5)), start=time(8), end=time(18), min_dynos=3, max_dynos=20)
+
+
+def test_a_schedule_replaces_min_and_max_while_it_applies() -> None:
+    assert effective_bounds(Bounds(0, 5), [WEEKDAYS], MONDAY_9AM) == (Bounds(3, 20), WEEKDAYS)
+    assert effective_bounds(Bounds(0, 5), [WEEKDAYS], MONDAY_9AM + 10 * 3600) == (Bounds(0, 5), None)
+    saturday = MONDAY_9AM + 5 * 86400
+    assert effective_bounds(Bounds(0, 5), [WEEKDAYS], saturday)[1] is None
+
+
+def test_a_schedule_can_run_past_midnight_and_in_its_own_time_zone() -> None:
+    night = ScheduleWindow(weekdays=frozenset({0}), start=time(22), end=time(2), min_dynos=1, max_dynos=2,
+                           timezone="America/New_York")
+    # Monday 23:00 in New York is Tuesday 04:00 UTC.
+    assert night.applies_at(TRACE_EPOCH + 24 * 3600 + 4 * 3600)
+    assert not night.applies_at(TRACE_EPOCH + 23 * 3600)
+
+
+def test_overlapping_schedules_are_found() -> None:
+    evening = ScheduleWindow(weekdays=frozenset({4}), start=time(17), end=time(23), min_dynos=0, max_dynos=2)
+    late = ScheduleWindow(weekdays=frozenset({5}), start=time(0), end=time(6), min_dynos=0, max_dynos=2)
+    assert first_overlap([WEEKDAYS, evening]) == (WEEKDAYS, evening)
+    assert first_overlap([WEEKDAYS, late]) is None
