@@ -51,6 +51,10 @@ try:
     RECONCILE_SECONDS = env_int("DYNOSCALER_RECONCILE_SECONDS", 300, minimum=30, maximum=3600)
     # Reconciling reads leave this many calls above the reserve for the writes that matter.
     HEROKU_RECONCILE_HEADROOM = env_int("HEROKU_RECONCILE_HEADROOM", 50, minimum=0, maximum=4500)
+    # How often a target_wait pair reads CloudWatch's per-minute deletes and age of the oldest
+    # message (GetMetricData costs $0.01 per 1,000 metrics: two a queue a read, so about
+    # $0.90 a queue a month at 60 s). 0: never; the policy then learns from the counts.
+    CLOUDWATCH_SECONDS = env_int("DYNOSCALER_CLOUDWATCH_SECONDS", 60, minimum=0, maximum=86400)
     # Identical quiet cycles are stored as one decision row at most this long.
     DECISION_RUN_SECONDS = env_int("DYNOSCALER_DECISION_RUN_SECONDS", 900, minimum=0, maximum=86400)
     # Every cycle's counts (for the chart and simulate --from-history) are kept this long.

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from scaling.models import Decision, ScalingPair
+from scaling.models import Decision, PairSample, ScalingPair
 
 STALL_INTERVALS = 3
 
@@ -53,10 +53,23 @@ def stalled_pair_count(now: datetime | None = None) -> int:
         "enabled", "last_cycle_at", "created_at", "interval_seconds"))
 
 
-def pair_series(pair: ScalingPair, *, hours: float, now: datetime | None = None) -> list[tuple[datetime, int | None, int | None, int | None]]:
-    """(when, visible, running, desired) for the pair's decisions in the last ``hours``, at most ~600 points."""
+Point = tuple[datetime, int | None, int | None, int | None, int | None]
+CHART_POINTS = 600
+
+
+def pair_series(pair: ScalingPair, *, hours: float, now: datetime | None = None) -> list[Point]:
+    """(when, visible, running, desired, shadow pre-warm) over the last ``hours``, at most
+    about 600 points: from every cycle's sample while they are kept, from the decisions
+    before. A point stands for its stretch of time with the most that was visible in it, so
+    a short burst still shows."""
     since = (now or timezone.now()) - timedelta(hours=hours)
-    rows = list(Decision.objects.filter(pair=pair, created_at__gte=since).order_by("created_at")
-                .values_list("created_at", "visible_messages", "dynos_running", "desired_quantity", "quantity_before"))
-    step = max(1, len(rows) // 600)
-    return [(c, v, r, d if d is not None else q) for c, v, r, d, q in rows[::step]]
+    rows: list[Point] = list(PairSample.objects.filter(pair=pair, at__gte=since).order_by("at")
+                             .values_list("at", "visible", "running", "desired", "shadow"))
+    oldest = rows[0][0] if rows else None
+    earlier = Decision.objects.filter(pair=pair, created_at__gte=since)
+    if oldest is not None:
+        earlier = earlier.filter(created_at__lt=oldest)
+    rows[:0] = [(c, v, r, d if d is not None else q, None) for c, v, r, d, q in earlier.order_by("created_at")
+                .values_list("created_at", "visible_messages", "dynos_running", "desired_quantity", "quantity_before")]
+    step = max(1, -(-len(rows) // CHART_POINTS))
+    return [max(rows[i:i + step], key=lambda p: p[1] if p[1] is not None else -1) for i in range(0, len(rows), step)]

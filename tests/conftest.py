@@ -106,7 +106,8 @@ def celery_worker(celery_on_test_redis: str) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real moto_server process on loopback; boto3 finds it through AWS_ENDPOINT_URL_SQS."""
+    """A real moto_server process on loopback; boto3 finds it through AWS_ENDPOINT_URL_SQS (and
+    _CLOUDWATCH: moto serves both, and holds the SQS metrics the tests publish as AWS would)."""
     exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
@@ -118,10 +119,28 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.kill()
         pytest.fail(f"moto_server did not start (install requirements-dev.txt); its log: {log.read_text()[-2000:]}")
     url = f"http://127.0.0.1:{port}"
-    os.environ["AWS_ENDPOINT_URL_SQS"] = url
+    os.environ["AWS_ENDPOINT_URL_SQS"] = os.environ["AWS_ENDPOINT_URL_CLOUDWATCH"] = url
     yield url
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture
+def moto_with_iam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second moto_server that enforces IAM after its first two calls (which make a
+    user with no permission at all)."""
+    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto-iam") / "moto.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "2"})
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture

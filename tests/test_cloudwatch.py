@@ -4,12 +4,8 @@ the test the way AWS publishes them: one point a minute per queue in ``AWS/SQS``
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,7 +15,7 @@ import requests
 from scaling.adapters.cloudwatch import CloudWatchReader, queue_name
 from scaling.adapters.errors import AdapterError
 from scaling.adapters.aws import AwsCredentials
-from tests.conftest import AWS_KEY, AWS_SECRET, REGION, free_port, wait_for_port
+from tests.conftest import AWS_KEY, AWS_SECRET, REGION, free_port
 
 CREDENTIALS = AwsCredentials(AWS_KEY, AWS_SECRET)
 END = 1_767_600_000.0  # a whole minute; the reader asks for the minutes before it
@@ -79,24 +75,6 @@ def test_an_unreachable_endpoint_is_a_passing_failure(cloudwatch: Any) -> None:
     with pytest.raises(AdapterError) as caught:
         CloudWatchReader(timeout_seconds=1).queue_metrics(queues=["orders"], region=REGION, credentials=CREDENTIALS, end=END)
     assert caught.value.system == "CloudWatch" and not caught.value.permanent
-
-
-@pytest.fixture(scope="module")
-def moto_with_iam(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second moto_server that enforces IAM after its first two calls (which make a
-    user with no permission at all)."""
-    exe = shutil.which("moto_server") or str(Path(sys.executable).with_name("moto_server"))
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto-iam") / "moto.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "2"})
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_no_permission_to_read_metrics_is_permanent_so_the_pair_learns_from_counts(moto_with_iam: str, cloudwatch: Any) -> None:

@@ -58,7 +58,7 @@ def celery(tmp_path: Path, redis_url: str, moto_url: str, heroku: Any, elastic: 
         env.update({
             # Web, worker and beat share one key, as Heroku config vars make them do.
             "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SECRET_KEY": settings.SECRET_KEY,
-            "HEROKU_API_URL": heroku.url, "AWS_ENDPOINT_URL_SQS": moto_url,
+            "HEROKU_API_URL": heroku.url, "AWS_ENDPOINT_URL_SQS": moto_url, "AWS_ENDPOINT_URL_CLOUDWATCH": moto_url,
             "ELK_ELASTIC_URL": elastic.url, "ELK_ELASTIC_USER": "elastic", "ELK_ELASTIC_PASS": "es-pass-s3cret-XYZ",
             "DYNOSCALER_MIN_INTERVAL": "1", **extra_env,
         })

@@ -20,7 +20,7 @@ from tests.conftest import AWS_SECRET, HEROKU_TOKEN
 pytestmark = pytest.mark.django_db
 TARGET_WAIT_FIELDS = {"target_wait_seconds": 120, "dyno_rate": 5, "dyno_concurrency": 4, "boot_seconds": 45,
                       "scale_down_window_seconds": 90, "lag_seconds": 30, "provider": "heroku",
-                      "manual_hold_seconds": 900}
+                      "manual_hold_seconds": 900, "prewarm": "on"}
 NO_SCHEDULES = {"schedules-TOTAL_FORMS": 0, "schedules-INITIAL_FORMS": 0, "schedules-MIN_NUM_FORMS": 0,
                 "schedules-MAX_NUM_FORMS": 1000}
 

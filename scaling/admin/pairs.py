@@ -3,6 +3,8 @@ operator's controls (pause, resume, scale now, run a cycle, check connection).""
 
 from __future__ import annotations
 
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.contrib import admin, messages
@@ -24,6 +26,28 @@ from scaling.charts import line_chart
 from scaling.fields import CANNOT_BE_READ, SecretUnreadable
 from scaling.forms import AccountChoiceField, NumberStepForm, PauseForm, ScaleNowForm, ScheduleFormSet
 from scaling.models import Decision, PairQueue, PairSchedule, ScalingPair
+
+
+def learned_context(pair: ScalingPair) -> dict[str, Any]:
+    """What the policy learned, as the pair page shows it: value, how sure, from how much
+    data, and what the operator said."""
+    learned = pair.learned or {}
+    names = {"rate": ("messages per second per dyno", "{:.3g}/s"), "boot": ("boot time", "{:.0f} s"),
+             "concurrency": ("concurrency per dyno", "{:.3g}")}
+    rows = []
+    for key, (what, shape) in names.items():
+        figure = (learned.get("learned") or {}).get(key)
+        if not figure:
+            continue
+        spread = figure.get("spread")
+        rows.append({"what": what, "value": shape.format(figure["value"]), "source": figure.get("source", ""),
+                     "sure": f"±{spread * 100:.0f} %" if spread is not None else "—", "basis": figure.get("basis") or "—",
+                     "operator": shape.format(figure["operator"]) if figure.get("operator") is not None else "—"})
+    prewarm = learned.get("prewarm")
+    if prewarm and prewarm.get("due"):
+        prewarm = {**prewarm, "due_text": f"{datetime.fromtimestamp(prewarm['due'], tz=dt_timezone.utc):%Y-%m-%d %H:%M} UTC"}
+    return {"learned_rows": rows, "learned_patterns": learned.get("patterns") or [],
+            "learned_prewarm": prewarm, "learned_not_helping": learned.get("not_helping")}
 
 
 class PairQueueInline(admin.TabularInline):
@@ -61,9 +85,11 @@ class ScalingPairAdmin(GuardedAdmin):
                           "manual hold after someone changes the formation outside it."}),
         ("Policy", {"fields": ["policy"]}),
         ("target_wait policy", {
-            "fields": ["target_wait_seconds", "dyno_rate", "dyno_concurrency", "boot_seconds",
-                       "scale_down_window_seconds", "lag_seconds"],
-            "description": "Used when the policy is target_wait: say how long a message may wait and what one dyno gets through.",
+            "fields": ["target_wait_seconds", ("dyno_rate", "pin_dyno_rate"), ("boot_seconds", "pin_boot_seconds"),
+                       ("dyno_concurrency", "pin_dyno_concurrency"), "prewarm", "scale_down_window_seconds",
+                       "lag_seconds"],
+            "description": "Used when the policy is target_wait. Say how long a message may wait; the rest are starting "
+            "points that DynoScaler measures (the page above shows what it found) unless you pin them.",
         }),
         ("classic policy", {
             "fields": ["backlog_threshold", "up_cycles", "down_cycles"],
@@ -116,11 +142,14 @@ class ScalingPairAdmin(GuardedAdmin):
                 "chart_ranges": self.chart_ranges,
                 "chart_svg": line_chart(
                     [t for t, *_ in series],
-                    [("visible messages", "#1f77b4", [v for _, v, _, _ in series], "left"),
-                     ("dynos running", "#2ca02c", [r for _, _, r, _ in series], "right"),
-                     ("dynos desired", "#d62728", [d for _, _, _, d in series], "right")],
+                    [("visible messages", "#1f77b4", [p[1] for p in series], "left"),
+                     ("dynos running", "#2ca02c", [p[2] for p in series], "right"),
+                     ("dynos desired", "#d62728", [p[3] for p in series], "right"),
+                     *([("pre-warm (shadow)", "#9467bd", [p[4] for p in series], "right")]
+                       if any(p[4] is not None for p in series) else [])],
                     title=f"Backlog and dynos of {pair.name}",
                 ),
+                **learned_context(pair),
                 "latest_decisions": list(pair.decisions.order_by("-created_at", "-id")[:20]),
                 "pair_stalled": selectors.pair_is_stalled(pair, now),
                 "pair_paused": bool(pair.paused_until and pair.paused_until > now),
@@ -218,7 +247,9 @@ class ScalingPairAdmin(GuardedAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         # After the queues are saved too: the beat task follows the pair.
-        repointed = bool({"app_name", "process_type", "provider"} & set(form.changed_data))
+        # Another app, process type or provider, or other queues: what was learned is about something else.
+        queues_changed = any(fs.has_changed() for fs in formsets if fs.model is PairQueue)
+        repointed = bool({"app_name", "process_type", "provider"} & set(form.changed_data)) or queues_changed
         services.pair_apply_settings(pair=form.instance, repointed=repointed)
 
     def delete_model(self, request: HttpRequest, obj: ScalingPair) -> None:

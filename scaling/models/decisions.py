@@ -110,6 +110,8 @@ class PairSample(models.Model):
     running = models.PositiveSmallIntegerField(null=True)
     quantity = models.PositiveSmallIntegerField(null=True)
     desired = models.PositiveSmallIntegerField(null=True)
+    # In shadow mode: the quantity pre-warming would have asked for (for the chart).
+    shadow = models.PositiveSmallIntegerField(null=True)
 
     class Meta:
         indexes = [models.Index(fields=["pair", "at"], name="sample_pair_at"),

@@ -71,6 +71,8 @@ class FormationState(models.Model):
                                   help_text="Who changed it: DynoScaler, the person Heroku named, or unknown.")
     # {dyno name: {"state": "up", "at": Heroku's updated_at (ISO)}} for this process type.
     dynos = models.JSONField(default=dict, blank=True)
+    # The last boots measured: [[when it came up (ISO), starting → up seconds], ...], newest last.
+    boots = models.JSONField(default=list, blank=True)
 
     class Meta:
         verbose_name = "formation"

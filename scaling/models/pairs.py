@@ -98,20 +98,34 @@ class ScalingPair(models.Model):
         "messages per second per dyno",
         default=1.0,
         validators=[MinValueValidator(0.0001)],
-        help_text="target_wait policy: how many messages one dyno completes per second, measured under load.",
+        help_text="target_wait policy: how many messages one dyno completes per second. A starting point: "
+        "DynoScaler measures it (from CloudWatch's deleted messages, or the counts) unless pinned.",
+    )
+    pin_dyno_rate = models.BooleanField(
+        "pin the rate", default=False,
+        help_text="target_wait policy: use the messages per second per dyno as given; learn nothing.",
     )
     dyno_concurrency = models.PositiveSmallIntegerField(
         "concurrency per dyno",
         default=1,
         validators=[MinValueValidator(1), MaxValueValidator(10000)],
-        help_text="target_wait policy: messages one dyno works on at once (its worker concurrency). "
-        "Used to tell busy dynos from in-flight counts.",
+        help_text="target_wait policy: messages one dyno works on at once (its worker concurrency), used to tell "
+        "busy dynos from in-flight counts. A starting point, learned unless pinned.",
+    )
+    pin_dyno_concurrency = models.BooleanField(
+        "pin the concurrency", default=False,
+        help_text="target_wait policy: use the concurrency (messages at once) as given.",
     )
     boot_seconds = models.PositiveIntegerField(
         "boot time",
         default=45,
         validators=[MaxValueValidator(3600)],
-        help_text="target_wait policy: seconds from a formation change to a new dyno consuming (Heroku: typically 30–60).",
+        help_text="target_wait policy: seconds from a formation change to a new dyno consuming (Heroku: typically "
+        "30–60). A starting point: DynoScaler measures it from the dynos' own starting → up times unless pinned.",
+    )
+    pin_boot_seconds = models.BooleanField(
+        "pin the boot time", default=False,
+        help_text="target_wait policy: use the boot time (seconds) as given.",
     )
     scale_down_window_seconds = models.PositiveIntegerField(
         "scale-down window",
@@ -173,6 +187,19 @@ class ScalingPair(models.Model):
     )
     # Quiet cycles like the last recorded decision, not yet written as one summary row.
     quiet_run = models.JSONField(default=dict, blank=True, editable=False)
+    prewarm = models.CharField(
+        "pre-warm for recurring bursts", max_length=8, default="on",
+        choices=[("on", "on"), ("shadow", "shadow: say what it would do"), ("off", "off")],
+        help_text="target_wait policy: bursts that recur (every N minutes, hourly at :MM, daily at HH:MM UTC, weekdays). "
+        "On: once a burst has recurred twice, start dynos a learned boot ahead of it, and release them if it does not "
+        "come. Shadow: only say (in the reason and on the chart) what it would do. Off: never.",
+    )
+    # What the policy has learned, as its last cycle said it (for the pair page).
+    learned = models.JSONField(default=dict, blank=True, editable=False)
+    # CloudWatch is read at most once a minute; after a refusal (no cloudwatch:GetMetricData),
+    # once an hour, and the policy learns from the counts meanwhile.
+    cloudwatch_read_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cloudwatch_problem = models.TextField(blank=True, editable=False)
     managed_by_env = models.BooleanField(
         default=False,
         editable=False,
@@ -181,7 +208,7 @@ class ScalingPair(models.Model):
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False, on_delete=models.SET_NULL
     )
-    # The claim that lets only one cycle of this pair run at a time (see services.cycle.pair_claim).
+    # The claim that lets only one cycle of this pair run at a time (see services.claims.pair_claim).
     cycle_claim = models.UUIDField(null=True, blank=True, editable=False)
     cycle_claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     last_cycle_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -263,6 +290,10 @@ class ScalingPair(models.Model):
             "scale_down_window_seconds": self.scale_down_window_seconds,
             "lag_seconds": self.lag_seconds,
             "interval_seconds": self.interval_seconds,
+            "pin_dyno_rate": self.pin_dyno_rate,
+            "pin_boot_seconds": self.pin_boot_seconds,
+            "pin_dyno_concurrency": self.pin_dyno_concurrency,
+            "prewarm": self.prewarm,
         }
 
     def bounds(self) -> Bounds:

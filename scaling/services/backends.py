@@ -15,6 +15,7 @@ from typing import Protocol
 
 from django.conf import settings
 
+from scaling.adapters.cloudwatch import CloudWatchReader
 from scaling.adapters.errors import AdapterError
 from scaling.adapters.heroku import HerokuClient, ProcessState
 from scaling.adapters.sandbox import SandboxSimulation
@@ -24,6 +25,18 @@ from scaling.fields import SecretUnreadable
 from scaling.models import AwsAccount, HerokuApp, SandboxState, ScalingPair
 from scaling.services import formations
 from scaling.services.heroku_budget import Call, why_not_call
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the policy learns from beyond the counts: boots that ended since the last cycle,
+    and CloudWatch's per-minute points when they were read this cycle."""
+
+    boot_durations: tuple[float, ...] = ()
+    deleted_per_minute: tuple[tuple[float, float], ...] = ()
+    oldest_age_per_minute: tuple[tuple[float, float], ...] = ()
+    cloudwatch_read: bool = False  # CloudWatch was asked this cycle
+    cloudwatch_problem: str | None = None  # why it cannot be read ("" : it can again; None: not asked)
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,10 @@ class Backend(Protocol):
 
     def scale(self, quantity: int) -> int: ...
 
+    def measure(self, *, since: datetime | None) -> Measured:
+        """Boots that ended after ``since``, and CloudWatch's points when a read is due."""
+        ...
+
     @property
     def rate_limit_remaining(self) -> int | None: ...
 
@@ -77,6 +94,7 @@ class Backend(Protocol):
 
 
 _sqs_reader: SqsReader | None = None
+_cloudwatch_reader: CloudWatchReader | None = None
 
 
 def sqs_reader() -> SqsReader:
@@ -87,10 +105,17 @@ def sqs_reader() -> SqsReader:
     return _sqs_reader
 
 
+def cloudwatch_reader() -> CloudWatchReader:
+    global _cloudwatch_reader
+    if _cloudwatch_reader is None:
+        _cloudwatch_reader = CloudWatchReader(timeout_seconds=settings.AWS_TIMEOUT_SECONDS)
+    return _cloudwatch_reader
+
+
 def forget_cached_clients() -> None:
     """Drop cached clients and queue URLs (after the AWS endpoint changed, in tests)."""
-    global _sqs_reader
-    _sqs_reader = None
+    global _sqs_reader, _cloudwatch_reader
+    _sqs_reader = _cloudwatch_reader = None
 
 
 def aws_credentials(account: AwsAccount) -> AwsCredentials | None:
@@ -165,6 +190,40 @@ class HerokuSqsBackend:
         formations.store_write(self.app, info, now=self.now)
         return info.quantity
 
+    def measure(self, *, since: datetime | None) -> Measured:
+        state = formations.known(self.app, self.pair.process_type)
+        boots = formations.boots_since(state, since) if state is not None else ()
+        if self.pair.policy != "target_wait" or not self._cloudwatch_due():
+            return Measured(boot_durations=boots)
+        deleted: dict[float, float] = {}
+        oldest: dict[float, float] = {}
+        regions: dict[str, list[str]] = {}
+        for queue, region in self.queues():
+            regions.setdefault(region, []).append(queue)
+        try:
+            for region, queues in regions.items():
+                points = cloudwatch_reader().queue_metrics(queues=queues, region=region, credentials=self.credentials,
+                                                           end=self.now.timestamp())
+                for minute, value in points.deleted_per_minute:
+                    deleted[minute] = deleted.get(minute, 0.0) + value
+                for minute, value in points.oldest_age_per_minute:
+                    oldest[minute] = max(oldest.get(minute, 0.0), value)
+        except AdapterError as exc:
+            problem = (f"CloudWatch cannot be read ({exc.message}); the policy learns from the queue counts "
+                       "meanwhile" if exc.permanent else None)
+            return Measured(boot_durations=boots, cloudwatch_read=True, cloudwatch_problem=problem)
+        return Measured(boot_durations=boots, deleted_per_minute=tuple(sorted(deleted.items())),
+                        oldest_age_per_minute=tuple(sorted(oldest.items())), cloudwatch_read=True, cloudwatch_problem="")
+
+    def _cloudwatch_due(self) -> bool:
+        every = settings.CLOUDWATCH_SECONDS
+        if not every:
+            return False
+        if self.pair.cloudwatch_problem:
+            every = max(every, 3600)  # refused: ask again hourly, in case the permission was granted
+        read_at = self.pair.cloudwatch_read_at
+        return read_at is None or (self.now - read_at).total_seconds() >= every
+
     @property
     def rate_limit_remaining(self) -> int | None:
         return self.client.rate_limit_remaining
@@ -223,6 +282,9 @@ class SandboxBackend:
 
     def scale(self, quantity: int) -> int:
         return self.simulation.scale(quantity)
+
+    def measure(self, *, since: datetime | None) -> Measured:
+        return Measured()
 
     @property
     def rate_limit_remaining(self) -> int | None:

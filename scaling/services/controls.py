@@ -14,7 +14,9 @@ from scaling.adapters.errors import AdapterError, redact
 from scaling.fields import SecretUnreadable
 from scaling.models import HEROKU_MAX_DYNOS_PER_APP, Decision, KillSwitch, ScalingPair
 from scaling.services.backends import open_backend, pair_secrets
-from scaling.services.cycle import CycleResult, claim_release, pair_claim, record
+from scaling.services.claims import claim_release, pair_claim
+from scaling.services.history import record
+from scaling.services.results import CycleResult
 from scaling.services.formation_writes import FORGET_REFUSAL
 
 log = logging.getLogger(__name__)

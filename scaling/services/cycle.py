@@ -1,5 +1,6 @@
 """One cycle of one pair, top to bottom: claim → may we call out? → observe → defer to
-people → decide → act → record.
+people → decide → act → record (the claim in ``claims``, the record in ``history``, the
+values passed along in ``results``).
 
 Each step takes and returns small frozen values, and every failure becomes a recorded
 result, never an exception into the void. No database transaction is open while SQS or
@@ -11,21 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from scaling.adapters.errors import AdapterError, redact
-from scaling.adapters.heroku import ProcessState
-from scaling.adapters.sqs import QueueCounts
+from scaling.adapters.errors import AdapterError
 from scaling.conditions import (
     CODES,
     NOT_HELPING,
@@ -33,75 +27,19 @@ from scaling.conditions import (
     PERSON_CHANGE,
     PERSON_OUTSIDE,
     WAIT_OVER_TARGET_AT_MAX,
-    conditions_next,
 )
 from scaling.fields import SecretUnreadable
 from scaling.models import Decision, KillSwitch, ScalingPair
 from scaling.policies import Observation, get_policy
 from scaling.schedules import effective_bounds
 from scaling.services.backends import Backend, QueueReading, open_backend, pair_secrets
-from scaling.services.formation_writes import FORGET_REFUSAL, Refusal, within_refusal, write_formation
-from scaling.services.heroku_budget import account_after_calls
-from scaling.services.history import history_record
+from scaling.services.claims import claim_released_if_interrupted, pair_claim
+from scaling.services.formation_writes import FORGET_REFUSAL, within_refusal, write_formation
+from scaling.services.history import record
+from scaling.services.results import CycleResult, Seen
 
 log = logging.getLogger(__name__)
 Outcome = Decision.Outcome
-# A claim outlives the task's hard time limit by this much, no more: a killed worker
-# stalls its pair no longer.
-CLAIM_MARGIN_SECONDS = 5
-
-
-# --- the values a cycle passes along --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Seen:
-    """What SQS and Heroku showed this cycle."""
-
-    queues: tuple[QueueReading, ...]
-    process: ProcessState
-    rate_limit_remaining: int | None
-
-    @property
-    def totals(self) -> QueueCounts:
-        return sum((q.counts for q in self.queues), QueueCounts(0, 0, 0))
-
-
-@dataclass(frozen=True)
-class CycleResult:
-    """A finished cycle, ready to record. ``None`` in the last group leaves the pair's
-    field as it is; ``state_after`` None means the policy's state does not move."""
-
-    outcome: str
-    reason: str
-    queues: tuple[QueueReading, ...] = ()
-    process: ProcessState | None = None
-    rate_limit_remaining: int | None = None
-    error: AdapterError | None = None
-    desired: int | None = None
-    backlog_per_instance: float | None = None
-    applied: int | None = None
-    state_after: Mapping[str, Any] | None = None
-    refusal: Refusal | None = None
-    expected_quantity: int | None = None
-    paused_until: datetime | None = None
-    # A write whose answer was lost: what was asked. Any cycle that saw the formation
-    # settles an earlier one, so this is written whenever ``process`` is known.
-    unconfirmed_quantity: int | None = None
-    paused_by: str | None = None
-    # What is wrong with the pair as this cycle saw it (codes of scaling.conditions, with a
-    # line each), and the codes it could not tell either way (they stay as they were).
-    conditions: tuple[tuple[str, str], ...] = ()
-    unsure: frozenset[str] = frozenset()
-    heroku_calls: int = 0
-
-    @classmethod
-    def failed(cls, reason: str, error: AdapterError, **seen: Any) -> CycleResult:
-        """The formation is held, the policy's state does not move, and the error is on record.
-        A permanent error is a condition; a passing one hides whether any condition holds."""
-        conditions = ((PERMANENT_ERROR, str(error)),) if error.permanent else ()
-        return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=conditions,
-                   unsure=CODES - {PERMANENT_ERROR} if error.permanent else CODES, **seen)
 
 
 # --- the cycle ------------------------------------------------------------------------
@@ -189,24 +127,39 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     if people.holds:  # a pause, or the hold after a person's change, still on: nothing was decided
         return replace(observed, reason=read + people.note, unsure=CODES)
 
-    # 3. Decide, within the bounds (or the schedule window) that apply now.
+    # 3. Decide, within the bounds (or the schedule window) that apply now, with what was
+    #    measured beyond the counts: boots that ended, and CloudWatch's minutes.
+    measured = backend.measure(since=pair.last_cycle_at)
     observation = Observation(
         visible=seen.totals.visible, in_flight=seen.totals.in_flight, delayed=seen.totals.delayed,
-        quantity=process.quantity, running=process.running, at=now.timestamp(),
+        quantity=process.quantity, running=process.running, at=now.timestamp(), starting=process.starting,
+        boot_durations=measured.boot_durations, deleted_per_minute=measured.deleted_per_minute,
+        oldest_age_per_minute=measured.oldest_age_per_minute,
     )
     bounds, window = effective_bounds(pair.bounds(), pair.schedule_windows(), observation.at)
     verdict = get_policy(pair.policy).decide(observation, bounds, pair.policy_settings(), pair.policy_state or {})
     reason = read + people.note + verdict.reason
     if window is not None:
         reason = f"[schedule {window.describe()}: min {bounds.min_dynos}, max {bounds.max_dynos}] {reason}"
+    prewarm = verdict.details.get("prewarm") or {}
     decided = replace(observed, outcome=Outcome.NO_CHANGE, reason=reason, desired=verdict.desired,
                       backlog_per_instance=verdict.backlog_per_instance, state_after=verdict.state,
                       paused_by="" if pair.paused_by else None,  # a pause or hold that ended
                       conditions=policy_conditions(verdict.details, pair=pair, max_dynos=bounds.max_dynos,
-                                                   desired=verdict.desired))
+                                                   desired=verdict.desired),
+                      learned=learned_summary(verdict.details), measured=measured,
+                      shadow=max(verdict.desired, int(prewarm.get("dynos") or 0)) if pair.prewarm == "shadow" and prewarm
+                      else None)
 
     # 4. Act.
     return act(pair, backend, decided, current=process.quantity, desired=verdict.desired, dry_run=dry_run, now=now)
+
+
+def learned_summary(details: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the pair page shows of what the policy learned (None: the policy learns nothing)."""
+    if "learned" not in details:
+        return None
+    return {key: details.get(key) for key in ("learned", "prewarm", "patterns", "not_helping", "corrections")}
 
 
 def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dynos: int,
@@ -316,98 +269,3 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
         outcome = replace(outcome, state_after=None, conditions=(*decided.conditions, *problem),
                           unsure=frozenset() if written.error.permanent else frozenset({PERMANENT_ERROR}))
     return outcome
-
-
-# --- claim and record --------------------------------------------------------------------
-
-
-def pair_claim(*, pair: ScalingPair, now: datetime, respect_interval: bool) -> uuid.UUID | None:
-    """Take this pair's cycle for ourselves, or return None if another holds it.
-
-    One conditional UPDATE decides: of two workers (or two beats' tasks) only one sees a
-    row updated. The claim expires just after the task's hard time limit so a killed worker
-    cannot stall the pair. With ``respect_interval`` a cycle that comes less than half an
-    interval after the last one (a second beat's duplicate) is refused too.
-    """
-    claim = uuid.uuid4()
-    free = ScalingPair.objects.filter(id=pair.pk).filter(
-        Q(cycle_claimed_until__isnull=True) | Q(cycle_claimed_until__lt=now)
-    )
-    if respect_interval:
-        too_soon = now - timedelta(seconds=pair.interval_seconds / 2)
-        free = free.filter(Q(last_cycle_at__isnull=True) | Q(last_cycle_at__lte=too_soon))
-    updated = free.update(
-        cycle_claim=claim,
-        cycle_claimed_until=now + timedelta(seconds=settings.CYCLE_TIME_LIMIT_SECONDS + CLAIM_MARGIN_SECONDS),
-    )
-    return claim if updated == 1 else None
-
-
-def claim_release(pair: ScalingPair, claim: uuid.UUID, **also: Any) -> None:
-    ScalingPair.objects.filter(id=pair.pk, cycle_claim=claim).update(cycle_claim=None, cycle_claimed_until=None, **also)
-
-
-@contextmanager
-def claim_released_if_interrupted(pair: ScalingPair, claim: uuid.UUID) -> Iterator[None]:
-    """The task's time limit or a shutdown interrupts the cycle: free the pair, let it go."""
-    try:
-        yield
-    except BaseException:
-        claim_release(pair, claim)
-        raise
-
-
-def record(
-    pair: ScalingPair, *, claim: uuid.UUID, now: datetime, result: CycleResult, dry_run: bool, started: float,
-    keep_interval: bool = False,
-) -> Decision:
-    """Write the decision (or fold it into its quiet run), the pair's new state and the
-    account's pool in one transaction. The returned decision is unsaved when folded."""
-    state_before = dict(pair.policy_state or {})
-    state_after = dict(result.state_after) if result.state_after is not None else state_before
-    process, error = result.process, result.error
-    totals = sum((q.counts for q in result.queues), QueueCounts(0, 0, 0)) if result.queues else None
-    pair_fields: dict[str, Any] = {"policy_state": state_after, "cycle_claim": None, "cycle_claimed_until": None}
-    if not keep_interval:
-        pair_fields["last_cycle_at"] = now
-    if result.refusal is not None:
-        pair_fields.update(blocked_quantity=result.refusal.quantity, blocked_reason=result.refusal.reason)
-    if result.expected_quantity is not None:
-        pair_fields["expected_quantity"] = result.expected_quantity
-    if result.paused_until is not None:
-        pair_fields["paused_until"] = result.paused_until
-    if process is not None:
-        pair_fields["unconfirmed_quantity"] = result.unconfirmed_quantity
-    if result.paused_by is not None:
-        pair_fields["paused_by"] = result.paused_by
-    secrets = pair_secrets(pair)
-    pair_fields["conditions"] = conditions_next(
-        pair.conditions or {}, {code: redact(detail, secrets) for code, detail in result.conditions},
-        now=now, unknown=result.unsure)
-    with transaction.atomic():
-        decision = Decision(
-            pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type=pair.process_type,
-            created_at=now, policy=pair.policy, queues=[q.as_dict() for q in result.queues],
-            visible_messages=totals.visible if totals else None,
-            in_flight_messages=totals.in_flight if totals else None,
-            delayed_messages=totals.delayed if totals else None,
-            dynos_running=process.running if process else None,
-            dynos_starting=process.starting if process else None,
-            quantity_before=process.quantity if process else None,
-            backlog_per_instance=result.backlog_per_instance,
-            state_before=state_before, state_after=state_after,
-            desired_quantity=result.desired, applied_quantity=result.applied,
-            outcome=result.outcome, reason=redact(result.reason, secrets),
-            error=str(error) if error else "", error_permanent=error.permanent if error else None,
-            dry_run=dry_run, duration_ms=int((time.monotonic() - started) * 1000),
-            heroku_rate_limit_remaining=result.rate_limit_remaining, heroku_calls=result.heroku_calls,
-        )
-        # Stored as a row of its own, or folded into the run of quiet cycles it repeats.
-        decision, pair_fields["quiet_run"] = history_record(pair, decision, now=now)
-        if ScalingPair.objects.filter(id=pair.pk, cycle_claim=claim).update(**pair_fields) != 1:
-            log.warning("pair %s: the cycle outlived its claim; its decision is kept, its state is not", pair.name)
-        if result.heroku_calls or (error is not None and error.system == "Heroku"):
-            account_after_calls(pair.heroku_account_id, error=error, remaining=result.rate_limit_remaining, now=now)
-    level = logging.WARNING if error else logging.INFO
-    log.log(level, "pair %s: %s: %s%s", pair.name, decision.outcome, decision.reason, f" [{decision.error}]" if error else "")
-    return decision

@@ -20,6 +20,7 @@ from django.db.models import Q
 
 from scaling.adapters.heroku import DynoInfo, FormationInfo, ProcessState
 from scaling.models import FormationState, HerokuAccount, HerokuApp
+from scaling.models.formations import BOOTING, UP
 
 DYNOSCALER = "DynoScaler"
 SEEN_WHEN_RECONCILING = "unknown (seen when reconciling)"
@@ -109,7 +110,10 @@ def store_read(app: HerokuApp, *, formations: Iterable[FormationInfo], dynos: It
             state.size = info.size
             state.heroku_updated_at = _newest(state.heroku_updated_at, info.updated_at)
             if dynos is not None:
-                state.dynos = by_type.get(info.process_type, {})
+                fresh = by_type.get(info.process_type, {})
+                for name, seen in fresh.items():
+                    _note_boot(state, state.dynos.get(name), seen)
+                state.dynos = fresh
             state.save()
         fields = {"reconciled_at": now, "read_claimed_until": None}
         if dynos is not None:
@@ -130,6 +134,25 @@ def store_write(app: HerokuApp, info: FormationInfo, *, now: datetime) -> None:
         state.quantity, state.size, state.changed_by = info.quantity, info.size or state.size, DYNOSCALER
         state.heroku_updated_at = _newest(state.heroku_updated_at, info.updated_at)
         state.save()
+
+
+KEPT_BOOTS = 20
+
+
+def _note_boot(state: FormationState, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
+    """A dyno seen booting and now up: how long its boot took (the policy learns from these)."""
+    if not before or before.get("state") not in BOOTING or after.get("state") != UP:
+        return
+    started, up = parse_time(before.get("at")), parse_time(after.get("at"))
+    if started is None or up is None or up <= started:
+        return
+    state.boots = [*state.boots, [up.isoformat(), round((up - started).total_seconds(), 1)]][-KEPT_BOOTS:]
+
+
+def boots_since(state: FormationState, since: datetime | None) -> tuple[float, ...]:
+    """starting → up seconds of the boots that ended after ``since``."""
+    return tuple(float(seconds) for at, seconds in state.boots
+                 if since is None or (parse_time(at) or since) > since)
 
 
 def _dynos_after_scaling(dynos: dict[str, dict[str, str | None]], *, process_type: str, quantity: int,
@@ -195,8 +218,9 @@ def store_dyno_event(app: HerokuApp, *, data: dict[str, Any], action: str) -> No
             dynos.pop(name, None)
         else:
             dynos[name] = {"state": str(data.get("state") or ""), "at": updated_at.isoformat() if updated_at else None}
+            _note_boot(state, state.dynos.get(name), dynos[name])
         state.dynos = dynos
-        state.save(update_fields=["dynos"])
+        state.save(update_fields=["dynos", "boots"])
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -13,7 +13,10 @@ Every cycle is kept twice, differently:
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +24,15 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from scaling.adapters.errors import redact
+from scaling.adapters.sqs import QueueCounts
+from scaling.conditions import conditions_next
 from scaling.models import Decision, PairSample, ScalingPair
+from scaling.services.backends import pair_secrets
+from scaling.services.heroku_budget import account_after_calls
+from scaling.services.results import CycleResult
+
+log = logging.getLogger("scaling.services.cycle")
 
 Outcome = Decision.Outcome
 # Outcomes whose repeats are quiet time; an applied change is always a row of its own.
@@ -40,7 +51,8 @@ def run_key(decision: Decision) -> list[Any] | None:
     return [decision.outcome, decision.quantity_before, decision.desired_quantity, decision.error, decision.dry_run, shape]
 
 
-def history_record(pair: ScalingPair, decision: Decision, *, now: datetime) -> tuple[Decision, dict[str, Any]]:
+def history_record(pair: ScalingPair, decision: Decision, *, now: datetime,
+                   shadow: int | None = None) -> tuple[Decision, dict[str, Any]]:
     """Store one cycle: its sample, and its decision unless it only repeats the open run.
     Returns the decision (unsaved when folded) and the run to keep on the pair. Call inside
     the cycle's transaction."""
@@ -49,7 +61,7 @@ def history_record(pair: ScalingPair, decision: Decision, *, now: datetime) -> t
                                   in_flight=decision.in_flight_messages or 0, running=decision.dynos_running,
                                   quantity=decision.quantity_before,
                                   desired=decision.desired_quantity if decision.desired_quantity is not None
-                                  else decision.quantity_before)
+                                  else decision.quantity_before, shadow=shadow)
     run = dict(pair.quiet_run or {})
     key = run_key(decision)
     head_at = _time(run.get("head_at"))
@@ -136,3 +148,65 @@ def _time(value: Any) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(str(value))
+
+
+def record(
+    pair: ScalingPair, *, claim: uuid.UUID, now: datetime, result: CycleResult, dry_run: bool, started: float,
+    keep_interval: bool = False,
+) -> Decision:
+    """Write the decision (or fold it into its quiet run), the pair's new state and the
+    account's pool in one transaction. The returned decision is unsaved when folded."""
+    state_before = dict(pair.policy_state or {})
+    state_after = dict(result.state_after) if result.state_after is not None else state_before
+    process, error = result.process, result.error
+    totals = sum((q.counts for q in result.queues), QueueCounts(0, 0, 0)) if result.queues else None
+    pair_fields: dict[str, Any] = {"policy_state": state_after, "cycle_claim": None, "cycle_claimed_until": None}
+    if not keep_interval:
+        pair_fields["last_cycle_at"] = now
+    if result.refusal is not None:
+        pair_fields.update(blocked_quantity=result.refusal.quantity, blocked_reason=result.refusal.reason)
+    if result.expected_quantity is not None:
+        pair_fields["expected_quantity"] = result.expected_quantity
+    if result.paused_until is not None:
+        pair_fields["paused_until"] = result.paused_until
+    if process is not None:
+        pair_fields["unconfirmed_quantity"] = result.unconfirmed_quantity
+    if result.paused_by is not None:
+        pair_fields["paused_by"] = result.paused_by
+    if result.learned is not None:
+        pair_fields["learned"] = dict(result.learned)
+    if result.measured.cloudwatch_read:
+        pair_fields["cloudwatch_read_at"] = now
+    if result.measured.cloudwatch_problem is not None:
+        pair_fields["cloudwatch_problem"] = redact(result.measured.cloudwatch_problem, pair_secrets(pair))
+    secrets = pair_secrets(pair)
+    pair_fields["conditions"] = conditions_next(
+        pair.conditions or {}, {code: redact(detail, secrets) for code, detail in result.conditions},
+        now=now, unknown=result.unsure)
+    with transaction.atomic():
+        decision = Decision(
+            pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type=pair.process_type,
+            created_at=now, policy=pair.policy, queues=[q.as_dict() for q in result.queues],
+            visible_messages=totals.visible if totals else None,
+            in_flight_messages=totals.in_flight if totals else None,
+            delayed_messages=totals.delayed if totals else None,
+            dynos_running=process.running if process else None,
+            dynos_starting=process.starting if process else None,
+            quantity_before=process.quantity if process else None,
+            backlog_per_instance=result.backlog_per_instance,
+            state_before=state_before, state_after=state_after,
+            desired_quantity=result.desired, applied_quantity=result.applied,
+            outcome=result.outcome, reason=redact(result.reason, secrets),
+            error=str(error) if error else "", error_permanent=error.permanent if error else None,
+            dry_run=dry_run, duration_ms=int((time.monotonic() - started) * 1000),
+            heroku_rate_limit_remaining=result.rate_limit_remaining, heroku_calls=result.heroku_calls,
+        )
+        # Stored as a row of its own, or folded into the run of quiet cycles it repeats.
+        decision, pair_fields["quiet_run"] = history_record(pair, decision, now=now, shadow=result.shadow)
+        if ScalingPair.objects.filter(id=pair.pk, cycle_claim=claim).update(**pair_fields) != 1:
+            log.warning("pair %s: the cycle outlived its claim; its decision is kept, its state is not", pair.name)
+        if result.heroku_calls or (error is not None and error.system == "Heroku"):
+            account_after_calls(pair.heroku_account_id, error=error, remaining=result.rate_limit_remaining, now=now)
+    level = logging.WARNING if error else logging.INFO
+    log.log(level, "pair %s: %s: %s%s", pair.name, decision.outcome, decision.reason, f" [{decision.error}]" if error else "")
+    return decision

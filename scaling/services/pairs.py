@@ -50,12 +50,15 @@ def pair_schedule_sync(*, pair: ScalingPair) -> PeriodicTask:
 def pair_apply_settings(*, pair: ScalingPair, repointed: bool = False) -> None:
     """After an edit of a pair's settings, make what depends on them follow: its schedule,
     and a refused quantity is forgotten (the operator may have raised a limit on Heroku or
-    changed the bounds). A pair pointed at another app, process type or provider also
-    forgets the formation it expected, or its first cycle there would take the new app's
-    formation for a person's change."""
+    changed the bounds). A pair pointed at another app, process type, provider or queues
+    also forgets the formation it expected (or its first cycle there would take the new
+    app's formation for a person's change) and what its policy learned of the old one."""
     reset: dict[str, Any] = {"blocked_quantity": None, "blocked_reason": ""}
     if repointed:
-        reset.update(expected_quantity=None, unconfirmed_quantity=None)
+        # What the policy learned (rate, boot, recurring bursts) was about other dynos or queues.
+        state = ScalingPair.objects.filter(id=pair.pk).values_list("policy_state", flat=True).first() or {}
+        reset.update(expected_quantity=None, unconfirmed_quantity=None, learned={}, cloudwatch_read_at=None,
+                     cloudwatch_problem="", policy_state={k: v for k, v in state.items() if k not in ("learn", "bursts")})
     ScalingPair.objects.filter(id=pair.pk).update(**reset)
     pair_schedule_sync(pair=pair)
 

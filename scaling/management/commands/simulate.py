@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from scaling.baselines import BASELINES
-from scaling.models import Decision, ScalingPair
+from scaling.models import Decision, PairSample, ScalingPair
 from scaling.policies import POLICIES, Bounds, Policy
 from scaling.schedules import ScheduleWindow
 from scaling.simulator import Result, World, simulate, trace_from_history
@@ -136,8 +136,15 @@ class Command(BaseCommand):
     def history_trace(self, pair: ScalingPair | None, days: float, settings: dict[str, Any]) -> list[float]:
         assert pair is not None
         since = timezone.now() - timedelta(days=days)
-        rows = (Decision.objects.filter(pair=pair, created_at__gte=since, visible_messages__isnull=False)
-                .order_by("created_at").values_list("created_at", "visible_messages", "in_flight_messages", "dynos_running"))
+        # Every cycle's sample while they are kept; the decisions (one per change or quiet run) before.
+        samples = list(PairSample.objects.filter(pair=pair, at__gte=since).order_by("at")
+                       .values_list("at", "visible", "in_flight", "running"))
+        oldest = samples[0][0] if samples else None
+        earlier = Decision.objects.filter(pair=pair, created_at__gte=since, visible_messages__isnull=False)
+        if oldest is not None:
+            earlier = earlier.filter(created_at__lt=oldest)
+        rows = [*earlier.order_by("created_at").values_list("created_at", "visible_messages", "in_flight_messages",
+                                                           "dynos_running"), *samples]
         points = [(c.timestamp(), v or 0, f or 0, r or 0) for c, v, f, r in rows]
         trace = trace_from_history(points, dyno_rate=float(settings.get("dyno_rate") or pair.dyno_rate),
                                    dyno_concurrency=int(settings.get("dyno_concurrency") or pair.dyno_concurrency))

@@ -1,0 +1,117 @@
+"""What the live cycle feeds the learning policy, and what the pair page shows of it, on real
+parts: moto_server's SQS and CloudWatch (holding the SQS metrics published as AWS would),
+the Heroku stand-in with its webhooks, and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from django.utils import timezone
+
+from scaling import services
+from scaling.models import FormationState, HerokuApp, ScalingPair
+from tests.conftest import AWS_KEY, AWS_SECRET, REGION, cycle, send_messages
+
+
+def publish_deletes(moto_url: str, queue: str, *, minutes: list[float], per_minute: float) -> None:
+    client = boto3.client("cloudwatch", region_name=REGION, endpoint_url=moto_url, aws_access_key_id=AWS_KEY,
+                          aws_secret_access_key=AWS_SECRET)
+    client.put_metric_data(Namespace="AWS/SQS", MetricData=[
+        {"MetricName": "NumberOfMessagesDeleted", "Dimensions": [{"Name": "QueueName", "Value": queue}],
+         "Timestamp": datetime.fromtimestamp(minute, tz=UTC), "Value": per_minute} for minute in minutes])
+
+
+@pytest.mark.django_db
+def test_cloudwatch_is_read_at_most_once_a_minute(queue_and_app: Any, make_pair: Any) -> None:
+    pair = make_pair(policy="target_wait", dyno_rate=2)
+    start = timezone.now()
+    cycle(pair, now=start)
+    pair.refresh_from_db()
+    first = pair.cloudwatch_read_at
+    assert first == start and pair.cloudwatch_problem == ""
+    cycle(pair, now=start + timedelta(seconds=15))
+    pair.refresh_from_db()
+    assert pair.cloudwatch_read_at == first  # the same minutes: not asked again
+    cycle(pair, now=start + timedelta(seconds=61))
+    pair.refresh_from_db()
+    assert pair.cloudwatch_read_at == start + timedelta(seconds=61)
+
+
+@pytest.mark.django_db
+def test_no_permission_for_cloudwatch_is_said_once_and_the_pair_scales_on(
+    queue_and_app: Any, make_pair: Any, moto_with_iam: str, monkeypatch: Any
+) -> None:
+    sqs, heroku = queue_and_app
+    iam = boto3.client("iam", region_name=REGION, endpoint_url=moto_with_iam, aws_access_key_id=AWS_KEY,
+                       aws_secret_access_key=AWS_SECRET)
+    iam.create_user(UserName="someone-else")  # the server's two calls before it enforces IAM
+    iam.create_user(UserName="someone-more")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", moto_with_iam)  # from now on it knows none of our keys
+    services.forget_cached_clients()
+    pair = make_pair(policy="target_wait", dyno_rate=0.1, max_dynos=10)
+    send_messages(sqs, "orders", 100)
+    start = timezone.now()
+    decision = cycle(pair, now=start)
+    assert decision.outcome == "applied"  # SQS and Heroku carry on
+    pair.refresh_from_db()
+    assert "CloudWatch cannot be read" in pair.cloudwatch_problem and "queue counts" in pair.cloudwatch_problem
+    assert AWS_SECRET not in pair.cloudwatch_problem
+    cycle(pair, now=start + timedelta(minutes=10))
+    pair.refresh_from_db()
+    assert pair.cloudwatch_read_at == start  # refused: asked again only after an hour
+    services.forget_cached_clients()
+
+
+@pytest.mark.django_db
+def test_the_pair_page_shows_what_was_learned_and_what_the_operator_said(
+    queue_and_app: Any, make_pair: Any, moto_url: str, admin_client: Any
+) -> None:
+    sqs, heroku = queue_and_app
+    heroku.set_quantity("orders-app", 2)
+    pair = make_pair(policy="target_wait", dyno_rate=10, max_dynos=10, min_dynos=2)
+    send_messages(sqs, "orders", 300)  # a backlog the two dynos work through
+    start = timezone.now().replace(second=5, microsecond=0)
+    minutes = [(start - timedelta(minutes=m)).timestamp() // 60 * 60 for m in range(1, 9)]
+    publish_deletes(moto_url, "orders", minutes=minutes, per_minute=240)  # 2 dynos x 2/s: a fifth of what was said
+    for step in range(0, 8):
+        cycle(pair, now=start + timedelta(seconds=15 * step))
+    pair.refresh_from_db()
+    rate = pair.learned["learned"]["rate"]
+    assert rate["operator"] == 10
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+    assert "What DynoScaler measured" in page and "messages per second per dyno" in page
+    assert "You said" in page and "Pre-warm" in page
+
+
+@pytest.mark.django_db
+def test_a_pinned_rate_is_used_as_given(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, _ = queue_and_app
+    pair = make_pair(policy="target_wait", dyno_rate=3, pin_dyno_rate=True)
+    send_messages(sqs, "orders", 20)
+    decision = cycle(pair)
+    pair.refresh_from_db()
+    assert pair.learned["learned"]["rate"]["source"] == "pinned"
+    assert "rate 3/s per dyno (pinned)" in decision.reason
+
+
+@pytest.mark.django_db(transaction=True)
+def test_boots_seen_by_webhook_reach_the_policy(queue_and_app: Any, make_pair: Any, live_server: Any) -> None:
+    sqs, heroku = queue_and_app
+    heroku.apps["orders-app"].processes["worker"].boot_seconds = 1.0
+    pair = make_pair(policy="target_wait", dyno_rate=0.5, max_dynos=4)
+    cycle(pair)
+    services.app_subscribe(app=HerokuApp.objects.get(), public_url=live_server.url)
+    send_messages(sqs, "orders", 200)
+    assert cycle(pair).outcome == "applied"
+    deadline = timezone.now() + timedelta(seconds=15)
+    while not FormationState.objects.get().boots:
+        assert timezone.now() < deadline, "no dyno came up"
+        heroku.flush(1)
+    (_, seconds), *_ = FormationState.objects.get().boots
+    assert 0.5 <= seconds <= 10
+    cycle(pair, now=timezone.now() + timedelta(seconds=15))
+    boot = ScalingPair.objects.get(pk=pair.pk).learned["learned"]["boot"]
+    assert boot["samples"] >= 1
