@@ -9,10 +9,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import pytest
@@ -24,6 +25,7 @@ from tests.standins.alert_receivers import WebhookReceiver
 from tests.standins.elasticsearch_api import ElasticsearchStandIn
 from tests.standins.heroku_api import HerokuStandIn
 
+T = TypeVar("T")
 HEROKU_TOKEN = "hk-test-token-0123456789abcdef"
 SIGNING_SECRET = "whsec-alerts-0123456789abcdef"
 SLACK_KEY_PATH = "/services/T0001/B0002/slackKEYslackKEY123"
@@ -230,6 +232,29 @@ def make_channel(receiver: WebhookReceiver) -> Callable[..., AlertChannel]:
         return channel
 
     return make
+
+
+def at_once(work: Callable[[], T], *, threads: int = 4) -> list[T]:
+    """Run ``work`` in several threads released together, as two workers (or beats) would;
+    each closes its own database connection. Returns what each returned."""
+    from django.db import connection
+
+    start = threading.Barrier(threads)
+    results: list[T] = []
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(work())
+        finally:
+            connection.close()
+
+    started = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return results
 
 
 def send_messages(sqs: Any, queue: str, count: int) -> None:

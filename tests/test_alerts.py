@@ -4,7 +4,6 @@ channels, a real SMTP server on loopback (aiosmtpd) for email, and the real scal
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from scaling.alerts.delivery import DrainResult, channel_drain, channel_send_tes
 from scaling.alerts.evaluation import Evaluation, _Channel, alerts_evaluate, alerts_prune, problem_open, problem_resolve
 from scaling.models.alerts import AlertChannel, AlertDelivery, AlertProblem
 from scaling.models import Decision, HerokuAccount, ScalingPair
-from tests.conftest import AWS_SECRET, HEROKU_TOKEN, SIGNING_SECRET, SLACK_KEY_PATH, free_port
+from tests.conftest import AWS_SECRET, HEROKU_TOKEN, SIGNING_SECRET, SLACK_KEY_PATH, at_once, free_port
 from tests.standins.alert_receivers import SmtpReceiver, WebhookReceiver
 from tests.test_e2e_celery import celery, redis_url, wait_until  # noqa: F401  (fixtures: a real worker and beat on Redis)
 
@@ -270,21 +269,7 @@ def test_evaluators_running_at_once_open_one_problem_and_queue_one_message(make_
     channel = make_channel("webhook")
     now = timezone.now()
     set_condition(pair, "permanent_error", since=now, detail="bad token")
-    start = threading.Barrier(4)
-    results: list[Evaluation] = []
-
-    def run() -> None:
-        try:
-            start.wait()
-            results.append(alerts_evaluate(now=now))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once(lambda: alerts_evaluate(now=now))
     assert len(results) == 4 and sum(len(r.opened) for r in results) == 1
     assert AlertProblem.objects.count() == 1 and channel.deliveries.count() == 1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +12,7 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.models import Decision, HerokuAccount, ScalingPair
-from tests.conftest import AWS_SECRET, HEROKU_TOKEN, cycle, free_port, send_messages
+from tests.conftest import AWS_SECRET, HEROKU_TOKEN, at_once, cycle, free_port, send_messages
 
 pytestmark = pytest.mark.django_db
 
@@ -264,22 +263,7 @@ def test_two_cycles_of_one_pair_at_once_yield_one_decision(queue_and_app: Any, m
     pair = make_pair(up_cycles=1)
     send_messages(sqs, "orders", 100)
     heroku.delay_seconds = 0.3  # hold the first cycle open while the second arrives
-    results: list[Decision | None] = []
-    start = threading.Barrier(4)
-
-    def run() -> None:
-        start.wait()
-        try:
-            results.append(services.pair_run_cycle(pair_id=pair.pk))
-        finally:
-            from django.db import connection
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = at_once(lambda: services.pair_run_cycle(pair_id=pair.pk))
     assert sum(r is not None for r in results) == 1
     assert Decision.objects.count() == 1
     assert len(heroku.writes()) == 1 and heroku.quantity("orders-app") == 2

@@ -12,9 +12,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html_join
 
 from scaling import services
-from scaling.adapters.errors import AdapterError
 from scaling.admin.base import GuardedAdmin
-from scaling.fields import SecretUnreadable
 from scaling.models import HerokuApp
 
 
@@ -25,18 +23,8 @@ def report_webhooks(model_admin: admin.ModelAdmin, request: HttpRequest, apps: l
         model_admin.message_user(request, "Set DYNOSCALER_PUBLIC_URL (e.g. https://my-dynoscaler.herokuapp.com) so "
                                  "Heroku knows where to post; nothing was subscribed.", messages.ERROR)
         return
-    for app in apps:
-        try:
-            if what == "subscribe":
-                said = services.app_subscribe(app=app, public_url=str(public_url))
-            elif what == "check":
-                said = services.app_check(app=app)
-            else:
-                said = services.app_unsubscribe(app=app)
-        except (AdapterError, SecretUnreadable) as exc:
-            model_admin.message_user(request, f"{app.name}: {getattr(exc, 'message', exc)}", messages.ERROR)
-            continue
-        model_admin.message_user(request, said, messages.SUCCESS)
+    for done in services.apps_webhooks(apps=apps, action=what, public_url=public_url):
+        model_admin.message_user(request, done.said, messages.SUCCESS if done.ok else messages.ERROR)
 
 
 @admin.register(HerokuApp)
@@ -72,7 +60,7 @@ class HerokuAppAdmin(GuardedAdmin):
 
     @admin.action(description="Unsubscribe (read the formation every few minutes instead)")
     def unsubscribe_webhooks(self, request: HttpRequest, queryset: QuerySet[HerokuApp]) -> None:
-        report_webhooks(self, request, list(queryset.select_related("account")), "unsubscribe")
+        report_webhooks(self, request, list(queryset.select_related("account")), "remove")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # an app is known once a pair scales it

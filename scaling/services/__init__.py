@@ -19,7 +19,14 @@ from scaling.services.controls import (
     pair_scale_now,
 )
 from scaling.services.cycle import pair_run_cycle
-from scaling.services.webhooks import app_check, app_subscribe, app_unsubscribe, apps_of, webhook_receive
+from scaling.services.webhooks import (
+    app_check,
+    app_subscribe,
+    app_unsubscribe,
+    apps_of,
+    apps_webhooks,
+    webhook_receive,
+)
 from scaling.services.pairs import (
     SANDBOX_DEMO_NAME,
     pair_apply_settings,
@@ -32,5 +39,5 @@ __all__ = [
     "AUDIT_LEASE", "audit_ship_pending", "audit_sink", "decisions_prune", "forget_cached_clients", "Check",
     "kill_switch_set", "pair_check_connection", "pair_pause", "pair_resume", "pair_scale_now", "pair_run_cycle",
     "SANDBOX_DEMO_NAME", "pair_apply_settings", "pair_delete", "pair_schedule_sync", "sandbox_demo_ensure",
-    "app_check", "app_subscribe", "app_unsubscribe", "apps_of", "webhook_receive",
+    "app_check", "app_subscribe", "app_unsubscribe", "apps_of", "apps_webhooks", "webhook_receive",
 ]

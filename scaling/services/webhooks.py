@@ -166,3 +166,30 @@ def app_unsubscribe(*, app: HerokuApp) -> str:
     app.webhook_checked = f"unsubscribed at {timezone.now():%Y-%m-%d %H:%M} UTC"
     app.save(update_fields=["webhook_id", "webhook_secret", "webhook_url", "webhook_checked"])
     return f"{app.name}: unsubscribed; its formation is read every {settings.RECONCILE_SECONDS} s and before changes"
+
+
+@dataclass(frozen=True)
+class Done:
+    ok: bool
+    said: str
+
+
+def apps_webhooks(*, apps: list[HerokuApp], action: str, public_url: str | None = None) -> list[Done]:
+    """``action`` (subscribe, check or remove) for each app, each saying what happened; a
+    failure of one (Heroku refused, a secret cannot be read) does not stop the others."""
+    done = []
+    for app in apps:
+        try:
+            if action == "subscribe":
+                said = app_subscribe(app=app, public_url=str(public_url))
+            elif action == "check":
+                said = app_check(app=app)
+            else:
+                said = app_unsubscribe(app=app)
+        except AdapterError as exc:
+            done.append(Done(False, f"{app.name}: {exc.message}"))
+        except SecretUnreadable as exc:
+            done.append(Done(False, f"{app.name}: {exc}"))
+        else:
+            done.append(Done(True, said))
+    return done

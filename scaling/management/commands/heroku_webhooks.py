@@ -8,7 +8,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from scaling import services
-from scaling.adapters.errors import AdapterError
 from scaling.fields import SecretUnreadable
 from scaling.models import ScalingPair
 
@@ -34,23 +33,14 @@ class Command(BaseCommand):
                                "e.g. https://my-dynoscaler.herokuapp.com")
         if public_url and not str(public_url).startswith(("https://", "http://")):
             raise CommandError(f"--url: expected an address starting with https://, got {public_url!r}")
-        failed = 0
         try:
             apps = services.apps_of(chosen)
         except SecretUnreadable as exc:
             raise CommandError(str(exc)) from None
-        for app in apps:
-            try:
-                if action == "subscribe":
-                    said = services.app_subscribe(app=app, public_url=str(public_url))
-                elif action == "check":
-                    said = services.app_check(app=app)
-                else:
-                    said = services.app_unsubscribe(app=app)
-            except (AdapterError, SecretUnreadable) as exc:
-                failed += 1
-                said = f"{app.name}: {getattr(exc, 'message', exc)}"
-            self.stdout.write(said)
+        done = services.apps_webhooks(apps=apps, action=action, public_url=public_url)
+        for each in done:
+            self.stdout.write(each.said)
+        failed = sum(not each.ok for each in done)
         if not apps:
             self.stdout.write("No Heroku app to do this for.")
         if failed:
