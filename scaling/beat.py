@@ -155,6 +155,7 @@ class DynoScalerScheduler(Scheduler):
         self._stats = Stats()
         self._stats_since = time.monotonic()
         self._dispatch_log: IO[str] | None = None
+        self._last_hold_told = -SUMMARY_SECONDS
         super().__init__(*args, **kwargs)
         self.max_sleep = min(float(self.max_interval or 5.0), 5.0)
 
@@ -260,6 +261,10 @@ class DynoScalerScheduler(Scheduler):
         if held:
             if self._stats.held_since is None:
                 self._stats.held_since = mono
+                if mono - self._last_hold_told >= SUMMARY_SECONDS:
+                    self._last_hold_told = mono
+                    log.warning("beat: holding pair cycles back: %s tasks wait in the queue (the workers are behind); "
+                                "pairs will cycle less often, the longest-waiting first", self._depth)
             return HOLD_RECHECK_SECONDS
         if self._stats.held_since is not None:
             self._stats.held_seconds += mono - self._stats.held_since
