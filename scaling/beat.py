@@ -173,6 +173,7 @@ class DynoScalerScheduler(Scheduler):
         self._depth_reader = broker_queue_depth_reader(self.app)
         if self._depth_reader is None:
             log.info("beat: the broker's queue depth cannot be read here; cycles are never held back")
+        reuse_one_redis_client(self.producer)
         path = getattr(settings, "BEAT_DISPATCH_LOG", None)
         if path:
             self._dispatch_log = open(path, "a", buffering=1 << 16)  # noqa: SIM115
@@ -409,6 +410,19 @@ class DynoScalerScheduler(Scheduler):
     def info(self) -> str:
         return (f"    . holds pair cycles back at {settings.BEAT_MAX_QUEUED}+ queued tasks; "
                 f"looks for schedule changes every {CHANGE_CHECK_SECONDS:g} s")
+
+
+def reuse_one_redis_client(producer: Any) -> None:
+    """kombu's Redis channel builds a new redis client object for every publish, and
+    building one (its table of reply handlers) is most of a send's CPU: about 1 ms. Beat
+    publishes from one thread, so one client (over the channel's own connection pool)
+    serves every send. A channel kombu makes anew after a broker failure works as before."""
+    channel = producer.channel
+    make = getattr(channel, "_create_client", None)
+    if make is None or getattr(producer.connection.transport, "driver_type", "") != "redis":
+        return
+    client = make()
+    channel._create_client = lambda asynchronous=False: make(asynchronous=True) if asynchronous else client
 
 
 def broker_queue_depth_reader(app: Any) -> Any:
