@@ -176,7 +176,7 @@ class DynoScalerScheduler(Scheduler):
         reuse_one_redis_client(self.producer)
         path = getattr(settings, "BEAT_DISPATCH_LOG", None)
         if path:
-            self._dispatch_log = open(path, "a", buffering=1 << 16)  # noqa: SIM115
+            self._dispatch_log = open(path, "a", buffering=1)  # noqa: SIM115  (line by line: a reader sees every send)
         self._reload(time.time())
 
     def _changed(self) -> bool:
@@ -232,8 +232,9 @@ class DynoScalerScheduler(Scheduler):
         return due
 
     def _not_due_for(self, task: Task) -> float:
-        """For crontab, solar and clocked schedules: 0 if due now, else seconds until it may be."""
-        last = task.last_run_at or datetime.now(dt_timezone.utc) - timedelta(days=1)
+        """For crontab, solar and clocked schedules: 0 if due now, else seconds until it may be.
+        A row that never ran counts from now: its first run is its schedule's next moment."""
+        last = task.last_run_at or datetime.now(dt_timezone.utc)
         is_due, next_check = task.schedule.is_due(last.astimezone(self.app.timezone))
         return 0.0 if is_due else max(0.0, float(next_check))
 
@@ -337,6 +338,9 @@ class DynoScalerScheduler(Scheduler):
             self._flush(extra=[task])
             PeriodicTask.objects.filter(id=task.id).update(enabled=False)
             PeriodicTasks.update_changed()
+        elif task.every is None:
+            # A crontab's last run must survive a restart, or it would run again: these are rare, write it now.
+            self._flush(extra=[], only=[task])
 
     def _workers_behind(self) -> bool:
         """Whether the broker's queue holds ``max_queued`` or more tasks, counting our own
@@ -358,10 +362,12 @@ class DynoScalerScheduler(Scheduler):
 
     # --- writing back --------------------------------------------------------------------------
 
-    def _flush(self, extra: list[Task] | None = None) -> None:
-        """Write last_run_at and total_run_count of every task sent since the last flush, in
-        one batched UPDATE (no signal: the change marker does not move, nothing reloads)."""
-        sent = [t for t in [*self.tasks.values(), *(extra or [])] if t.sent_unflushed]
+    def _flush(self, extra: list[Task] | None = None, only: list[Task] | None = None) -> None:
+        """Write last_run_at and total_run_count of every task sent since the last flush (or
+        of ``only`` those), in one batched UPDATE (no signal: the change marker does not
+        move, nothing reloads)."""
+        candidates = only if only is not None else [*self.tasks.values(), *(extra or [])]
+        sent = [t for t in candidates if t.sent_unflushed]
         if not sent:
             return
         rows = []

@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from django_celery_beat.models import PeriodicTask
+from django.utils import timezone
+from django_celery_beat.models import ClockedSchedule, PeriodicTask
 
 from dynoscaler_site.celery import app
 from scaling import beat, services
@@ -153,6 +155,20 @@ def test_beat_follows_pairs_disabled_and_added_without_a_restart(make_pair: Any,
     ScalingPair.objects.filter(pk=second.pk).update(interval_seconds=30)
     services.pair_schedule_sync(pair=ScalingPair.objects.get(pk=second.pk))
     run_beat(scheduler, lambda: scheduler.tasks[second.periodic_task_id].every == 30)
+
+
+def test_a_one_off_task_from_the_periodic_tasks_admin_is_sent_once_then_disabled(broker: redis.Redis,
+                                                                                 only_pairs: None) -> None:
+    clock = ClockedSchedule.objects.create(clocked_time=timezone.now() + timedelta(seconds=1))
+    once = PeriodicTask.objects.create(name="prune alerts once", task="scaling.tasks.prune_alerts", clocked=clock,
+                                       one_off=True)
+    scheduler = DynoScalerScheduler(app=app)
+    run_beat(scheduler, lambda: broker.llen("celery") >= 1)
+    for _ in range(10):  # two seconds more: it is not sent again
+        time.sleep(min(scheduler.tick(), 0.2))
+    assert [task for task, _ in queued(broker)] == ["scaling.tasks.prune_alerts"]
+    once.refresh_from_db()
+    assert not once.enabled and once.total_run_count == 1
 
 
 def test_after_a_restart_pairs_are_spread_over_their_interval(make_pair: Any, broker: redis.Redis,
