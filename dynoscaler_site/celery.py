@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, worker_ready
+from celery.signals import beat_init, task_postrun, task_prerun, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dynoscaler_site.settings")
 
@@ -22,3 +22,17 @@ def _sync_legacy_pair(**_: Any) -> None:
     from scaling.legacy_env import legacy_pair_sync_at_start
 
     legacy_pair_sync_at_start()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _keep_healthy_connections(task: Any = None, **_: Any) -> None:
+    # What Django does around each request, around each task: a connection is kept for the
+    # next task unless it is older than CONN_MAX_AGE, broken, or was left in a transaction;
+    # with CONN_HEALTH_CHECKS its next use first checks it is alive. (Celery's own fix-up,
+    # told by CELERY_DB_REUSE_MAX not to, no longer closes every connection every task.)
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

@@ -31,6 +31,9 @@ try:
         "default": dj_database_url.parse(
             env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
             conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+            # A kept connection is checked (SELECT 1) before its first use in each task or
+            # request, so one the server dropped is replaced instead of failing the work.
+            conn_health_checks=True,
         )
     }
 
@@ -74,6 +77,11 @@ try:
     # One shipper at a time holds this lease, renewed before each batch (one Elasticsearch
     # request of at most its 10 s timeout): a killed shipper holds the trail up this long at most.
     AUDIT_LEASE_SECONDS = env_int("DYNOSCALER_AUDIT_LEASE", 30, minimum=15, maximum=600)
+    # Beat holds pairs' cycles back while this many tasks wait in the broker's queue: the
+    # workers are behind, and queueing more would only make every cycle wait (README: "Scale").
+    BEAT_MAX_QUEUED = env_int("DYNOSCALER_BEAT_MAX_QUEUED", 100, minimum=1)
+    # A file that gets one line per task beat sends (due, sent, held, name): for bench/scale.py.
+    BEAT_DISPATCH_LOG = env_optional("DYNOSCALER_BEAT_DISPATCH_LOG")
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
     ENCRYPTION_KEYS = [k.strip() for k in env_str("DYNOSCALER_ENCRYPTION_KEYS", "").split(",") if k.strip()]
     # Heroku's app.json can generate a random secret but not a Fernet key, so a deploy from
@@ -252,7 +260,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = CYCLE_TIME_LIMIT_SECONDS - 5
 CELERY_TASK_TIME_LIMIT = CYCLE_TIME_LIMIT_SECONDS
 CELERY_TASK_ACKS_LATE = False  # a cycle is not worth re-running after a crash: the next one comes
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Keep database connections across tasks: Celery's Django fix-up closes them before and after
+# every task unless this is set (a new PostgreSQL session per cycle). dynoscaler_site/celery.py
+# runs Django's close_old_connections around each task instead, which replaces a connection
+# older than CONN_MAX_AGE or one whose health check failed.
+CELERY_DB_REUSE_MAX = 1_000_000_000
+CELERY_BEAT_SCHEDULER = "scaling.beat:DynoScalerScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Django's LOGGING already owns the root logger; letting Celery add its own handler too

@@ -11,6 +11,12 @@ from django.utils import timezone
 from scaling.models import Decision, PairSample, ScalingPair
 
 STALL_INTERVALS = 3
+# A pair "cycles late" when its last LATE_CYCLES cycles came on average this much slower
+# than its interval (and at least LATE_MIN_SECONDS later): beat holds cycles back while
+# the workers are behind, so pairs cycle less often rather than pile up expired work.
+LATE_CYCLES = 5
+LATE_FACTOR = 1.5
+LATE_MIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,36 @@ class PairStatus:
     last_reason: str
     stalled: bool
     paused: bool
+    # Seconds between its recent cycles, when that is well over its interval; else None.
+    cycling_every: float | None = None
+
+    @property
+    def late(self) -> bool:
+        return self.cycling_every is not None
+
+
+class StatusRows(list[PairStatus]):
+    """The status page's rows, which also say which pairs cycle late."""
+
+    @property
+    def late(self) -> list[PairStatus]:
+        return [row for row in self if row.late]
+
+
+def pair_cycling_every(pair: ScalingPair, *, last: datetime | None, earlier: datetime | None,
+                       stalled: bool) -> float | None:
+    """The average gap over the pair's last LATE_CYCLES cycles, if it is well over the
+    interval. ``earlier`` is the start of the LATE_CYCLES-th cycle before the last."""
+    if not pair.enabled or stalled or last is None or earlier is None:
+        return None
+    every = (last - earlier).total_seconds() / LATE_CYCLES
+    interval = pair.interval_seconds
+    # Cycles far apart because the pair was off for a while are not late; stalling is shown apart.
+    if every > interval * STALL_INTERVALS:
+        return None
+    if every > interval * LATE_FACTOR and every - interval >= LATE_MIN_SECONDS:
+        return every
+    return None
 
 
 def pair_is_stalled(pair: ScalingPair, now: datetime) -> bool:
@@ -30,17 +66,21 @@ def pair_is_stalled(pair: ScalingPair, now: datetime) -> bool:
     return now - since > timedelta(seconds=STALL_INTERVALS * pair.interval_seconds)
 
 
-def pairs_status(now: datetime | None = None) -> list[PairStatus]:
+def pairs_status(now: datetime | None = None) -> StatusRows:
     now = now or timezone.now()
     latest = Decision.objects.filter(pair=OuterRef("pk")).order_by("-created_at", "-id")
     pairs = ScalingPair.objects.order_by("name").annotate(
-        last_outcome=Subquery(latest.values("outcome")[:1]), last_reason=Subquery(latest.values("reason")[:1])
+        last_outcome=Subquery(latest.values("outcome")[:1]), last_reason=Subquery(latest.values("reason")[:1]),
+        last_at=Subquery(latest.values("created_at")[:1]),
+        # Read from the (pair, -created_at) index: a few rows per pair, however long the history.
+        earlier_at=Subquery(latest.values("created_at")[LATE_CYCLES:LATE_CYCLES + 1]),
     )
-    return [
-        PairStatus(p, p.last_outcome, p.last_reason or "", pair_is_stalled(p, now),
-                   bool(p.paused_until and p.paused_until > now))
-        for p in pairs
-    ]
+    rows = StatusRows()
+    for p in pairs:
+        stalled = pair_is_stalled(p, now)
+        rows.append(PairStatus(p, p.last_outcome, p.last_reason or "", stalled, bool(p.paused_until and p.paused_until > now),
+                               pair_cycling_every(p, last=p.last_at, earlier=p.earlier_at, stalled=stalled)))
+    return rows
 
 
 def unshipped_decision_count() -> int:

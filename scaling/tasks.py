@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 from celery import shared_task
 
 from scaling import services
 from scaling.alerts.delivery import channel_drain
 from scaling.alerts.evaluation import alerts_evaluate, alerts_prune
 
+# Decisions recorded within this many seconds of each other go to the audit trail in one
+# shipment: the first asks for it, this much later, and it carries the ones after it too.
+SHIP_GATHER_SECONDS = 1.0
+_ship_asked_until = 0.0
+_ship_lock = threading.Lock()
+
 
 @shared_task(ignore_result=True)
 def run_pair_cycle(pair_id: int, force: bool = False) -> None:
     decision = services.pair_run_cycle(pair_id=pair_id, force=force)
     if decision is not None:
-        # The decision is committed by now; ship it without waiting for the next sweep.
-        ship_decisions.delay()
+        ship_soon()
+
+
+def ship_soon() -> None:
+    """Ask for a shipment of the committed decisions unless this process already asked for
+    one that has not started yet: one shipping task a second, not one per decision. The
+    periodic sweep (DYNOSCALER_AUDIT_INTERVAL) stays as the safety net."""
+    global _ship_asked_until
+    now = time.monotonic()
+    with _ship_lock:
+        if now < _ship_asked_until:
+            return
+        _ship_asked_until = now + SHIP_GATHER_SECONDS
+    ship_decisions.apply_async(countdown=SHIP_GATHER_SECONDS)
 
 
 @shared_task(ignore_result=True)

@@ -86,7 +86,8 @@ def celery_on_test_redis() -> Iterator[str]:
     laptop's filesystem broker in the working copy."""
     from dynoscaler_site.celery import app
 
-    app.conf.update(broker_url=TEST_REDIS_URL, broker_transport_options={})
+    # The Django settings' names: Celery reads them (namespace CELERY) before its own.
+    app.conf.update(CELERY_BROKER_URL=TEST_REDIS_URL, CELERY_BROKER_TRANSPORT_OPTIONS={})
     yield TEST_REDIS_URL
 
 

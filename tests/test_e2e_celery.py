@@ -66,7 +66,7 @@ def celery(tmp_path: Path, redis_url: str, moto_url: str, heroku: Any, elastic: 
         commands = {
             "worker": [*celery_cmd, "worker", "--pool=threads", "--concurrency=4", "--loglevel=INFO"],
             "beat": [*celery_cmd, "beat", "--loglevel=INFO", "--max-interval=1", f"--pidfile={tmp_path / 'beat.pid'}",
-                     "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
+                     "--scheduler", "scaling.beat:DynoScalerScheduler"],
         }
         for name, cmd in commands.items():
             with open(tmp_path / f"{name}.log", "wb") as log:

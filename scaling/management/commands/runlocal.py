@@ -63,7 +63,7 @@ class Command(BaseCommand):
             "web": [python, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
             "worker": [python, "-m", "celery", "-A", "dynoscaler_site", "worker", "--pool=solo", "--loglevel=INFO"],
             "beat": [python, "-m", "celery", "-A", "dynoscaler_site", "beat", "--loglevel=INFO",
-                     "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "--max-interval", "5"],
+                     "--scheduler", "scaling.beat:DynoScalerScheduler", "--max-interval", "5"],
         }
         procs = {
             name: subprocess.Popen(cmd, cwd=settings.BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,0 +1,49 @@
+"""The status page tells when pairs cycle less often than their interval because the
+workers are behind (beat then holds cycles back instead of queueing them)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from scaling.models import Decision, ScalingPair
+
+
+def cycles_every(pair: ScalingPair, seconds: float, count: int = 8) -> None:
+    """Record ``count`` decisions ``seconds`` apart, the last one now."""
+    now = timezone.now()
+    for i in range(count):
+        Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",
+                                created_at=now - timedelta(seconds=seconds * i), policy="classic",
+                                outcome="no_change", reason="r", duration_ms=1)
+    ScalingPair.objects.filter(pk=pair.pk).update(last_cycle_at=now)
+
+
+def row_of(page: str, name: str) -> str:
+    start = page.index(f">{name}</a>")
+    return page[start:page.index("</tr>", start)]
+
+
+def test_the_status_page_says_which_pairs_cycle_late_and_why(admin_client: Any, make_pair: Any) -> None:
+    late = make_pair(name="late", app="late-app", interval_seconds=15)
+    on_time = make_pair(name="on-time", app="on-time-app", interval_seconds=15)
+    cycles_every(late, 40)
+    cycles_every(on_time, 15.2)
+
+    page = admin_client.get("/admin/status/").content.decode()
+    assert "cycling every ~40 s instead of 15 s: the workers are behind" in row_of(page, "late")
+    assert "ok" in row_of(page, "on-time") and "cycling every" not in row_of(page, "on-time")
+    assert "1 pair cycling late: the workers are behind." in page
+
+
+def test_a_pair_back_on_time_or_just_enabled_again_is_not_called_late(admin_client: Any, make_pair: Any) -> None:
+    pair = make_pair(name="orders", interval_seconds=15)
+    cycles_every(pair, 600, count=3)  # it was disabled for a while: old cycles, far apart
+    cycles_every(pair, 15, count=2)
+    page = admin_client.get("/admin/status/").content.decode()
+    assert "cycling every" not in page and 'id="cycling-late"' not in page
+
+    cycles_every(pair, 15, count=8)
+    assert "cycling every" not in admin_client.get("/admin/status/").content.decode()
