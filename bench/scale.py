@@ -206,10 +206,18 @@ class BenchHeroku(HerokuStandIn):
         return super().answer(method, path, headers, raw)
 
 
-def subscribe_webhooks(heroku: BenchHeroku, apps: list[str]) -> None:
-    """Where the "with webhooks" run plugs in: the stand-in posts signed formation and dyno
-    webhooks as Heroku does, and each pair subscribes. Not there yet."""
-    raise NotImplementedError
+def subscribe_webhooks(pair_ids: list[int], public_url: str) -> None:
+    """Each pair's app subscribes at the web process; the stand-in then posts signed
+    formation and dyno events to it as Heroku does."""
+    from scaling import services
+    from scaling.models import ScalingPair
+
+    pairs = list(ScalingPair.objects.filter(pk__in=pair_ids).select_related("heroku_account"))
+    done = services.apps_webhooks(apps=services.apps_of(pairs), action="subscribe", public_url=public_url)
+    failed = [d.said for d in done if not d.ok]
+    if failed:
+        sys.exit("subscribing failed: " + "; ".join(failed[:3]))
+    print(f"  {len(done)} apps subscribed to webhooks at {public_url}", file=sys.stderr, flush=True)
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -313,10 +321,11 @@ def held_share(workdir: Path, window: tuple[float, float]) -> float | None:
 
 
 def report_cycles(pair_ids: list[int], interval: int, window: tuple[datetime, datetime]) -> dict[str, Any]:
-    from scaling.models import Decision
+    from scaling.models import PairSample
 
-    rows = Decision.objects.filter(pair_id__in=pair_ids, created_at__gte=window[0] - timedelta(seconds=interval * 4),
-                                   created_at__lte=window[1]).order_by("pair_id", "created_at").values_list("pair_id", "created_at")
+    # Every cycle leaves a sample (quiet ones fold into runs of decisions).
+    rows = PairSample.objects.filter(pair_id__in=pair_ids, at__gte=window[0] - timedelta(seconds=interval * 4),
+                                     at__lte=window[1]).order_by("pair_id", "at").values_list("pair_id", "at")
     by_pair: dict[int, list[datetime]] = defaultdict(list)
     for pair_id, at in rows:
         by_pair[pair_id].append(at)
@@ -349,14 +358,11 @@ def main() -> None:
                         help="seconds the Heroku stand-in takes to answer (the real API: ~0.1–0.3)")
     parser.add_argument("--bursts", type=int, default=3, help="queues that get a burst each measured minute")
     parser.add_argument("--webhooks", action=argparse.BooleanOptionalAction, default=False,
-                        help="pairs subscribe to Heroku's webhooks (needs the stand-in to post them)")
+                        help="pairs subscribe to Heroku's webhooks, posted by the stand-in to the Procfile's web process")
     parser.add_argument("--shared", action="store_true",
                         help="use BENCH_DATABASE_URL and BENCH_REDIS_URL instead of private servers")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (logs) afterwards")
     args = parser.parse_args()
-    if args.webhooks:
-        sys.exit("--webhooks: not available yet: the Heroku stand-in does not post webhooks and pairs cannot "
-                 "subscribe to them; this run is --no-webhooks only for now.")
 
     workdir = Path(tempfile.mkdtemp(prefix="dynoscaler-scale-"))
     os.chmod(workdir, 0o755)
@@ -370,20 +376,24 @@ def main() -> None:
         elastic = ElasticsearchStandIn(user=ES_USER, password=ES_PASS).start()
         stack.callback(elastic.stop)
         os.environ["AWS_ENDPOINT_URL_SQS"] = servers.moto_url
+        os.environ["HEROKU_API_URL"] = heroku.url  # this process subscribes the apps to webhooks
         setup_django(servers.database_url)
         import boto3
 
         sqs = boto3.client("sqs", region_name=REGION, aws_access_key_id=AWS_KEY, aws_secret_access_key=AWS_SECRET)
         print(f"making {args.pairs} pairs…", file=sys.stderr, flush=True)
         pairs = make_pairs(args.pairs, args.interval, sqs, heroku)
-        if args.webhooks:
-            subscribe_webhooks(heroku, [app for _, _, app in pairs])
-
+        web_port = free_port()
+        web_url = f"http://127.0.0.1:{web_port}"
         env = {**os.environ, "DATABASE_URL": servers.database_url, "REDIS_URL": servers.redis_url,
                "HEROKU_API_URL": heroku.url, "AWS_ENDPOINT_URL_SQS": servers.moto_url,
+               "AWS_ENDPOINT_URL_CLOUDWATCH": servers.moto_url,
                "ELK_ELASTIC_URL": elastic.url, "ELK_ELASTIC_USER": ES_USER, "ELK_ELASTIC_PASS": ES_PASS,
                "DYNOSCALER_MIN_INTERVAL": "1", "DYNOSCALER_BEAT_DISPATCH_LOG": str(workdir / "beat-dispatch.log"),
-               "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+               "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+               # The web process serves the webhooks over plain HTTP on loopback.
+               "SECURE_SSL_REDIRECT": "0", "SECURE_HSTS_SECONDS": "0", "SECURE_COOKIES": "0",
+               "DYNOSCALER_PUBLIC_URL": web_url, "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{web_port}"}
         if args.concurrency:
             env["WORKER_CONCURRENCY"] = str(args.concurrency)
         worker_cmd = args.worker_command or procfile_command("worker")
@@ -393,6 +403,10 @@ def main() -> None:
         print(f"worker: {worker_cmd}\nbeat:   {beat_cmd}", file=sys.stderr, flush=True)
         procs = {f"worker{i or ''}": start_process(f"worker{i or ''}", worker_cmd, env, workdir) for i in range(args.workers)}
         procs["beat"] = start_process("beat", beat_cmd, env, workdir)
+        if args.webhooks:
+            procs["web"] = start_process("web", procfile_command("web"), env, workdir)
+            wait_for_port(web_port)
+            subscribe_webhooks([p for p, _, _ in pairs], web_url)
         for proc in procs.values():
             stack.callback(stop_process, proc)
         servers.pids.update({name: proc.pid for name, proc in procs.items()})
@@ -438,7 +452,7 @@ def run_and_report(args: argparse.Namespace, servers: Servers, procs: dict[str, 
     from django.db import connection
     from django.utils import timezone as dj_timezone
 
-    from scaling.models import Decision
+    from scaling.models import Decision, PairSample
 
     pair_ids = [p for p, _, _ in pairs]
 
@@ -447,16 +461,17 @@ def run_and_report(args: argparse.Namespace, servers: Servers, procs: dict[str, 
             if proc.poll() is not None:
                 tail = (workdir / f"{name}.log").read_text(errors="replace")[-3000:]
                 sys.exit(f"{name} stopped (exit {proc.returncode}); its log ends:\n{tail}")
-        done = Decision.objects.count()
+        done, cycled = Decision.objects.count(), PairSample.objects.count()
         load = os.getloadavg()[0]
-        print(f"  {label}: {done:,} decisions, queue depth {queue_depth(servers.redis_url)}, load {load:.2f}",
+        print(f"  {label}: {cycled:,} cycles, {done:,} decision rows, queue depth {queue_depth(servers.redis_url)}, "
+              f"load {load:.2f}",
               file=sys.stderr, flush=True)
         connection.close()  # the bench's own queries hold no backend between looks
 
     # Warm up: every pair cycles once, and beat's start-up spread is behind us.
     print("warming up: waiting for every pair's first cycle…", file=sys.stderr, flush=True)
     started = time.monotonic()
-    while Decision.objects.values("pair_id").distinct().count() < len(pairs):
+    while PairSample.objects.values("pair_id").distinct().count() < len(pairs):
         if time.monotonic() - started > max(300, args.interval * 10):
             print("  not every pair cycled within the warm-up; measuring anyway", file=sys.stderr)
             break
@@ -542,15 +557,15 @@ def run_and_report(args: argparse.Namespace, servers: Servers, procs: dict[str, 
         print("  " + "  ".join(f"{lab} s: {c:,}" for lab, c in zip(labels, counts, strict=False)))
     print(f"\nCPU seconds per pair-cycle ({cycles:,} cycles):")
     ours = 0.0
-    for name in ("worker", "beat", "postgresql", "redis"):
+    for name in ("worker", "beat", "web", "postgresql", "redis"):
         if name in cpu:
             ours += cpu[name]
             print(f"  {name:<11} {cpu[name] / cycles * 1000:7.2f} ms  ({cpu[name]:.1f} s, {cpu[name] / seconds:.0%} of a core)")
     print(f"  {'ours, all':<11} {ours / cycles * 1000:7.2f} ms  ({ours / seconds:.0%} of a core)")
     print(f"  stand-ins (not ours): moto_server {cpu['moto_server'] / cycles * 1000:.2f} ms, "
           f"Heroku + Elasticsearch + this bench {stand_ins / cycles * 1000:.2f} ms")
-    print(f"\nHeroku calls per pair-hour: {len(calls) / len(pairs) / (seconds / 3600):,.0f} without webhooks "
-          f"({len(calls):,} calls; with webhooks: not available yet)")
+    print(f"\nHeroku calls per pair-hour: {len(calls) / len(pairs) / (seconds / 3600):,.1f} "
+          f"{'with' if args.webhooks else 'without'} webhooks ({len(calls):,} calls)")
     finite = [r for r in reactions if r == r]
     if reactions:
         print(f"reaction from a burst landing to the formation write, s: "

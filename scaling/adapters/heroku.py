@@ -81,7 +81,8 @@ class _TimeoutSession(requests.Session):
         response = super().request(method, url, *args, **kwargs)
         raw = response.headers.get("RateLimit-Remaining")
         if raw is not None and raw.strip().isdigit():
-            self.rate_limit_remaining = int(raw)
+            # Heroku's pool holds 4,500; a proxy's odd figure must not overflow what stores it.
+            self.rate_limit_remaining = min(int(raw), 1_000_000)
         return response
 
 

@@ -22,7 +22,7 @@ from scaling.adapters.sandbox import SandboxSimulation
 from scaling.adapters.aws import AwsCredentials
 from scaling.adapters.sqs import QueueCounts, SqsReader
 from scaling.fields import SecretUnreadable
-from scaling.models import AwsAccount, HerokuApp, SandboxState, ScalingPair
+from scaling.models import AwsAccount, FormationState, HerokuApp, SandboxState, ScalingPair
 from scaling.services import formations
 from scaling.services.heroku_budget import Call, why_not_call
 
@@ -132,12 +132,26 @@ class HerokuSqsBackend:
         assert pair.heroku_account is not None and pair.aws_account is not None
         self.pair, self.now = pair, now
         self.account = pair.heroku_account
-        self.client = HerokuClient(token=self.account.api_token, base_url=settings.HEROKU_API_URL,
-                                   timeout_seconds=settings.HEROKU_TIMEOUT_SECONDS)
+        self._token = self.account.api_token  # read now: an unreadable token is this cycle's error
+        self._client: HerokuClient | None = None
         self.credentials = aws_credentials(pair.aws_account)
         self.app = formations.app_for(name=pair.app_name, account=self.account)
+        self._state: FormationState | None = None
         self._calls = 0
         self._read_because: str | None = None
+
+    @property
+    def client(self) -> HerokuClient:
+        """Made only when this cycle calls Heroku, which most cycles do not."""
+        if self._client is None:
+            self._client = HerokuClient(token=self._token, base_url=settings.HEROKU_API_URL,
+                                        timeout_seconds=settings.HEROKU_TIMEOUT_SECONDS)
+        return self._client
+
+    def _known(self) -> FormationState | None:
+        if self._state is None:
+            self._state = formations.known(self.app, self.pair.process_type)
+        return self._state
 
     def queues(self) -> list[tuple[str, str]]:
         return [(q.queue, q.region) for q in self.pair.queues.all()]
@@ -146,7 +160,7 @@ class HerokuSqsBackend:
         return sqs_reader().counts(queue=queue, region=region, credentials=self.credentials)
 
     def process_state(self) -> ProcessState:
-        state = formations.known(self.app, self.pair.process_type)
+        state = self._known()
         plan = formations.read_plan(self.app, state, now=self.now, boot_seconds=self.pair.boot_seconds,
                                     unsettled=self.pair.unconfirmed_quantity is not None)
         if plan.why is not None:
@@ -154,7 +168,7 @@ class HerokuSqsBackend:
             refused = why_not_call(self.account, purpose, self.now)
             if refused is None and formations.read_claim(self.app, self.now):
                 self._read(dynos=plan.dynos, because=plan.why)
-                state = formations.known(self.app, self.pair.process_type)
+                state = self._known()
             elif state is None:
                 # Nothing was asked of Heroku: not its error, so no back-off grows from it.
                 why = refused or "another pair of the app is reading it"
@@ -166,7 +180,7 @@ class HerokuSqsBackend:
 
     def read_process_state(self) -> ProcessState:
         self._read(dynos=True, because="a connection check")
-        state = formations.known(self.app, self.pair.process_type)
+        state = self._known()
         if state is None:
             raise self._no_such_process_type()
         return formations.process_state(state)
@@ -180,7 +194,7 @@ class HerokuSqsBackend:
         if why_not_call(self.account, Call.READ_FOR_WRITE, self.now) is not None:
             return None  # the write itself will be refused by the same rule
         self._read(dynos=False, because="the read before a change (no webhooks)")
-        state = formations.known(self.app, self.pair.process_type)
+        state = self._known()
         found = state.quantity if state is not None else expected
         return found if found != expected else None
 
@@ -188,10 +202,11 @@ class HerokuSqsBackend:
         self._calls += 1
         info = self.client.scale(app=self.pair.app_name, process_type=self.pair.process_type, quantity=quantity)
         formations.store_write(self.app, info, now=self.now)
+        self._state = None
         return info.quantity
 
     def measure(self, *, since: datetime | None) -> Measured:
-        state = formations.known(self.app, self.pair.process_type)
+        state = self._known()
         boots = formations.boots_since(state, since) if state is not None else ()
         if self.pair.policy != "target_wait" or not self._cloudwatch_due():
             return Measured(boot_durations=boots)
@@ -226,7 +241,7 @@ class HerokuSqsBackend:
 
     @property
     def rate_limit_remaining(self) -> int | None:
-        return self.client.rate_limit_remaining
+        return self._client.rate_limit_remaining if self._client is not None else None
 
     @property
     def heroku_calls(self) -> int:
@@ -248,6 +263,7 @@ class HerokuSqsBackend:
             HerokuApp.objects.filter(pk=self.app.pk).update(read_claimed_until=None)
         formations.store_read(self.app, formations=found, dynos=listed, now=self.now)
         self.app.refresh_from_db()
+        self._state = None
         self._read_because = because
 
     def _no_such_process_type(self) -> AdapterError:

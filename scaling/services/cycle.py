@@ -54,8 +54,9 @@ def pair_run_cycle(
     ``dry_run`` decides without touching the formation."""
     started = time.monotonic()
     now = now or timezone.now()
-    # Accounts are loaded inside the cycle, where an unreadable secret becomes a recorded error.
-    pair = ScalingPair.objects.prefetch_related("queues", "schedules").filter(id=pair_id).first()
+    # A secret that cannot be read loads all the same: reading it is the cycle's recorded error.
+    pair = (ScalingPair.objects.select_related("heroku_account", "aws_account")
+            .prefetch_related("queues", "schedules").filter(id=pair_id).first())
     if pair is None or not (pair.enabled or dry_run):
         return None
     claim = pair_claim(pair=pair, now=now, respect_interval=not force)
@@ -63,9 +64,10 @@ def pair_run_cycle(
         log.info("cycle of pair %s skipped: another cycle holds it or ran moments ago", pair.name)
         return None
     dry_run = dry_run or pair.dry_run
+    # Interrupted (the time limit, a shutdown) or failing to record: free the pair at once.
     with claim_released_if_interrupted(pair, claim):
         result = _cycle(pair, now=now, dry_run=dry_run)
-    return record(pair, claim=claim, now=now, result=result, dry_run=dry_run, started=started)
+        return record(pair, claim=claim, now=now, result=result, dry_run=dry_run, started=started)
 
 
 def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> CycleResult:
