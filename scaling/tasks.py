@@ -10,8 +10,8 @@ from scaling.alerts.evaluation import alerts_evaluate, alerts_prune
 
 
 @shared_task(ignore_result=True)
-def run_pair_cycle(pair_id: int, force: bool = False) -> None:
-    decision = services.pair_run_cycle(pair_id=pair_id, force=force)
+def run_pair_cycle(pair_id: int, force: bool = False, requested_by: str = "") -> None:
+    decision = services.pair_run_cycle(pair_id=pair_id, force=force, requested_by=requested_by)
     if decision is not None:
         # The decision is committed by now; ship it without waiting for the next sweep.
         ship_decisions.delay()

@@ -107,12 +107,13 @@ class CycleResult:
 
 
 def pair_run_cycle(
-    *, pair_id: int, force: bool = False, dry_run: bool = False, now: datetime | None = None
+    *, pair_id: int, force: bool = False, dry_run: bool = False, now: datetime | None = None, requested_by: str = "",
 ) -> Decision | None:
     """Run one cycle of one pair and return its recorded decision, or None when the pair
     is gone, disabled, or another cycle of it holds the claim (the loser records nothing and
     changes nothing). ``force`` skips the interval spacing (a person asked for this cycle);
-    ``dry_run`` decides without touching the formation."""
+    ``dry_run`` decides without touching the formation; ``requested_by`` names the person who
+    asked for it, at the head of its reason (so it is never folded into a quiet run)."""
     started = time.monotonic()
     now = now or timezone.now()
     # Accounts are loaded inside the cycle, where an unreadable secret becomes a recorded error.
@@ -126,6 +127,8 @@ def pair_run_cycle(
     dry_run = dry_run or pair.dry_run
     with claim_released_if_interrupted(pair, claim):
         result = _cycle(pair, now=now, dry_run=dry_run)
+    if requested_by:
+        result = replace(result, reason=f"cycle asked for by {requested_by}: {result.reason}")
     return record(pair, claim=claim, now=now, result=result, dry_run=dry_run, started=started)
 
 
