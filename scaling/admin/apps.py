@@ -18,13 +18,16 @@ from scaling.fields import SecretUnreadable
 from scaling.models import HerokuApp
 
 
-def report_webhooks(model_admin: admin.ModelAdmin, request: HttpRequest, apps: list[HerokuApp], what: str) -> None:
-    """Subscribe, check or unsubscribe each app and say what happened, one message each."""
+def report_webhooks(model_admin: admin.ModelAdmin, request: HttpRequest, apps: list[HerokuApp],
+                    what: str) -> dict[str, str]:
+    """Subscribe, check or unsubscribe each app and say what happened, one message each.
+    Returns what was said of each app, by its name."""
     public_url = settings.DYNOSCALER_PUBLIC_URL
+    said_of: dict[str, str] = {}
     if what == "subscribe" and not public_url:
         model_admin.message_user(request, "Set DYNOSCALER_PUBLIC_URL (e.g. https://my-dynoscaler.herokuapp.com) so "
                                  "Heroku knows where to post; nothing was subscribed.", messages.ERROR)
-        return
+        return said_of
     for app in apps:
         try:
             if what == "subscribe":
@@ -34,9 +37,12 @@ def report_webhooks(model_admin: admin.ModelAdmin, request: HttpRequest, apps: l
             else:
                 said = services.app_unsubscribe(app=app)
         except (AdapterError, SecretUnreadable) as exc:
-            model_admin.message_user(request, f"{app.name}: {getattr(exc, 'message', exc)}", messages.ERROR)
+            said_of[app.name] = f"{app.name}: {getattr(exc, 'message', exc)}"
+            model_admin.message_user(request, said_of[app.name], messages.ERROR)
             continue
+        said_of[app.name] = said
         model_admin.message_user(request, said, messages.SUCCESS)
+    return said_of
 
 
 @admin.register(HerokuApp)
