@@ -56,16 +56,16 @@ class _Echo:
 class DecisionAdmin(GuardedAdmin):
     # What an operator reads first, left to right, one line a decision: every column is
     # drawn from the row itself, so a page costs no query per row.
-    list_display = ["when", "pair_name", "outcome", "saw", "dynos", "cycles_column", "short_reason"]
+    list_display = ["when", "pair_column", "outcome", "saw", "dynos", "short_reason"]
     list_display_links = ["when", "short_reason"]
     fieldsets = [
-        (None, {"fields": ["created_at", "pair_link", "outcome", "full_reason", "error", "error_permanent", "dry_run"]}),
+        (None, {"fields": ["recorded_at", "pair_link", "outcome", "full_reason", "error", "error_permanent", "dry_run"]}),
         ("What it saw", {"fields": ["visible_messages", "in_flight_messages", "delayed_messages", "queue_counts",
                                     "dynos_running", "dynos_starting", "quantity_before", "backlog_per_instance",
                                     "heroku_rate_limit_remaining"]}),
         ("What it decided and did", {"fields": ["policy", "desired_quantity", "applied_quantity"]}),
         ("A run of quiet cycles", {
-            "fields": ["cycles", "first_cycle_at", "visible_min", "visible_max"],
+            "fields": ["cycles", "first_cycle", "visible_min", "visible_max"],
             "description": "A row may stand for several cycles that saw and decided the same; the counts above are "
                            "the last one's.",
         }),
@@ -81,8 +81,15 @@ class DecisionAdmin(GuardedAdmin):
     list_per_page = 100
 
     @admin.display(description="when (UTC)", ordering="created_at")
-    def when(self, decision: Decision) -> str:
-        return f"{decision.created_at:%Y-%m-%d %H:%M:%S}"
+    def when(self, decision: Decision) -> SafeString:
+        # The year is on the hover and the decision's page: rows are kept for months, not years.
+        return format_html('<span title="{}">{}</span>', f"{decision.created_at:%Y-%m-%d %H:%M:%S} UTC",
+                           f"{decision.created_at:%m-%d %H:%M:%S}")
+
+    @admin.display(description="pair", ordering="pair_name")
+    def pair_column(self, decision: Decision) -> SafeString:
+        return format_html('<span title="{} ({}/{})">{}</span>', decision.pair_name, decision.app_name,
+                           decision.process_type, decision.pair_name)
 
     @admin.display(description="visible / in flight")
     def saw(self, decision: Decision) -> str:
@@ -99,21 +106,31 @@ class DecisionAdmin(GuardedAdmin):
         shown = f"{_count(decision.quantity_before)} → {_count(decision.desired_quantity)}"
         return shown + (f" (→ {decision.applied_quantity})" if decision.applied_quantity is not None else "")
 
-    @admin.display(description="cycles")
-    def cycles_column(self, decision: Decision) -> str:
-        if decision.cycles <= 1 or decision.first_cycle_at is None:
-            return "1"
-        return f"{decision.cycles} from {decision.first_cycle_at:%H:%M:%S}"
-
     @admin.display(description="reason (hover for all of it, click for the decision)")
     def short_reason(self, decision: Decision) -> SafeString:
-        # A run's reason leads with its span and counts, shown in their own columns: show what it decided.
-        text = _RUN_HEAD.sub("", decision.reason) if decision.cycles > 1 else decision.reason
-        if decision.error:
-            text = f"{text} [{decision.error}]"
         whole = decision.reason + (f"\n\nerror: {decision.error}" if decision.error else "")
+        text = decision.reason + (f" [{decision.error}]" if decision.error else "")
+        run = ""
+        if decision.cycles > 1 and decision.first_cycle_at is not None:
+            # A run's reason leads with its span and counts in words: say them in short, then what it decided.
+            run = f"{decision.cycles} cycles {decision.first_cycle_at:%H:%M:%S}–{decision.created_at:%H:%M:%S}"
+            text = _RUN_HEAD.sub("", text)
         short = text if len(text) <= SHORT_REASON else text[:SHORT_REASON - 1].rstrip() + "…"
+        if run:
+            return format_html('<span title="{}"><strong class="decision-run">{}</strong> {}</span>', whole, run, short)
         return format_html('<span title="{}">{}</span>', whole, short)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A single cycle is no run: leave that section out.
+        return [f for f in self.fieldsets if obj is None or obj.cycles > 1 or f[0] != "A run of quiet cycles"]
+
+    @admin.display(description="when (UTC)")
+    def recorded_at(self, decision: Decision) -> str:
+        return f"{decision.created_at:%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="first cycle (UTC)")
+    def first_cycle(self, decision: Decision) -> str:
+        return f"{decision.first_cycle_at:%Y-%m-%d %H:%M:%S}" if decision.first_cycle_at else "—"
 
     @admin.display(description="reason")
     def full_reason(self, decision: Decision) -> SafeString:
