@@ -190,15 +190,16 @@ def test_a_cycle_asked_for_is_a_row_of_its_own_amid_quiet_cycles(sqs: Any, herok
     for i in range(4):  # nothing waits, at the minimum: quiet cycles, folded into a run
         at(15 * i)
     asked = at(60, requested_by="alice")
-    after = at(75)
+    again = at(70, requested_by="alice")  # asked twice: each says so on a row of its own
+    after = at(85)
 
     rows = list(Decision.objects.filter(pair=pair).order_by("created_at", "id"))
-    assert asked is not None and after is not None and asked.pk and after.pk  # both rows of their own
-    assert [r.pk for r in rows[-2:]] == [asked.pk, after.pk]
-    assert asked.reason.startswith("cycle asked for by alice: ") and asked.cycles == 1
-    assert not after.reason.startswith("cycle asked for") and after.cycles == 1
-    assert rows[-3].cycles > 1 and rows[-3].created_at == start + timedelta(seconds=45)  # the run was closed first
-    assert sum(r.cycles for r in rows) == 6  # every cycle on record
+    assert asked is not None and again is not None and after is not None
+    assert [r.pk for r in rows[-3:]] == [asked.pk, again.pk, after.pk]  # none folded into a run
+    assert all(r.reason.startswith("cycle asked for by alice: ") and r.cycles == 1 for r in rows[-3:-1])
+    assert not rows[-1].reason.startswith("cycle asked for") and rows[-1].cycles == 1
+    assert rows[-4].cycles > 1 and rows[-4].created_at == start + timedelta(seconds=45)  # the run was closed first
+    assert sum(r.cycles for r in rows) == 7  # every cycle on record
 
 
 # --- a new pair's first cycle --------------------------------------------------------------

@@ -41,7 +41,7 @@ from scaling.policies import Observation, effective_bounds, get_policy
 from scaling.services.backends import Backend, QueueReading, open_backend, pair_secrets
 from scaling.services.formation_writes import FORGET_REFUSAL, Refusal, within_refusal, write_formation
 from scaling.services.heroku_budget import account_after_calls
-from scaling.services.history import history_record
+from scaling.services.history import ASKED_FOR, history_record
 
 log = logging.getLogger(__name__)
 Outcome = Decision.Outcome
@@ -128,7 +128,7 @@ def pair_run_cycle(
     with claim_released_if_interrupted(pair, claim):
         result = _cycle(pair, now=now, dry_run=dry_run)
     if requested_by:
-        result = replace(result, reason=f"cycle asked for by {requested_by}: {result.reason}")
+        result = replace(result, reason=f"{ASKED_FOR}{requested_by}: {result.reason}")
     return record(pair, claim=claim, now=now, result=result, dry_run=dry_run, started=started)
 
 
