@@ -66,6 +66,7 @@ def main() -> None:
     url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
     ensure_database(url)
     os.environ.update({"DATABASE_URL": url, "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-only"),
+                       "SECURE_SSL_REDIRECT": "0",  # the test client speaks plain HTTP
                        "DJANGO_SETTINGS_MODULE": "dynoscaler_site.settings"})
     import django
 

@@ -1,5 +1,6 @@
-"""The admin's forms: write-only secrets, the number an action asks for, the schedule
-windows of a pair (no two may overlap), and account choices that say when a secret is lost."""
+"""The admin's forms: write-only secrets, the number an action asks for, a pair's queues
+(a Heroku pair needs one, a sandbox none), the schedule windows of a pair (no two may
+overlap), and account choices that say when a secret is lost."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from scaling.fields import CANNOT_BE_READ, UnreadableSecret, stored_secret
-from scaling.models import HEROKU_MAX_DYNOS_PER_APP, AwsAccount, HerokuAccount
+from scaling.models import HEROKU_MAX_DYNOS_PER_APP, AwsAccount, HerokuAccount, ScalingPair
 from scaling.schedules import first_overlap
 
 
@@ -105,6 +106,20 @@ class AccountChoiceField(forms.ModelChoiceField):
 
     def label_from_instance(self, obj: Any) -> str:
         return f"{obj} (secret {CANNOT_BE_READ})" if obj.unreadable_secret_fields() else str(obj)
+
+
+class QueueFormSet(forms.BaseInlineFormSet):
+    """A Heroku + SQS pair reads at least one queue, and is told so by name when it has
+    none; a sandbox pair has none to read (its queue is simulated), so it needs no row."""
+
+    def clean(self) -> None:
+        super().clean()
+        if self.instance.provider != ScalingPair.Provider.HEROKU or any(form.errors for form in self.forms):
+            return
+        kept = [form for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE")]
+        if not kept:
+            raise forms.ValidationError("A Heroku + SQS pair needs at least one SQS queue: fill in its name (or URL) "
+                                        "and region below.", code="no_queue")
 
 
 class ScheduleFormSet(forms.BaseInlineFormSet):

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 
 from dynoscaler_site.env import EnvError, env_float, env_int, env_optional, env_str
 from scaling.models import AwsAccount, HerokuAccount, PairQueue, ScalingPair, accounts_with_unreadable_secrets
+from scaling.services.controls import pair_first_cycle
 from scaling.services.pairs import pair_apply_settings, pair_schedule_sync
 from scaling.validators import (
     HEROKU_MAX_DYNOS_PER_APP,
@@ -123,7 +124,7 @@ def legacy_pair_save(*, config: LegacyConfig) -> ScalingPair:
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                pair, changed = _upsert_env_pair(config)
+                pair, changed, created = _upsert_env_pair(config)
             break
         except IntegrityError:
             if attempt == 2:
@@ -134,11 +135,14 @@ def legacy_pair_save(*, config: LegacyConfig) -> ScalingPair:
         # Same variables as last start: nothing the operator changed, so a quantity Heroku
         # refused stays refused (every scale_once would otherwise send it again).
         pair_schedule_sync(pair=pair)
+    if created:  # the first start with these variables scales at once, not an interval later
+        pair_first_cycle(pair=pair)
     return pair
 
 
-def _upsert_env_pair(config: LegacyConfig) -> tuple[ScalingPair, bool]:
-    """The env pair, created or brought in line with ``config``; and whether anything changed."""
+def _upsert_env_pair(config: LegacyConfig) -> tuple[ScalingPair, bool, bool]:
+    """The env pair, created or brought in line with ``config``; whether anything changed,
+    and whether it was created."""
     heroku, _ = HerokuAccount.objects.update_or_create(
         managed_by_env=True,
         defaults={"description": config.heroku_description, "api_token": config.heroku_token},
@@ -172,8 +176,9 @@ def _upsert_env_pair(config: LegacyConfig) -> tuple[ScalingPair, bool]:
         pair = ScalingPair.objects.filter(app_name=config.app_name, process_type=config.process_type).first()
     if pair is None:
         pair = ScalingPair.objects.create(managed_by_env=True, enabled=True, **values)
-        changed = True
+        changed = created = True
     else:
+        created = False
         changed = not pair.managed_by_env or any(getattr(pair, name) != value for name, value in values.items())
         if (pair.app_name, pair.process_type) != (config.app_name, config.process_type):
             pair.expected_quantity = None  # another app now: nothing is expected of its formation
@@ -184,7 +189,7 @@ def _upsert_env_pair(config: LegacyConfig) -> tuple[ScalingPair, bool]:
             pair.save()
     removed, _ = pair.queues.exclude(queue=config.queue, region=config.region).delete()
     _, added = PairQueue.objects.get_or_create(pair=pair, queue=config.queue, region=config.region)
-    return pair, changed or bool(removed) or added
+    return pair, changed or bool(removed) or added, created
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ _ship_lock = threading.Lock()
 
 
 @shared_task(ignore_result=True)
-def run_pair_cycle(pair_id: int, force: bool = False) -> None:
-    decision = services.pair_run_cycle(pair_id=pair_id, force=force)
+def run_pair_cycle(pair_id: int, force: bool = False, requested_by: str = "") -> None:
+    decision = services.pair_run_cycle(pair_id=pair_id, force=force, requested_by=requested_by)
     if decision is not None:
         ship_soon()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -40,7 +41,12 @@ def kill_switch(request: HttpRequest) -> HttpResponse:
         return redirect("/admin/status/")
     # An emergency stop must not fail on its note: a NUL byte, which PostgreSQL cannot store, is dropped.
     note = request.POST.get("note", "").replace("\x00", "").strip()
-    services.kill_switch_set(engaged=engage, user=request.user.get_username(), note=note)
+    switch = services.kill_switch_set(engaged=engage, user=request.user.get_username(), note=note)
+    # Who pulled or released the emergency stop, in the admin's history like every operator action.
+    assert request.user.pk is not None  # only a user with the permission gets here
+    LogEntry.objects.log_actions(user_id=request.user.pk, queryset=[switch], action_flag=CHANGE, single_object=True,
+                                 change_message=("Engaged the kill switch" if engage else "Released the kill switch")
+                                 + (f": {note[:200]}" if note else ""))
     if engage:
         messages.warning(request, "Kill switch engaged: DynoScaler will change no formation until it is released.")
     else:

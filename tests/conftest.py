@@ -86,8 +86,9 @@ def celery_on_test_redis() -> Iterator[str]:
     laptop's filesystem broker in the working copy."""
     from dynoscaler_site.celery import app
 
-    # The Django settings' names: Celery reads them (namespace CELERY) before its own.
+    # Under the CELERY_ namespace the settings' own names win over broker_url: set those.
     app.conf.update(CELERY_BROKER_URL=TEST_REDIS_URL, CELERY_BROKER_TRANSPORT_OPTIONS={})
+    assert app.connection_for_write().as_uri().startswith("redis://"), "the suite's tasks would not go to Redis"
     yield TEST_REDIS_URL
 
 

@@ -121,29 +121,32 @@ def test_an_operator_sets_up_a_pair_watches_it_scale_and_stops_everything(
         assert problem in text, problem
     shots(page, "pair-errors")
 
-    # Fixed, it saves, and its beat task exists.
+    # Fixed, it saves, its beat task exists, and its first cycle is queued at once: a
+    # worker scales it up without waiting an interval.
     fill(page, {"app_name": "orders-app", "min_dynos": "1", "max_dynos": "8", "interval_seconds": "30",
                 "queues-0-queue": "orders", "queues-0-region": "us-east-1"})
     page.click("input[name=_continue]")
     page.wait_for_selector(".messagelist .success")
+    assert "orders: its first cycle is queued for a worker" in page.inner_text(".messagelist").lower()
     pair = ScalingPair.objects.get(name="orders")
+    worker_has_run(lambda: Decision.objects.filter(pair=pair).exists())
+    assert Decision.objects.get(pair=pair).outcome == "applied" and heroku.quantity("orders-app") > 1
     page.goto(f"{base}/admin/django_celery_beat/periodictask/")
     assert f"dynoscaler pair {pair.pk}" in page.inner_text("#result_list")
 
-    # Run a cycle from the list: it is queued for a worker, which runs it at once.
+    # Run a cycle from the list: it is queued for a worker, which runs it at once and says who asked.
     page.goto(f"{base}/admin/scaling/scalingpair/")
     page.check(f"input[name=_selected_action][value='{pair.pk}']")
     page.select_option("select[name=action]", "run_cycle_now")
     page.click("button[name=index]")
     message = page.inner_text(".messagelist").lower()  # the admin's CSS capitalises messages
     assert "orders: a cycle is queued for a worker" in message
-    worker_has_run(lambda: Decision.objects.filter(pair=pair).exists())
-    assert Decision.objects.get(pair=pair).outcome == "applied" and heroku.quantity("orders-app") > 1
+    worker_has_run(lambda: Decision.objects.filter(pair=pair).count() == 2)
+    assert Decision.objects.filter(pair=pair).latest("id").reason.startswith("cycle asked for by admin: ")
 
-    # The decision is in the history, and on the pair page with its chart.
+    # The decisions are in the history, and on the pair page with its chart.
     page.goto(f"{base}/admin/scaling/decision/")
     assert "applied" in page.inner_text("#result_list")
-    shots(page, "decision-history")
     page.goto(f"{base}/admin/scaling/scalingpair/{pair.pk}/change/")
     page.wait_for_selector("#pair-chart svg path[data-series='visible messages']", state="attached")
     assert page.locator("#pair-chart svg circle").count() >= 3  # one cycle: a point per series
@@ -161,6 +164,7 @@ def test_an_operator_sets_up_a_pair_watches_it_scale_and_stops_everything(
     page.goto(f"{base}/admin/status/")
     page.click("#engage-kill-switch")
     page.wait_for_selector("#kill-switch-banner")
+    assert page.inner_text("#kill-switch-by").startswith("by admin at ")
     shots(page, "status-kill-switch")
     page.goto(f"{base}/admin/scaling/scalingpair/")
     assert page.is_visible("#kill-switch-banner")
@@ -207,3 +211,58 @@ def test_a_newcomer_watches_the_sandbox_pair_scale(live_server: Any, admin_user:
     assert decisions.filter(reason__contains="scale up").exists()
     assert decisions.filter(reason__contains="scale down").exists()
     shots(page, "sandbox-pair-chart", "#pair-state")
+
+    # Its history, on a 1400 px screen: one line per decision, nothing to scroll sideways,
+    # the whole reason a hover away and the decision a click away.
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(f"{live_server.url}/admin/scaling/decision/")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() >= 10 and Decision.objects.filter(cycles__gt=1).exists()
+    line = page.evaluate("parseFloat(getComputedStyle(document.querySelector('#result_list tbody td')).lineHeight)")
+    padding = page.evaluate("(() => { const s = getComputedStyle(document.querySelector('#result_list tbody td'));"
+                            " return parseFloat(s.paddingTop) + parseFloat(s.paddingBottom); })()")
+    heights = [box["height"] for box in (rows.nth(i).bounding_box() for i in range(rows.count())) if box]
+    assert max(heights) < 1.5 * line + padding + 2, (line, padding, heights)
+    overflow = page.evaluate("(() => { const r = document.querySelector('#changelist-form .results');"
+                             " return [r.scrollWidth - r.clientWidth,"
+                             " document.documentElement.scrollWidth - document.documentElement.clientWidth]; })()")
+    assert overflow == [0, 0], overflow
+    longest = max(decisions, key=lambda d: len(d.reason))
+    cell = page.locator(f"#result_list td.field-short_reason a[href*='/decision/{longest.pk}/'] span[title]")
+    assert cell.get_attribute("title") == longest.reason and cell.inner_text().endswith("…")
+    shots(page, "decision-history")
+    cell.click()
+    page.wait_for_selector(".decision-reason")
+    assert page.inner_text(".decision-reason") == longest.reason
+
+
+def test_the_sandbox_pair_saves_from_its_page_and_a_pause_shows_in_its_history_with_who(
+    live_server: Any, admin_user: Any, browser_page: Any, settings: Any
+) -> None:
+    from scaling import services
+
+    settings.SANDBOX_ENABLED = True
+    pair = services.sandbox_demo_ensure()
+    assert pair is not None
+    page = browser_page
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/scaling/scalingpair/{pair.pk}/change/")
+    fill(page, {"username": "admin", "password": "password"})
+    page.click("input[type=submit]")
+    page.wait_for_selector("#scalingpair_form")
+
+    # A sandbox has no queue: its page saves as it is, with a field changed.
+    fill(page, {"max_dynos": "7"})
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    assert "was changed successfully" in page.inner_text(".messagelist")
+    assert ScalingPair.objects.get(pk=pair.pk).max_dynos == 7
+
+    # A pause from the page's button, then its History page says what and who.
+    page.click("text=Pause…")
+    fill(page, {"number": "30"})
+    page.click("input[type=submit][value=Pause]")
+    page.wait_for_selector(".messagelist .success")
+    page.click("a.historylink")
+    history = page.inner_text("#change-history")
+    assert "Paused for 30 minutes (until " in history and "admin" in history
+    assert "Changed Max dynos." in history

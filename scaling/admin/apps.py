@@ -16,15 +16,20 @@ from scaling.admin.base import GuardedAdmin
 from scaling.models import HerokuApp
 
 
-def report_webhooks(model_admin: admin.ModelAdmin, request: HttpRequest, apps: list[HerokuApp], what: str) -> None:
-    """Subscribe, check or unsubscribe each app and say what happened, one message each."""
+def report_webhooks(model_admin: admin.ModelAdmin, request: HttpRequest, apps: list[HerokuApp],
+                    what: str) -> dict[str, str]:
+    """Subscribe, check or unsubscribe each app and say what happened, one message each.
+    Returns what was said of each app, by its name."""
     public_url = settings.DYNOSCALER_PUBLIC_URL
+    said_of: dict[str, str] = {}
     if what == "subscribe" and not public_url:
         model_admin.message_user(request, "Set DYNOSCALER_PUBLIC_URL (e.g. https://my-dynoscaler.herokuapp.com) so "
                                  "Heroku knows where to post; nothing was subscribed.", messages.ERROR)
-        return
-    for done in services.apps_webhooks(apps=apps, action=what, public_url=public_url):
+        return said_of
+    for done, app in zip(services.apps_webhooks(apps=apps, action=what, public_url=public_url), apps, strict=True):
+        said_of[app.name] = done.said
         model_admin.message_user(request, done.said, messages.SUCCESS if done.ok else messages.ERROR)
+    return said_of
 
 
 @admin.register(HerokuApp)

@@ -1,9 +1,11 @@
 """The decision history: read-only, filtered and searched without scanning millions of rows,
-and exported as CSV with whatever the filters select."""
+one line per decision (the whole reason a hover or a click away), and exported as CSV with
+whatever the filters select."""
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +16,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from scaling.admin.base import CappedCountPaginator, GuardedAdmin
 from scaling.models import CSV_COLUMNS, Decision
@@ -34,6 +38,13 @@ class HasErrorFilter(admin.SimpleListFilter):
         return queryset
 
 
+# A reason is shown whole on the decision's page; in the list, its start, on one line.
+SHORT_REASON = 90
+_RUN_HEAD = re.compile(r"^\d+ more cycles?[^;]*; the last: ")
+
+
+def _count(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
 
 
 class _Echo:
@@ -43,9 +54,23 @@ class _Echo:
 
 @admin.register(Decision)
 class DecisionAdmin(GuardedAdmin):
-    list_display = [
-        "created_at", "pair_name", "outcome", "visible_messages", "dynos_running",
-        "quantity_before", "desired_quantity", "applied_quantity", "reason", "dry_run", "duration_ms",
+    # What an operator reads first, left to right, one line a decision: every column is
+    # drawn from the row itself, so a page costs no query per row.
+    list_display = ["when", "pair_column", "outcome", "saw", "dynos", "short_reason"]
+    list_display_links = ["when", "short_reason"]
+    fieldsets = [
+        (None, {"fields": ["recorded_at", "pair_link", "outcome", "full_reason", "error", "error_permanent", "dry_run"]}),
+        ("What it saw", {"fields": ["visible_messages", "in_flight_messages", "delayed_messages", "queue_counts",
+                                    "dynos_running", "dynos_starting", "quantity_before", "backlog_per_instance",
+                                    "heroku_rate_limit_remaining"]}),
+        ("What it decided and did", {"fields": ["policy", "desired_quantity", "applied_quantity"]}),
+        ("A run of quiet cycles", {
+            "fields": ["cycles", "first_cycle", "visible_min", "visible_max"],
+            "description": "A row may stand for several cycles that saw and decided the same; the counts above are "
+                           "the last one's.",
+        }),
+        ("Cost and audit trail", {"fields": ["duration_ms", "heroku_calls", "shipped_at"]}),
+        ("Policy state", {"fields": ["state_before", "state_after"], "classes": ["collapse"]}),
     ]
     # Filters read the small pairs table or need no query at all: with millions of rows a
     # date hierarchy or a "related only" filter would scan the whole history on every page.
@@ -54,6 +79,76 @@ class DecisionAdmin(GuardedAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 100
+
+    @admin.display(description="when (UTC)", ordering="created_at")
+    def when(self, decision: Decision) -> SafeString:
+        # The year is on the hover and the decision's page: rows are kept for months, not years.
+        return format_html('<span title="{}">{}</span>', f"{decision.created_at:%Y-%m-%d %H:%M:%S} UTC",
+                           f"{decision.created_at:%m-%d %H:%M:%S}")
+
+    @admin.display(description="pair", ordering="pair_name")
+    def pair_column(self, decision: Decision) -> SafeString:
+        return format_html('<span title="{} ({}/{})">{}</span>', decision.pair_name, decision.app_name,
+                           decision.process_type, decision.pair_name)
+
+    @admin.display(description="visible / in flight")
+    def saw(self, decision: Decision) -> str:
+        visible = _count(decision.visible_messages)
+        if decision.cycles > 1 and None not in (decision.visible_min, decision.visible_max) \
+                and decision.visible_min != decision.visible_max:
+            visible = f"{_count(decision.visible_min)}–{_count(decision.visible_max)}"
+        return f"{visible} / {_count(decision.in_flight_messages)}"
+
+    @admin.display(description="formation → desired (→ applied)")
+    def dynos(self, decision: Decision) -> str:
+        if decision.quantity_before is None and decision.desired_quantity is None:
+            return "—"
+        shown = f"{_count(decision.quantity_before)} → {_count(decision.desired_quantity)}"
+        return shown + (f" (→ {decision.applied_quantity})" if decision.applied_quantity is not None else "")
+
+    @admin.display(description="reason (hover for all of it, click for the decision)")
+    def short_reason(self, decision: Decision) -> SafeString:
+        whole = decision.reason + (f"\n\nerror: {decision.error}" if decision.error else "")
+        text = decision.reason + (f" [{decision.error}]" if decision.error else "")
+        run = ""
+        if decision.cycles > 1 and decision.first_cycle_at is not None:
+            # A run's reason leads with its span and counts in words: say them in short, then what it decided.
+            run = f"{decision.cycles} cycles {decision.first_cycle_at:%H:%M:%S}–{decision.created_at:%H:%M:%S}"
+            text = _RUN_HEAD.sub("", text)
+        short = text if len(text) <= SHORT_REASON else text[:SHORT_REASON - 1].rstrip() + "…"
+        if run:
+            return format_html('<span title="{}"><strong class="decision-run">{}</strong> {}</span>', whole, run, short)
+        return format_html('<span title="{}">{}</span>', whole, short)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        # A single cycle is no run: leave that section out.
+        return [f for f in self.fieldsets if obj is None or obj.cycles > 1 or f[0] != "A run of quiet cycles"]
+
+    @admin.display(description="when (UTC)")
+    def recorded_at(self, decision: Decision) -> str:
+        return f"{decision.created_at:%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="first cycle (UTC)")
+    def first_cycle(self, decision: Decision) -> str:
+        return f"{decision.first_cycle_at:%Y-%m-%d %H:%M:%S}" if decision.first_cycle_at else "—"
+
+    @admin.display(description="reason")
+    def full_reason(self, decision: Decision) -> SafeString:
+        return format_html('<div class="decision-reason">{}</div>', decision.reason)
+
+    @admin.display(description="pair")
+    def pair_link(self, decision: Decision) -> SafeString:
+        where = f"{decision.app_name}/{decision.process_type}"
+        if decision.pair_id is None:
+            return format_html("{} ({}; the pair was deleted)", decision.pair_name, where)
+        url = reverse("admin:scaling_scalingpair_change", args=[decision.pair_id])
+        return format_html('<a href="{}">{}</a> ({})', url, decision.pair_name, where)
+
+    @admin.display(description="per queue")
+    def queue_counts(self, decision: Decision) -> str:
+        return "; ".join(f"{q.get('queue')} ({q.get('region')}): {_count(q.get('visible'))} visible, "
+                         f"{_count(q.get('in_flight'))} in flight, {_count(q.get('delayed'))} delayed"
+                         for q in decision.queues or []) or "—"
 
     def get_urls(self) -> list[URLPattern]:
         return [path("export.csv", self.admin_site.admin_view(self.export_csv), name="scaling_decision_export")] + super().get_urls()

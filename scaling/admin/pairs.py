@@ -1,10 +1,10 @@
 """Pairs: setting them up, watching them (state, chart, latest decisions) and the
-operator's controls (pause, resume, scale now, run a cycle, check connection)."""
+operator's controls (pause, resume, scale now, run a cycle, check connection), each of
+which goes into the pair's History with who did it."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -16,15 +16,14 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
-from kombu.exceptions import OperationalError
 
-from scaling import selectors, services, tasks
+from scaling import selectors, services
 from scaling.admin.apps import report_webhooks
 from scaling.admin.base import GuardedAdmin
 from scaling.adapters.errors import AdapterError
 from scaling.charts import line_chart
 from scaling.fields import CANNOT_BE_READ, SecretUnreadable
-from scaling.forms import AccountChoiceField, NumberStepForm, PauseForm, ScaleNowForm, ScheduleFormSet
+from scaling.forms import AccountChoiceField, NumberStepForm, PauseForm, QueueFormSet, ScaleNowForm, ScheduleFormSet
 from scaling.models import Decision, PairQueue, PairSchedule, ScalingPair
 
 
@@ -45,16 +44,22 @@ def learned_context(pair: ScalingPair) -> dict[str, Any]:
                      "operator": shape.format(figure["operator"]) if figure.get("operator") is not None else "—"})
     prewarm = learned.get("prewarm")
     if prewarm and prewarm.get("due"):
-        prewarm = {**prewarm, "due_text": f"{datetime.fromtimestamp(prewarm['due'], tz=dt_timezone.utc):%Y-%m-%d %H:%M} UTC"}
+        prewarm = {**prewarm, "due_text": f"{datetime.fromtimestamp(prewarm['due'], tz=UTC):%Y-%m-%d %H:%M} UTC"}
     return {"learned_rows": rows, "learned_patterns": learned.get("patterns") or [],
             "learned_prewarm": prewarm, "learned_not_helping": learned.get("not_helping")}
 
 
 class PairQueueInline(admin.TabularInline):
+    """The queues of a Heroku + SQS pair (at least one, which QueueFormSet asks for by name).
+    A sandbox pair has none: its queue is simulated, so its page offers no empty row to fill."""
+
     model = PairQueue
-    extra = 1
-    min_num = 1
-    verbose_name_plural = "SQS queues (visible messages are added up across them)"
+    formset = QueueFormSet
+    min_num = 0
+    verbose_name_plural = "SQS queues (Heroku + SQS pairs; visible messages are added up across them)"
+
+    def get_extra(self, request: HttpRequest, obj: ScalingPair | None = None, **kwargs: Any) -> int:
+        return 0 if obj is not None and obj.provider == ScalingPair.Provider.SANDBOX else 1
 
 
 class PairScheduleInline(admin.TabularInline):
@@ -172,9 +177,12 @@ class ScalingPairAdmin(GuardedAdmin):
         return self._back(pair)
 
     def _report_checks(self, request: HttpRequest, pair: ScalingPair) -> None:
-        for check in services.pair_check_connection(pair=pair):
+        checks = services.pair_check_connection(pair=pair)
+        for check in checks:
             level = messages.SUCCESS if check.ok else messages.ERROR
             self.message_user(request, f"{pair.name}: {check.what}: {'OK' if check.ok else 'FAILED'} — {check.detail}", level)
+        self.log_change(request, pair, "Checked the connection: " + "; ".join(
+            f"{check.what} OK" if check.ok else f"{check.what} FAILED ({check.detail})" for check in checks))
 
     def scale_now_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         pair = self._pair_or_404(request, pk, change=True)
@@ -201,17 +209,21 @@ class ScalingPairAdmin(GuardedAdmin):
         for pair in pairs:
             try:
                 decision = services.pair_scale_now(pair=pair, quantity=quantity, user=request.user.get_username())
-                self.message_user(request, f"{pair.name}: {decision.reason}.", messages.SUCCESS)
-            except AdapterError as exc:
-                self.message_user(request, f"{pair.name}: not scaled — {exc.message}", messages.ERROR)
-            except SecretUnreadable as exc:
-                self.message_user(request, f"{pair.name}: not scaled — {exc}", messages.ERROR)
+            except (AdapterError, SecretUnreadable) as exc:
+                problem = exc.message if isinstance(exc, AdapterError) else str(exc)
+                self.message_user(request, f"{pair.name}: not scaled — {problem}", messages.ERROR)
+                self.log_change(request, pair, f"Asked to scale now to {quantity} dynos: not scaled ({problem})")
+                continue
+            self.message_user(request, f"{pair.name}: {decision.reason}.", messages.SUCCESS)
+            self.log_change(request, pair, f"Scaled now to {decision.applied_quantity} dynos "
+                                           f"(from {decision.quantity_before}); decision #{decision.pk}")
 
     def _do_pause(self, request: HttpRequest, pairs: list[ScalingPair], minutes: int) -> None:
         for pair in pairs:
             until = services.pair_pause(pair=pair, minutes=minutes, user=request.user.get_username())
-            self.message_user(request, f"{pair.name}: paused until {until:%Y-%m-%d %H:%M} UTC; cycles observe and record only.",
+            self.message_user(request, f"{pair.name}: paused until {_when(until)}; cycles observe and record only.",
                               messages.SUCCESS)
+            self.log_change(request, pair, f"Paused for {minutes} minute{'s' if minutes != 1 else ''} (until {_when(until)})")
 
     @admin.action(description="Check connection (reads only, changes nothing)")
     def check_connection(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
@@ -227,7 +239,11 @@ class ScalingPairAdmin(GuardedAdmin):
             return
         if not apps:
             self.message_user(request, "None of these pairs scales a Heroku app.", messages.WARNING)
-        report_webhooks(self, request, apps, "subscribe")
+        said_of = report_webhooks(self, request, apps, "subscribe")
+        for pair in queryset:
+            if pair.provider == ScalingPair.Provider.HEROKU:
+                said = said_of.get(pair.app_name, "nothing was subscribed: DYNOSCALER_PUBLIC_URL is not set")
+                self.log_change(request, pair, f"Asked to subscribe its app {pair.app_name} to Heroku webhooks: {said}")
 
     @admin.action(description="Pause for N minutes…")
     def pause_pairs(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> TemplateResponse | None:
@@ -236,8 +252,14 @@ class ScalingPairAdmin(GuardedAdmin):
     @admin.action(description="Resume (end a pause)")
     def resume_pairs(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
         pairs = list(queryset)
+        now = timezone.now()
         for pair in pairs:
             services.pair_resume(pair=pair)
+            if pair.is_paused(now):
+                by = f" by {pair.paused_by}" if pair.paused_by else ""
+                self.log_change(request, pair, f"Resumed (it was paused{by} until {_when(pair.paused_until)})")
+            else:
+                self.log_change(request, pair, "Resumed (it was not paused)")
         self.message_user(request, f"Resumed: {', '.join(p.name for p in pairs)}.", messages.SUCCESS)
 
     @admin.action(description="Scale now to N dynos…")
@@ -247,10 +269,13 @@ class ScalingPairAdmin(GuardedAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         # After the queues are saved too: the beat task follows the pair.
+        pair = form.instance
         # Another app, process type or provider, or other queues: what was learned is about something else.
         queues_changed = any(fs.has_changed() for fs in formsets if fs.model is PairQueue)
         repointed = bool({"app_name", "process_type", "provider"} & set(form.changed_data)) or queues_changed
-        services.pair_apply_settings(pair=form.instance, repointed=repointed)
+        services.pair_apply_settings(pair=pair, repointed=repointed)
+        if not change:  # a new pair's first cycle runs now, not an interval later
+            services.pair_first_cycle(pair=pair, then=lambda asked: self._report_cycle(request, pair, asked, first=True))
 
     def delete_model(self, request: HttpRequest, obj: ScalingPair) -> None:
         services.pair_delete(pair=obj)
@@ -262,10 +287,12 @@ class ScalingPairAdmin(GuardedAdmin):
     def _set(self, request: HttpRequest, queryset: QuerySet[ScalingPair], what: str, **values: bool) -> None:
         pairs = list(queryset)
         for pair in pairs:
+            already = all(getattr(pair, name) == value for name, value in values.items())
             for name, value in values.items():
                 setattr(pair, name, value)
             pair.save(update_fields=[*values, "updated_at"])
             services.pair_apply_settings(pair=pair)
+            self.log_change(request, pair, what + (" (it already was)" if already else ""))
         self.message_user(request, f"{what}: {', '.join(p.name for p in pairs)}.", messages.SUCCESS)
 
     @admin.action(description="Enable the selected pairs")
@@ -286,26 +313,41 @@ class ScalingPairAdmin(GuardedAdmin):
 
     @admin.action(description="Run one cycle now (queued for a worker)")
     def run_cycle_now(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
-        # The cycle calls SQS and Heroku: a worker does that, not this web request, unless
-        # the task queue cannot be reached (then here, so the operator still gets a cycle).
         for pair in queryset:
             if not pair.enabled:
                 self.message_user(request, f"{pair.name}: not run: the pair is disabled.", messages.WARNING)
+                self.log_change(request, pair, "Asked for a cycle now: not run, the pair is disabled")
                 continue
-            try:
-                tasks.run_pair_cycle.apply_async(args=(pair.pk,), kwargs={"force": True}, retry=False)
-            except (OperationalError, OSError):
-                decision = services.pair_run_cycle(pair_id=pair.pk, force=True)
-                self._report_cycle_run_here(request, pair, decision)
-                continue
-            self.message_user(request, f"{pair.name}: a cycle is queued for a worker; its decision appears in the "
-                              "pair's latest decisions within seconds.", messages.SUCCESS)
+            asked = services.pair_cycle_ask(pair_id=pair.pk, requested_by=request.user.get_username())
+            self._report_cycle(request, pair, asked)
 
-    def _report_cycle_run_here(self, request: HttpRequest, pair: ScalingPair, decision: Decision | None) -> None:
-        if decision is None:
+    def _report_cycle(self, request: HttpRequest, pair: ScalingPair, asked: services.CycleAsked, *,
+                      first: bool = False) -> None:
+        """Say what became of a cycle asked for now; one the operator asked for goes into History."""
+        cycle = "its first cycle" if first else "a cycle"
+        decision = asked.decision
+        if asked.queued:
+            self.message_user(request, f"{pair.name}: {cycle} is queued for a worker; its decision appears in the "
+                              "pair's latest decisions within seconds.", messages.SUCCESS)
+            done = "queued for a worker"
+        elif decision is None:
             self.message_user(request, f"{pair.name}: the task queue is unreachable, and a cycle of this pair is "
                               "already running.", messages.WARNING)
-            return
-        level = messages.ERROR if decision.outcome == Decision.Outcome.ERROR else messages.SUCCESS
-        text = f"{pair.name} (the task queue is unreachable, so the cycle ran here): {decision.get_outcome_display()}: {decision.reason}"
-        self.message_user(request, text + (f" [{decision.error}]" if decision.error else ""), level)
+            done = "the task queue was unreachable, and a cycle of the pair was already running"
+        else:
+            level = messages.ERROR if decision.outcome == Decision.Outcome.ERROR else messages.SUCCESS
+            text = (f"{pair.name} (the task queue is unreachable, so {cycle} ran here): "
+                    f"{decision.get_outcome_display()}: {decision.reason}")
+            self.message_user(request, text + (f" [{decision.error}]" if decision.error else ""), level)
+            done = f"the task queue was unreachable, so it ran here: {decision.get_outcome_display()}"
+        if not first:
+            self.log_change(request, pair, f"Asked for a cycle now ({done})")
+
+
+def _when(moment: datetime | None) -> str:
+    """A time in an action's message: the clock alone today, with the date otherwise (UTC)."""
+    if moment is None:
+        return "—"
+    moment = moment.astimezone(UTC)
+    same_day = moment.date() == timezone.now().astimezone(UTC).date()
+    return f"{moment:%H:%M} UTC" if same_day else f"{moment:%Y-%m-%d %H:%M} UTC"

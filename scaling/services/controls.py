@@ -1,23 +1,29 @@
-"""What an operator does to a pair, or to all of them: pause, resume, scale now, the kill
-switch, and a connection check that changes nothing."""
+"""What an operator does to a pair, or to all of them: pause, resume, scale now, a cycle
+now, the kill switch, and a connection check that changes nothing."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery import current_app
+from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from scaling.adapters.errors import AdapterError, redact
 from scaling.fields import SecretUnreadable
 from scaling.models import HEROKU_MAX_DYNOS_PER_APP, Decision, KillSwitch, ScalingPair
 from scaling.services.backends import open_backend, pair_secrets
 from scaling.services.claims import claim_release, pair_claim
+from scaling.services.cycle import pair_run_cycle
 from scaling.services.history import record
 from scaling.services.results import CycleResult
 from scaling.services.formation_writes import FORGET_REFUSAL
+from scaling.services.pairs import CYCLE_TASK
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,45 @@ def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime
         expected_quantity=applied, paused_until=hold, paused_by=user, refusal=FORGET_REFUSAL, heroku_calls=calls,
     )
     return record(pair, claim=claim, now=now, result=result, dry_run=False, started=started, keep_interval=True)
+
+
+@dataclass(frozen=True)
+class CycleAsked:
+    """What became of a cycle asked for now: queued for a worker, or run here."""
+
+    queued: bool
+    # Run here (the task queue could not be reached): its decision, or None when another
+    # cycle of the pair held it, or the pair is gone or disabled.
+    decision: Decision | None = None
+
+
+def pair_cycle_ask(*, pair_id: int, requested_by: str = "") -> CycleAsked:
+    """One cycle of the pair now, whatever its interval. A worker runs it (a cycle calls SQS
+    and Heroku, which no web request should wait on); when the task queue cannot be reached
+    it runs here instead, so whoever asked still gets their cycle. ``requested_by`` names
+    the person in the cycle's decision."""
+    try:
+        current_app.send_task(CYCLE_TASK, args=(pair_id,), kwargs={"force": True, "requested_by": requested_by},
+                              retry=False)
+    except (OperationalError, OSError) as exc:
+        log.warning("the task queue is unreachable (%s): the cycle of pair #%s runs here", type(exc).__name__, pair_id)
+        return CycleAsked(queued=False, decision=pair_run_cycle(pair_id=pair_id, force=True, requested_by=requested_by))
+    return CycleAsked(queued=True)
+
+
+def pair_first_cycle(*, pair: ScalingPair, then: Callable[[CycleAsked], None] | None = None) -> None:
+    """A new pair's first cycle runs at once rather than an interval later: asked for as
+    soon as the pair is committed (a worker could not see it before), never if the
+    transaction that made it is rolled back. ``then`` hears what became of it."""
+    if not pair.enabled:
+        return
+
+    def ask() -> None:
+        asked = pair_cycle_ask(pair_id=pair.pk)
+        if then is not None:
+            then(asked)
+
+    transaction.on_commit(ask)
 
 
 def kill_switch_set(*, engaged: bool, user: str, note: str = "") -> KillSwitch:

@@ -35,7 +35,7 @@ from scaling.schedules import effective_bounds
 from scaling.services.backends import Backend, QueueReading, open_backend, pair_secrets
 from scaling.services.claims import claim_released_if_interrupted, pair_claim
 from scaling.services.formation_writes import FORGET_REFUSAL, within_refusal, write_formation
-from scaling.services.history import record
+from scaling.services.history import ASKED_FOR, record
 from scaling.services.results import CycleResult, Seen
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,13 @@ Outcome = Decision.Outcome
 
 
 def pair_run_cycle(
-    *, pair_id: int, force: bool = False, dry_run: bool = False, now: datetime | None = None
+    *, pair_id: int, force: bool = False, dry_run: bool = False, now: datetime | None = None, requested_by: str = "",
 ) -> Decision | None:
     """Run one cycle of one pair and return its recorded decision, or None when the pair
     is gone, disabled, or another cycle of it holds the claim (the loser records nothing and
     changes nothing). ``force`` skips the interval spacing (a person asked for this cycle);
-    ``dry_run`` decides without touching the formation."""
+    ``dry_run`` decides without touching the formation; ``requested_by`` names the person who
+    asked for it, at the head of its reason (so it is never folded into a quiet run)."""
     started = time.monotonic()
     now = now or timezone.now()
     # A secret that cannot be read loads all the same: reading it is the cycle's recorded error.
@@ -67,6 +68,8 @@ def pair_run_cycle(
     # Interrupted (the time limit, a shutdown) or failing to record: free the pair at once.
     with claim_released_if_interrupted(pair, claim):
         result = _cycle(pair, now=now, dry_run=dry_run)
+        if requested_by:
+            result = replace(result, reason=f"{ASKED_FOR}{requested_by}: {result.reason}")
         return record(pair, claim=claim, now=now, result=result, dry_run=dry_run, started=started)
 
 

@@ -38,6 +38,8 @@ Outcome = Decision.Outcome
 # Outcomes whose repeats are quiet time; an applied change is always a row of its own.
 _FOLDABLE = {Outcome.NO_CHANGE, Outcome.PAUSED, Outcome.HELD, Outcome.ERROR, Outcome.DRY_RUN}
 _NUMBERS = re.compile(r"\d[\d,.]*")
+# How the reason of a cycle a person asked for begins: such a cycle is a row of its own.
+ASKED_FOR = "cycle asked for by "
 # What a folded cycle updates in its run's summary row: the last cycle's view.
 _LAST = ("visible_messages", "in_flight_messages", "delayed_messages", "dynos_running", "dynos_starting",
          "backlog_per_instance", "reason", "heroku_rate_limit_remaining", "queues")
@@ -45,7 +47,7 @@ _LAST = ("visible_messages", "in_flight_messages", "delayed_messages", "dynos_ru
 
 def run_key(decision: Decision) -> list[Any] | None:
     """What a cycle must share with the run's first to be folded into it (None: never folded)."""
-    if decision.outcome not in _FOLDABLE:
+    if decision.outcome not in _FOLDABLE or decision.reason.startswith(ASKED_FOR):
         return None
     shape = _NUMBERS.sub("#", decision.reason)  # the same words, whatever the counts
     return [decision.outcome, decision.quantity_before, decision.desired_quantity, decision.error, decision.dry_run, shape]

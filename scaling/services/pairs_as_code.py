@@ -25,6 +25,7 @@ from scaling.pairs_file import (
     suggest_env_name,
 )
 from scaling.schedules import first_overlap
+from scaling.services.controls import CycleAsked, pair_first_cycle
 from scaling.services.pairs import pair_apply_settings, pair_delete
 
 # The file's names for model fields where they differ, so errors name what the file says.
@@ -287,6 +288,8 @@ class _Importer:
         self.report.changes.extend(lines)
         # Beat follows the pair, and a quantity Heroku refused is asked again, as after an admin edit.
         pair_apply_settings(pair=pair, repointed=bool(REPOINTING & set(changed)))
+        if found is None:  # its first cycle now, once the import is committed (never in a dry run)
+            pair_first_cycle(pair=pair, then=lambda asked: self.report.notes.append(_first_cycle_note(pair, asked)))
 
     def values(self, pair: ScalingPair) -> dict[str, Any]:
         """The pair's settings as the file writes them, accounts by name."""
@@ -353,6 +356,15 @@ class _Importer:
                     self.error(where, message)
             return False
         return True
+
+
+def _first_cycle_note(pair: ScalingPair, asked: CycleAsked) -> str:
+    if asked.queued:
+        return f'pair "{pair.name}": its first cycle is queued for a worker'
+    if asked.decision is None:
+        return f'pair "{pair.name}": its first cycle did not run (the task queue is unreachable); beat runs it'
+    return (f'pair "{pair.name}": its first cycle ran here (the task queue is unreachable): '
+            f"{asked.decision.get_outcome_display()}")
 
 
 def _stored(account: models.Model, name: str) -> str | None:
