@@ -19,7 +19,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from scaling.admin.base import CappedCountPaginator, GuardedAdmin
+from django.core.paginator import Paginator
+
+from scaling import selectors
+from scaling.admin.base import CappedCountPaginator, GuardedAdmin, LookAheadPaginator
 from scaling.models import CSV_COLUMNS, Decision
 
 
@@ -78,6 +81,7 @@ class DecisionAdmin(GuardedAdmin):
     search_fields = ["pair_name", "app_name", "reason", "error"]
     show_full_result_count = False
     paginator = CappedCountPaginator
+    list_max_show_all = 100  # never "show all" of a history: a search reports no count to judge it by
     list_per_page = 100
 
     @admin.display(description="when (UTC)", ordering="created_at")
@@ -149,6 +153,29 @@ class DecisionAdmin(GuardedAdmin):
         return "; ".join(f"{q.get('queue')} ({q.get('region')}): {_count(q.get('visible'))} visible, "
                          f"{_count(q.get('in_flight'))} in flight, {_count(q.get('delayed'))} delayed"
                          for q in decision.queues or []) or "—"
+
+    def get_paginator(self, request: HttpRequest, queryset: Any, per_page: int, orphans: int = 0,
+                      allow_empty_first_page: bool = True) -> Paginator:
+        # A text search counts nothing (pages say only whether another follows): even a
+        # capped count of a common word walks much of a long history.
+        if request.GET.get("q"):
+            try:
+                number = int(request.GET.get("p", "1"))
+            except ValueError:
+                number = 1
+            return LookAheadPaginator(queryset, per_page, orphans, allow_empty_first_page, page_number=number)
+        return CappedCountPaginator(queryset, per_page, orphans, allow_empty_first_page)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        term = request.GET.get("q", "")
+        if not term or "\x00" in term:
+            return super().changelist_view(request, extra_context)
+        matches, _ = self.get_search_results(request, Decision.objects.all(), term)
+        with selectors.search_plan(matches):
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()  # the page's queries run under the plan chosen for the search
+        return response
 
     def get_urls(self) -> list[URLPattern]:
         return [path("export.csv", self.admin_site.admin_view(self.export_csv), name="scaling_decision_export")] + super().get_urls()
