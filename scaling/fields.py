@@ -78,9 +78,15 @@ def encrypt(value: str) -> str:
 
 def decrypt(token: str) -> str:
     try:
-        return _fernet(configured_keys()).decrypt(token.encode()).decode()
+        return _decrypted(token, configured_keys())
     except InvalidToken:
         raise SecretUnreadable(f"a stored secret {CANNOT_BE_READ}: {KEYS_HINT}") from None
+
+
+@lru_cache(maxsize=1024)
+def _decrypted(token: str, keys: tuple[str, ...]) -> str:
+    """Every cycle loads its accounts: a worker decrypts each stored token once per key set."""
+    return _fernet(keys).decrypt(token.encode()).decode()
 
 
 def rotate(token: str) -> str:

@@ -24,6 +24,7 @@ from scaling.adapters.sqs import QueueCounts, SqsReader
 from scaling.fields import SecretUnreadable
 from scaling.models import AwsAccount, FormationState, HerokuApp, SandboxState, ScalingPair
 from scaling.services import formations
+from scaling.services.pair_inputs import pair_inputs
 from scaling.services.heroku_budget import Call, why_not_call
 
 
@@ -135,8 +136,10 @@ class HerokuSqsBackend:
         self._token = self.account.api_token  # read now: an unreadable token is this cycle's error
         self._client: HerokuClient | None = None
         self.credentials = aws_credentials(pair.aws_account)
-        self.app = formations.app_for(name=pair.app_name, account=self.account)
-        self._state: FormationState | None = None
+        # The formation and its app in one read when both are known (most cycles).
+        self._state = formations.known_with_app(pair.app_name, pair.process_type, account=self.account)
+        self.app = self._state.app if self._state is not None else formations.app_for(
+            name=pair.app_name, account=self.account)
         self._calls = 0
         self._read_because: str | None = None
 
@@ -154,7 +157,7 @@ class HerokuSqsBackend:
         return self._state
 
     def queues(self) -> list[tuple[str, str]]:
-        return [(q.queue, q.region) for q in self.pair.queues.all()]
+        return list(pair_inputs(self.pair).queues)
 
     def read_queue(self, queue: str, region: str) -> QueueCounts:
         return sqs_reader().counts(queue=queue, region=region, credentials=self.credentials)

@@ -17,6 +17,7 @@ from kombu.exceptions import OperationalError
 from scaling.adapters.errors import AdapterError, redact
 from scaling.fields import SecretUnreadable
 from scaling.models import HEROKU_MAX_DYNOS_PER_APP, Decision, KillSwitch, ScalingPair
+from scaling.services import pair_inputs
 from scaling.services.backends import open_backend, pair_secrets
 from scaling.services.claims import claim_release, pair_claim
 from scaling.services.cycle import pair_run_cycle
@@ -131,6 +132,7 @@ def pair_check_connection(*, pair: ScalingPair) -> list[Check]:
     """Read each queue and the formation through the cycle's own backend, change nothing,
     and say exactly what works."""
     checks: list[Check] = []
+    pair_inputs.forget(pair)  # what is configured now, not what a worker remembers
     try:
         with open_backend(pair, timezone.now()) as backend:
             for queue, region in backend.queues():

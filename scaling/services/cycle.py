@@ -36,6 +36,7 @@ from scaling.services.backends import Backend, QueueReading, open_backend, pair_
 from scaling.services.claims import claim_released_if_interrupted, pair_claim
 from scaling.services.formation_writes import FORGET_REFUSAL, within_refusal, write_formation
 from scaling.services.history import ASKED_FOR, record
+from scaling.services.pair_inputs import pair_inputs
 from scaling.services.results import CycleResult, Seen
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ def pair_run_cycle(
     started = time.monotonic()
     now = now or timezone.now()
     # A secret that cannot be read loads all the same: reading it is the cycle's recorded error.
-    pair = (ScalingPair.objects.select_related("heroku_account", "aws_account")
-            .prefetch_related("queues", "schedules").filter(id=pair_id).first())
+    pair = (ScalingPair.objects.select_related("heroku_account", "aws_account").defer("learned")
+            .filter(id=pair_id).first())
     if pair is None or not (pair.enabled or dry_run):
         return None
     claim = pair_claim(pair=pair, now=now, respect_interval=not force)
@@ -100,7 +101,7 @@ def reason_not_to_call_out(pair: ScalingPair, now: datetime) -> CycleResult | No
     still looks at SQS: only Heroku calls wait, see ``heroku_budget``.)"""
     if pair.provider != ScalingPair.Provider.HEROKU:
         return None
-    if not pair.queues.all():
+    if not pair_inputs(pair).queues:
         return CycleResult.failed("no SQS queue configured for this pair; formation held",
                                   AdapterError("DynoScaler", "no SQS queue configured", permanent=True))
     return None
@@ -141,7 +142,7 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
         boot_durations=measured.boot_durations, deleted_per_minute=measured.deleted_per_minute,
         oldest_age_per_minute=measured.oldest_age_per_minute,
     )
-    bounds, window = effective_bounds(pair.bounds(), pair.schedule_windows(), observation.at)
+    bounds, window = effective_bounds(pair.bounds(), pair_inputs(pair).windows, observation.at)
     verdict = get_policy(pair.policy).decide(observation, bounds, pair.policy_settings(), pair.policy_state or {})
     reason = read + people.note + verdict.reason
     if window is not None:

@@ -57,6 +57,13 @@ def known(app: HerokuApp, process_type: str) -> FormationState | None:
     return FormationState.objects.filter(app=app, process_type=process_type).first()
 
 
+def known_with_app(app_name: str, process_type: str, *, account: HerokuAccount) -> FormationState | None:
+    """The formation with its app, when it is known and the app is the account's."""
+    state = (FormationState.objects.select_related("app")
+             .filter(app__name=app_name, process_type=process_type, app__account=account).first())
+    return state
+
+
 def process_state(state: FormationState) -> ProcessState:
     up, booting = state.dyno_counts()
     return ProcessState(quantity=state.quantity, size=state.size, running=up, starting=booting)

@@ -209,6 +209,7 @@ def record(
             log.warning("pair %s: the cycle outlived its claim; its decision is kept, its state is not", pair.name)
         if result.heroku_calls or (error is not None and error.system == "Heroku"):
             account_after_calls(pair.heroku_account_id, error=error, remaining=result.rate_limit_remaining, now=now)
-    level = logging.WARNING if error else logging.INFO
+    # A quiet cycle folded into its run is on record there; the log says only what happens.
+    level = logging.WARNING if error else logging.INFO if decision.pk is not None else logging.DEBUG
     log.log(level, "pair %s: %s: %s%s", pair.name, decision.outcome, decision.reason, f" [{decision.error}]" if error else "")
     return decision

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scaling.adapters.sandbox import DEMO_SETTINGS as SANDBOX_DEMO_SETTINGS
@@ -59,6 +60,8 @@ def pair_apply_settings(*, pair: ScalingPair, repointed: bool = False) -> None:
         state = ScalingPair.objects.filter(id=pair.pk).values_list("policy_state", flat=True).first() or {}
         reset.update(expected_quantity=None, unconfirmed_quantity=None, learned={}, cloudwatch_read_at=None,
                      cloudwatch_problem="", policy_state={k: v for k, v in state.items() if k not in ("learn", "bursts")})
+    # A new stamp: workers read the pair's queues and schedules again (services.pair_inputs).
+    reset["updated_at"] = timezone.now()
     ScalingPair.objects.filter(id=pair.pk).update(**reset)
     pair_schedule_sync(pair=pair)
 
