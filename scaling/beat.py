@@ -48,6 +48,9 @@ from django.db.models import F
 from django.db.utils import DatabaseError, InterfaceError
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from django_celery_beat.schedulers import ModelEntry
+from kombu.exceptions import OperationalError
+
+from scaling.adapters.broker import broker_errors, broker_queue_depth_reader, reuse_one_redis_client
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +155,8 @@ class DynoScalerScheduler(Scheduler):
         self._depth: int | None = None
         self._depth_checked = 0.0
         self._sent_since_depth = 0
+        self._broker_errors: tuple[type[BaseException], ...] = (OperationalError,)
+        self._sends_failed = 0
         self._stats = Stats()
         self._stats_since = time.monotonic()
         self._dispatch_log: IO[str] | None = None
@@ -174,6 +179,7 @@ class DynoScalerScheduler(Scheduler):
         if self._depth_reader is None:
             log.info("beat: the broker's queue depth cannot be read here; cycles are never held back")
         reuse_one_redis_client(self.producer)
+        self._broker_errors = broker_errors(self.producer)
         path = getattr(settings, "BEAT_DISPATCH_LOG", None)
         if path:
             self._dispatch_log = open(path, "a", buffering=1)  # noqa: SIM115  (line by line: a reader sees every send)
@@ -317,9 +323,20 @@ class DynoScalerScheduler(Scheduler):
                 registered.apply_async(tuple(task.args), task.kwargs, producer=self.producer, **task.options)
             else:
                 self.app.send_task(task.task, task.args, task.kwargs, producer=self.producer, **task.options)
+        except self._broker_errors as exc:
+            # The broker is down or restarting: one line when it goes, one when it is back,
+            # not a traceback per send (Celery's own consumer does the same).
+            if not self._sends_failed:
+                log.warning("beat: the broker cannot be reached (%s); each task is tried again at its next "
+                            "due time", exc)
+            self._sends_failed += 1
+            return
         except Exception:
             log.exception("beat: could not send %s; it is tried again at its next due time", task.name)
             return
+        if self._sends_failed:
+            log.info("beat: the broker is reachable again; %d sends failed while it was not", self._sends_failed)
+            self._sends_failed = 0
         lag = sent - due
         self._stats.lags.append(lag)
         if task.holdable:
@@ -416,32 +433,3 @@ class DynoScalerScheduler(Scheduler):
     def info(self) -> str:
         return (f"    . holds pair cycles back at {settings.BEAT_MAX_QUEUED}+ queued tasks; "
                 f"looks for schedule changes every {CHANGE_CHECK_SECONDS:g} s")
-
-
-def reuse_one_redis_client(producer: Any) -> None:
-    """kombu's Redis channel builds a new redis client object for every publish, and
-    building one (its table of reply handlers) is most of a send's CPU: about 1 ms. Beat
-    publishes from one thread, so one client (over the channel's own connection pool)
-    serves every send. A channel kombu makes anew after a broker failure works as before."""
-    channel = producer.channel
-    make = getattr(channel, "_create_client", None)
-    if make is None or getattr(producer.connection.transport, "driver_type", "") != "redis":
-        return
-    client = make()
-    channel._create_client = lambda asynchronous=False: make(asynchronous=True) if asynchronous else client
-
-
-def broker_queue_depth_reader(app: Any) -> Any:
-    """A function returning how many tasks wait in the default queue, or None when the
-    broker is not Redis (then nothing is held back)."""
-    url = app.conf.broker_url or ""
-    if not url.startswith(("redis://", "rediss://")):
-        return None
-    import redis
-
-    options: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 2}
-    if url.startswith("rediss://") and app.conf.broker_use_ssl:
-        options.update(app.conf.broker_use_ssl)
-    client = redis.Redis.from_url(url, **options)
-    queue = app.conf.task_default_queue or "celery"
-    return lambda: client.llen(queue)

@@ -302,3 +302,42 @@ def test_a_worker_keeps_its_database_connection_and_survives_it_being_killed(
     cycle_through_the_worker(4)
     assert pair.decisions.filter(outcome="error").count() == 0
     assert worker_backends().isdisjoint(first)
+
+
+def test_a_broker_restart_costs_beat_one_line_each_way_not_a_traceback_per_send(
+        make_pair: Any, only_pairs: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from celery import Celery
+
+    from tests.conftest import free_port, wait_for_port
+
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(tmp_path)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    own = Celery("beat-broker-restart", broker=f"redis://127.0.0.1:{port}/0", set_as_current=False)
+    own.conf.update(beat_schedule={}, broker_connection_retry_on_startup=False)
+    try:
+        wait_for_port(port)
+        make_pair(name="orders", app="orders-app", interval_seconds=1)
+        client = redis.Redis(port=port)
+        scheduler = DynoScalerScheduler(app=own)
+        run_beat(scheduler, lambda: client.llen("celery") >= 1)
+
+        server.kill()
+        server.wait(timeout=10)
+        caplog.clear()
+        deadline = time.monotonic() + 4  # four seconds of sends due every second, with Redis gone
+        while time.monotonic() < deadline:
+            time.sleep(min(scheduler.tick(), 0.2))
+        down = [r for r in caplog.records if r.name == "scaling.beat" and "cannot be reached" in r.getMessage()]
+        assert len(down) == 1 and down[0].exc_info is None
+        assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_for_port(port)
+        run_beat(scheduler, lambda: client.llen("celery") >= 1, seconds=20)
+        back = [r.getMessage() for r in caplog.records if "reachable again" in r.getMessage()]
+        assert len(back) == 1 and "sends failed while it was not" in back[0]
+    finally:
+        server.kill()
+        server.wait(timeout=10)
