@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from celery import shared_task
+from kombu.exceptions import OperationalError
 
 from scaling import services
 from scaling.alerts.delivery import channel_drain
@@ -16,6 +18,7 @@ from scaling.alerts.evaluation import alerts_evaluate, alerts_prune
 SHIP_GATHER_SECONDS = 1.0
 _ship_asked_until = 0.0
 _ship_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
@@ -35,7 +38,14 @@ def ship_soon() -> None:
         if now < _ship_asked_until:
             return
         _ship_asked_until = now + SHIP_GATHER_SECONDS
-    ship_decisions.apply_async(countdown=SHIP_GATHER_SECONDS)
+    try:
+        ship_decisions.apply_async(countdown=SHIP_GATHER_SECONDS)
+    except OperationalError as exc:
+        # The decision is committed; only the ask is lost. The next decision asks again and
+        # the periodic sweep ships it anyway: the broker being away is no failure of the cycle.
+        with _ship_lock:
+            _ship_asked_until = 0.0
+        log.warning("could not ask for a shipment to the audit trail (the broker: %s); it goes with the next", exc)
 
 
 @shared_task(ignore_result=True)
@@ -51,7 +61,13 @@ def prune_decisions() -> int:
 @shared_task(ignore_result=True)
 def evaluate_alerts() -> None:
     for channel_id in alerts_evaluate().channels_due:
-        deliver_alerts.delay(channel_id)
+        try:
+            deliver_alerts.delay(channel_id)
+        except OperationalError as exc:
+            # The messages stay queued in the database; the next evaluation asks again.
+            log.warning("could not ask for alert channel %s to be sent (the broker: %s); asked again next time",
+                        channel_id, exc)
+            return
 
 
 @shared_task(ignore_result=True)

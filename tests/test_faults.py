@@ -254,3 +254,39 @@ def test_without_a_named_limit_the_pair_still_finds_the_most_heroku_accepts(queu
     for _ in range(3):
         assert cycle(pair).outcome == Decision.Outcome.HELD  # found it: no retry loop after
     assert len(heroku.writes()) == len(asked)
+
+
+# --- the broker away while a cycle records its decision -------------------------------------
+
+
+@pytest.fixture
+def broker_away() -> Any:
+    """The app's broker pointed at a port nothing listens on (Redis down), then back."""
+    from dynoscaler_site.celery import app
+    from tests.conftest import TEST_REDIS_URL, free_port
+
+    from kombu import pools
+
+    def point_at(url: str) -> None:
+        app.conf.update(CELERY_BROKER_URL=url)
+        pools.reset()  # kombu's producer pools, keyed by connection
+        app._pool = None  # type: ignore[attr-defined]
+        app.amqp._producer_pool = None  # type: ignore[attr-defined]
+
+    point_at(f"redis://127.0.0.1:{free_port()}/0")
+    yield
+    point_at(TEST_REDIS_URL)
+
+
+def test_a_cycle_while_the_broker_is_away_records_its_decision_and_raises_nothing(
+        queue_and_app: Any, make_pair: Any, broker_away: None, caplog: pytest.LogCaptureFixture) -> None:
+    from scaling import tasks
+
+    pair = make_pair()
+    tasks._ship_asked_until = 0.0
+    with caplog.at_level(logging.WARNING):
+        tasks.run_pair_cycle(pair.pk, force=True)  # raised kombu's OperationalError out of the task before
+    assert Decision.objects.filter(pair=pair, shipped_at__isnull=True).count() == 1  # the sweep ships it later
+    said = [r for r in caplog.records if "could not ask for a shipment" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None
+    assert tasks._ship_asked_until == 0.0  # the next decision asks again
