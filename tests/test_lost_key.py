@@ -14,11 +14,15 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from datetime import timedelta
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
 from scaling import services
-from scaling.models import AwsAccount, Decision, HerokuAccount, ScalingPair
+from scaling.alerts.delivery import channel_drain
+from scaling.alerts.evaluation import alerts_evaluate
+from scaling.models import AlertChannel, AlertDelivery, AwsAccount, Decision, HerokuAccount, ScalingPair
 from scaling.legacy_env import legacy_pair_sync_at_start
 from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN
 from tests.test_legacy_env import LEGACY_ENV
@@ -171,3 +175,27 @@ def test_rotation_reencrypts_what_it_can_read_and_names_what_it_cannot(settings:
     assert HerokuAccount.objects.get(description="kept").api_token == HEROKU_TOKEN
     settings.ENCRYPTION_KEYS = [SAVED_WITH]
     assert HerokuAccount.objects.get(description="lost").api_token == TEAM_TOKEN  # left as it was
+
+
+def test_an_alert_channel_that_cannot_be_read_keeps_its_messages_until_entered_again(
+        settings: Any, make_pair: Any, make_channel: Any, receiver: Any) -> None:
+    settings.ENCRYPTION_KEYS = [SAVED_WITH]
+    pair = make_pair()
+    channel = make_channel("webhook")
+    now = timezone.now()
+    ScalingPair.objects.filter(pk=pair.pk).update(
+        conditions={"permanent_error": {"since": now.isoformat(), "detail": "bad token"}})
+    alerts_evaluate(now=now)
+    settings.ENCRYPTION_KEYS = [NOW_SET]
+
+    result = channel_drain(channel_id=channel.pk, now=now)  # raised SecretUnreadable out of the task before
+    waiting = AlertDelivery.objects.get(channel=channel)
+    assert result.waiting_until is not None and waiting.status == AlertDelivery.Status.RETRYING
+    assert "cannot be read: enter it again" in waiting.last_error and receiver.received == []
+
+    channel = AlertChannel.objects.get(pk=channel.pk)
+    channel.url = f"{receiver.url}/hooks/dynoscaler"
+    channel.signing_secret = "entered-again-signing-secret"
+    channel.save()
+    assert channel_drain(channel_id=channel.pk, now=now + timedelta(minutes=5)).sent == 1
+    assert [b["event"] for b in receiver.bodies()] == ["opened"]
