@@ -78,6 +78,7 @@ class DynoScalerScheduler(Scheduler):
         self._depth: int | None = None
         self._depth_checked = 0.0
         self._sent_since_depth = 0
+        self._depth_unread = False
         self._broker_errors: tuple[type[BaseException], ...] = (OperationalError,)
         self._sends_failed = 0
         self._stats = Stats()
@@ -292,8 +293,11 @@ class DynoScalerScheduler(Scheduler):
         if self._depth is None or mono - self._depth_checked >= DEPTH_CHECK_SECONDS or estimate >= self.max_queued:
             try:
                 self._depth = int(self._depth_reader())
+                self._depth_unread = False
             except Exception as exc:
-                log.warning("beat: could not read the queue's depth (%s); sending anyway", exc)
+                if not self._depth_unread:  # once per outage, as for the sends
+                    log.warning("beat: could not read the queue's depth (%s); sending anyway", exc)
+                self._depth_unread = True
                 self._depth = 0
             self._depth_checked = mono
             self._sent_since_depth = 0

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -28,7 +29,7 @@ from dynoscaler_site.celery import app
 from scaling import beat, services
 from scaling.beat import DynoScalerScheduler
 from scaling.models import ScalingPair
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_URL, free_port, wait_for_port
 from tests.test_legacy_env import LEGACY_ENV
 
 # The scheduler closes stale connections as the beat process does, which a test wrapped in
@@ -306,10 +307,6 @@ def test_a_worker_keeps_its_database_connection_and_survives_it_being_killed(
 
 def test_a_broker_restart_costs_beat_one_line_each_way_not_a_traceback_per_send(
         make_pair: Any, only_pairs: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from celery import Celery
-
-    from tests.conftest import free_port, wait_for_port
-
     port = free_port()
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                "--dir", str(tmp_path)]
@@ -331,6 +328,7 @@ def test_a_broker_restart_costs_beat_one_line_each_way_not_a_traceback_per_send(
             time.sleep(min(scheduler.tick(), 0.2))
         down = [r for r in caplog.records if r.name == "scaling.beat" and "cannot be reached" in r.getMessage()]
         assert len(down) == 1 and down[0].exc_info is None
+        assert len([r for r in caplog.records if "could not read the queue's depth" in r.getMessage()]) <= 1
         assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
 
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
