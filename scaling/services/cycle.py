@@ -57,9 +57,12 @@ def pair_run_cycle(
     started = time.monotonic()
     now = now or timezone.now()
     # A secret that cannot be read loads all the same: reading it is the cycle's recorded error.
-    pair = (ScalingPair.objects.select_related("heroku_account", "aws_account").defer("learned")
-            .filter(id=pair_id).first())
-    if pair is None or not (pair.enabled or dry_run):
+    try:
+        # get(), not first(): an id is unique, and ordering the one row is work for nothing.
+        pair = ScalingPair.objects.select_related("heroku_account", "aws_account").defer("learned").get(id=pair_id)
+    except ScalingPair.DoesNotExist:
+        return None
+    if not (pair.enabled or dry_run):
         return None
     claim = pair_claim(pair=pair, now=now, respect_interval=not force)
     if claim is None:

@@ -59,9 +59,11 @@ def known(app: HerokuApp, process_type: str) -> FormationState | None:
 
 def known_with_app(app_name: str, process_type: str, *, account: HerokuAccount) -> FormationState | None:
     """The formation with its app, when it is known and the app is the account's."""
-    state = (FormationState.objects.select_related("app")
-             .filter(app__name=app_name, process_type=process_type, app__account=account).first())
-    return state
+    try:  # (app, process type) is unique: get() spares ordering the one row
+        return (FormationState.objects.select_related("app")
+                .get(app__name=app_name, process_type=process_type, app__account=account))
+    except FormationState.DoesNotExist:
+        return None
 
 
 def process_state(state: FormationState) -> ProcessState:
