@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -83,6 +84,10 @@ try:
     # A file that gets one line per task beat sends (due, sent, held, name): for bench/scale.py.
     BEAT_DISPATCH_LOG = env_optional("DYNOSCALER_BEAT_DISPATCH_LOG")
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+    # Celery's "received" and "succeeded" lines, two per task (8,000 a minute at 1,000 pairs
+    # every 15 s), are off: each cycle that does something logs its own line, and a failing
+    # task is still logged, at ERROR.
+    LOG_TASKS = env_bool("DYNOSCALER_LOG_TASKS", False) or LOG_LEVEL == "DEBUG"
     ENCRYPTION_KEYS = [k.strip() for k in env_str("DYNOSCALER_ENCRYPTION_KEYS", "").split(",") if k.strip()]
     # Heroku's app.json can generate a random secret but not a Fernet key, so a deploy from
     # the button gets this one and a key is derived from it (after any listed keys).
@@ -243,6 +248,16 @@ if CELERY_BROKER_URL.startswith("rediss://"):
     if _reqs not in ("none", "optional", "required"):
         raise ImproperlyConfigured(f"REDIS_SSL_CERT_REQS: expected none, optional or required, got {_reqs!r}")
     CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": getattr(ssl, f"CERT_{_reqs.upper()}")}
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # kombu's Redis transport emulates acknowledgements: every delivery is copied into an
+    # "unacked" hash and removed again at the ack, two pipelines per task, so that a message
+    # a killed worker took can be put back an hour later. Tasks here are acknowledged as they
+    # start (CELERY_TASK_ACKS_LATE) and none is worth re-running late: a cycle's next one comes
+    # within its interval, shipping and alerts have their periodic sweeps. Without the
+    # emulation an empty task costs the worker a third of the CPU (bench/task_overhead.py);
+    # what a worker killed outright had taken but not started (at most WORKER_CONCURRENCY
+    # tasks) is lost instead of returning late.
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"ack_emulation": False}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = BASE_DIR / ".broker"
     for _sub in ("queue", "processed", "control"):
@@ -297,6 +312,9 @@ LOGGING = {
     "loggers": {
         # The decision lines the seed printed: JSON alone on a line, nothing prefixed.
         "dynoscaler.decisions": {"handlers": ["decisions"], "level": "INFO", "propagate": False},
+        # Celery's per-task lines, unless DYNOSCALER_LOG_TASKS (see above).
+        "celery.worker.strategy": {"level": LOG_LEVEL if LOG_TASKS else "WARNING"},
+        "celery.app.trace": {"level": LOG_LEVEL if LOG_TASKS else "WARNING"},
         # botocore at DEBUG logs request headers that carry signatures.
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},

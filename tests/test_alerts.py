@@ -611,7 +611,7 @@ def test_a_real_worker_tells_a_webhook_once_when_the_kill_switch_is_engaged_and_
     celery: Any, receiver: WebhookReceiver, tmp_path: Any  # noqa: F811  (imported fixtures)
 ) -> None:
     AlertChannel.objects.create(name="hook", kind="webhook", url=f"{receiver.url}/hook", signing_secret=SIGNING_SECRET)
-    celery({"DYNOSCALER_ALERT_INTERVAL": "1"})
+    celery({"DYNOSCALER_ALERT_INTERVAL": "1", "DYNOSCALER_LOG_TASKS": "1"})  # counted by Celery's task lines
     worker_log = tmp_path / "worker.log"
 
     def evaluations() -> int:

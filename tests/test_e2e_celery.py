@@ -120,3 +120,7 @@ def test_formations_follow_the_backlog_up_and_down(celery: Any, sqs: Any, heroku
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     for secret in (HEROKU_TOKEN, "hk-legacy-token-abcdef123456", AWS_SECRET, "es-pass-s3cret-XYZ"):
         assert secret not in logs
+    # The worker's log says what the cycles did, not two Celery lines for every task it ran.
+    worker_log = (tmp_path / "worker.log").read_text()
+    assert "pair orders: applied" in worker_log
+    assert "succeeded in" not in worker_log and "Task scaling.tasks.run_pair_cycle" not in worker_log
