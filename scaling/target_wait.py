@@ -103,7 +103,8 @@ class TargetWaitPolicy:
     down fall to 75 %, so a too-low concurrency cannot keep the dynos from ever being busy
     enough to measure. On the way down, busy dynos are judged on the median of recent
     looks, and part of a busy dyno is left to the backlog to ask for again when boots are
-    short (time-sharing between two counts). When CloudWatch shows that more dynos do not
+    short (time-sharing between two counts); while a backlog falls, only the dynos its
+    arrivals keep busy count as busy (the rest only drain it). When CloudWatch shows that more dynos do not
     raise the deletes, the policy stops adding and holds. The constants were chosen with
     bench/policies.py (see bench/RESULTS.md).
     """
@@ -166,6 +167,14 @@ class TargetWaitPolicy:
         slack_busy = min(0.9, self.BUSY_SLACK * max(0.0, 1 - boot / drain))
         steady_busy = min(ceil_count(statistics.median(in_flight_seen) / concurrency - slack_busy), busy)
         busy_down = ceil_count(steady_busy * self.UNPROVEN_BUSY) if probing else steady_busy
+        # While a backlog waits every dyno is busy, so in flight cannot tell how many the
+        # load needs; the arrivals can. Below what the dynos up complete, the backlog is
+        # falling and the dynos beyond the arrivals' share only drain it: the backlog rule
+        # (70 % of the time left) keeps what clears it in time, and no more is held.
+        keep_up = ceil_count(arrivals / rate)
+        draining = obs.visible > 0 and obs.running > 0 and arrivals < obs.running * rate and keep_up < busy_down
+        if draining:
+            busy_down = keep_up
         down_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain * self.DOWN_BUDGET, budget), busy_down,
                         1 if obs.visible or obs.in_flight else 0)
 
@@ -183,6 +192,9 @@ class TargetWaitPolicy:
             (conc_est, f"concurrency {concurrency:.3g}")))
         rule = (f"of the {cfg.target_wait_seconds:g} s target {drain:.0f} s are left, {budget:.0f} s for a dyno added now "
                 f"[{figures}]")
+        if draining:
+            rule += (f"; the backlog is falling: arrivals ≈ {arrivals:,.1f}/s keep {keep_up} of the {obs.running} busy, "
+                     "the rest only drain it")
         events = list(learner.events)
         need = max(up_need, warm_need)
         verb = ""

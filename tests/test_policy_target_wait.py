@@ -85,6 +85,31 @@ def test_noisy_steady_load_does_not_flap() -> None:
     assert set(desired) == {4}
 
 
+
+def test_a_falling_backlog_releases_the_dynos_that_only_drain_it_and_says_so() -> None:
+    # Ten busy dynos of 10/s and a backlog falling 20/s: the arrivals are 80/s, eight dynos
+    # keep up, and what is left clears well within the target on eight.
+    pinned = {**SETTINGS, "pin_dyno_rate": True}
+    state: Any = {}
+    verdicts = []
+    for i in range(8):
+        verdict = policy.decide(obs(visible=6_000 - 600 * i, in_flight=40, quantity=10, at=30.0 * i), BOUNDS, pinned, state)
+        state = verdict.state
+        verdicts.append(verdict)
+    desired = [v.desired for v in verdicts]
+    assert desired[:3] == [10, 10, 10]  # the stabilization window still holds
+    assert min(desired) == 8 and desired.index(8) <= 6
+    down = verdicts[desired.index(8)].reason
+    assert "the backlog is falling: arrivals ≈ 80.0/s keep 8 of the 10 busy" in down and "scale down" in down
+
+
+def test_a_backlog_that_holds_level_keeps_its_busy_dynos() -> None:
+    # Arrivals match what the ten dynos complete: nothing is falling, nothing is released.
+    pinned = {**SETTINGS, "pin_dyno_rate": True}
+    levels = [2_000, 2_100, 1_950, 2_050, 2_000, 1_900, 2_100, 2_000, 2_050, 1_950]
+    assert set(run([obs(visible=v, in_flight=40, quantity=10, at=30 * i) for i, v in enumerate(levels)],
+                   settings=pinned)) == {10}
+
 def test_max_holds_it_back_and_says_so() -> None:
     verdict = policy.decide(obs(visible=50_000, quantity=3), Bounds(1, 10), SETTINGS, {})
     assert verdict.desired == 10 and "held at max 10" in verdict.reason
