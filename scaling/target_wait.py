@@ -89,6 +89,8 @@ class TargetWaitPolicy:
         left of the target (the target less how old the backlog may already be: see
         ``drain_seconds``), the dynos up serving from now and added ones only after a
         boot (``backlog_need``);
+      * growth: while the backlog grows faster than the formation (up and starting)
+        completes, the dynos the backlog a dyno added now meets after its boot needs;
       * busy: dynos still working (in flight ÷ concurrency, never above the formation);
       * one dyno whenever anything is visible (wake from zero on the first message);
       * a pre-warm: dynos for a recurring burst that is due (``scaling.patterns``).
@@ -104,9 +106,9 @@ class TargetWaitPolicy:
     enough to measure. On the way down, busy dynos are judged on the median of recent
     looks, and part of a busy dyno is left to the backlog to ask for again when boots are
     short (time-sharing between two counts); while a backlog falls, only the dynos its
-    arrivals keep busy count as busy (the rest only drain it). When CloudWatch shows that more dynos do not
-    raise the deletes, the policy stops adding and holds. The constants were chosen with
-    bench/policies.py (see bench/RESULTS.md).
+    arrivals keep busy count as busy (the rest only drain it). When CloudWatch shows that
+    more dynos do not raise the deletes, the policy stops adding and holds. The constants
+    were chosen with bench/policies.py (see bench/RESULTS.md).
     """
 
     name = "target_wait"
@@ -157,6 +159,15 @@ class TargetWaitPolicy:
         proven = learner.proven() or cfg.pin_dyno_rate
         up_drain = drain if proven else budget
         up_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain, budget), busy, 1 if obs.visible else 0)
+        # A growing backlog: a dyno added now serves only after its boot, so ask for what
+        # the backlog it will meet then needs. It grows by the arrivals beyond what the
+        # formation (up and starting) completes. With no dyno up, the backlog rule already
+        # counts every dyno as booting.
+        growth = max(0.0, arrivals - quantity * rate) if obs.visible and obs.running else 0.0
+        ahead = obs.visible + growth * (boot + cfg.interval_seconds)
+        ahead_need = ceil_count(ahead / (rate * up_drain)) if growth else 0
+        growing = ahead_need > up_need
+        up_need = max(up_need, ahead_need)
         # Probe: with the rate never seen at saturation and the queue empty for a whole
         # window, the busy figure may rest on too low a concurrency; offer a little less.
         last_backlog = obs.at if obs.visible else float(state.get("last_backlog", obs.at))
@@ -192,6 +203,9 @@ class TargetWaitPolicy:
             (conc_est, f"concurrency {concurrency:.3g}")))
         rule = (f"of the {cfg.target_wait_seconds:g} s target {drain:.0f} s are left, {budget:.0f} s for a dyno added now "
                 f"[{figures}]")
+        if growing:
+            rule += (f"; the backlog grows ≈ {growth:,.1f}/s beyond what {quantity} dyno(s) complete: a dyno added now "
+                     f"comes up to ≈ {ahead:,.0f} visible")
         if draining:
             rule += (f"; the backlog is falling: arrivals ≈ {arrivals:,.1f}/s keep {keep_up} of the {obs.running} busy, "
                      "the rest only drain it")

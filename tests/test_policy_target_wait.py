@@ -103,6 +103,21 @@ def test_a_falling_backlog_releases_the_dynos_that_only_drain_it_and_says_so() -
     assert "the backlog is falling: arrivals ≈ 80.0/s keep 8 of the 10 busy" in down and "scale down" in down
 
 
+def test_a_growing_backlog_gets_the_dynos_it_will_need_when_they_come_up_and_says_so() -> None:
+    # Five busy dynos of 10/s, the backlog rising 20/s: 3,200 visible five dynos would clear
+    # in time today, but a dyno added now (45 s boot, 30 s look) comes up to ≈ 4,700.
+    pinned = {**SETTINGS, "pin_dyno_rate": True}
+    state: Any = {}
+    quantity, verdicts = 5, []
+    for i, visible in enumerate([2_000, 2_600, 3_200]):
+        verdict = policy.decide(obs(visible=visible, in_flight=20, quantity=quantity, running=5, at=30.0 * i), BOUNDS,
+                                pinned, state)
+        state, quantity = verdict.state, verdict.desired
+        verdicts.append(verdict)
+    assert [v.desired for v in verdicts] == [5, 5, 6]
+    assert "the backlog grows ≈ 20.0/s beyond what 5 dyno(s) complete: a dyno added now comes up to ≈ 4,700 visible" \
+        in verdicts[-1].reason and "needs 6: scale up" in verdicts[-1].reason
+
 def test_a_backlog_that_holds_level_keeps_its_busy_dynos() -> None:
     # Arrivals match what the ten dynos complete: nothing is falling, nothing is released.
     pinned = {**SETTINGS, "pin_dyno_rate": True}
