@@ -85,7 +85,6 @@ def test_noisy_steady_load_does_not_flap() -> None:
     assert set(desired) == {4}
 
 
-
 def test_a_falling_backlog_releases_the_dynos_that_only_drain_it_and_says_so() -> None:
     # Ten busy dynos of 10/s and a backlog falling 20/s: the arrivals are 80/s, eight dynos
     # keep up, and what is left clears well within the target on eight.
@@ -118,12 +117,14 @@ def test_a_growing_backlog_gets_the_dynos_it_will_need_when_they_come_up_and_say
     assert "the backlog grows ≈ 20.0/s beyond what 5 dyno(s) complete: a dyno added now comes up to ≈ 4,700 visible" \
         in verdicts[-1].reason and "needs 6: scale up" in verdicts[-1].reason
 
+
 def test_a_backlog_that_holds_level_keeps_its_busy_dynos() -> None:
     # Arrivals match what the ten dynos complete: nothing is falling, nothing is released.
     pinned = {**SETTINGS, "pin_dyno_rate": True}
     levels = [2_000, 2_100, 1_950, 2_050, 2_000, 1_900, 2_100, 2_000, 2_050, 1_950]
     assert set(run([obs(visible=v, in_flight=40, quantity=10, at=30 * i) for i, v in enumerate(levels)],
                    settings=pinned)) == {10}
+
 
 def test_max_holds_it_back_and_says_so() -> None:
     verdict = policy.decide(obs(visible=50_000, quantity=3), Bounds(1, 10), SETTINGS, {})
