@@ -57,6 +57,7 @@ from bench.scale import (  # noqa: E402
     moto,
     private_postgres,
     procfile_command,
+    redis_server_command,
     setup_django,
     start_process,
     stop_process,
@@ -294,8 +295,7 @@ class RedisServer:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(redis_server_command(self.port, self.workdir), stdout=subprocess.DEVNULL)
         wait_for_port(self.port)
 
     def stop(self) -> None:

@@ -163,11 +163,16 @@ def private_postgres(workdir: Path) -> Iterator[tuple[str, int]]:
         log.close()
 
 
+def redis_server_command(port: int, workdir: Path) -> list[str]:
+    """A Redis of our own on loopback that keeps nothing on disk."""
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(workdir)]
+
+
 @contextmanager
 def private_redis(workdir: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(redis_server_command(port, workdir), stdout=subprocess.DEVNULL)
     try:
         wait_for_port(port)
         yield f"redis://127.0.0.1:{port}/0", proc.pid
