@@ -252,8 +252,8 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # kombu's Redis transport emulates acknowledgements: every delivery is copied into an
     # "unacked" hash and removed again at the ack, two pipelines per task, so that a message
     # a killed worker took can be put back an hour later. Tasks here are acknowledged as they
-    # start (CELERY_TASK_ACKS_LATE) and none is worth re-running late: a cycle's next one comes
-    # within its interval, shipping and alerts have their periodic sweeps. Without the
+    # start (CELERY_TASK_ACKS_LATE is off) and none is worth re-running late: a cycle's next
+    # one comes within its interval, shipping and alerts have their periodic sweeps. Without the
     # emulation an empty task costs the worker a third of the CPU (bench/task_overhead.py);
     # what a worker killed outright had taken but not started (at most WORKER_CONCURRENCY
     # tasks) is lost instead of returning late.
