@@ -83,7 +83,13 @@ class QueueWorld:
 
     def __init__(self, world: World, *, dynos: int = 0, now: float = 0.0) -> None:
         self.world = world
-        self.rng = random.Random(world.seed)
+        # One stream per kind of chance, so that two policies run in the same world meet
+        # the same count lags (look by look), the same boot times (dyno by dyno) and the
+        # same service times, whatever they do: a difference in outcome is the policy's.
+        self.rng = random.Random(f"{world.seed}:service")
+        self.lag_rng = random.Random(f"{world.seed}:lag")
+        self.boot_rng = random.Random(f"{world.seed}:boot")
+        self.cloudwatch_rng = random.Random(f"{world.seed}:cloudwatch")
         self.queue: deque[list[float]] = deque()  # [arrival second, messages left]
         self.visible = 0.0
         self.in_flight = 0.0
@@ -161,7 +167,7 @@ class QueueWorld:
         if int(t) % 60 == 59:
             low, high = self.world.cloudwatch_delay
             minute = float(int(t) - 59)
-            self.cloudwatch.append((t + self.rng.uniform(low, high), minute, self.deleted_minute, self.oldest_minute))
+            self.cloudwatch.append((t + self.cloudwatch_rng.uniform(low, high), minute, self.deleted_minute, self.oldest_minute))
             self.cloudwatch = [p for p in self.cloudwatch if p[1] >= t - CLOUDWATCH_WINDOW - 180]
             self.deleted_minute = self.oldest_minute = 0.0
 
@@ -179,7 +185,7 @@ class QueueWorld:
         low = self.world.lag_min_seconds
         if low is None or len(self.history) <= 1:
             return self.history[0]
-        back = int(round(self.rng.uniform(low, self.world.lag_seconds)))
+        back = int(round(self.lag_rng.uniform(low, self.world.lag_seconds)))
         return self.history[max(0, len(self.history) - 1 - back)]
 
     def booted_since_last_look(self, t: float) -> tuple[float, ...]:
@@ -192,7 +198,7 @@ class QueueWorld:
         w = self.world
         if quantity > len(self.dynos):
             for _ in range(quantity - len(self.dynos)):
-                boot = w.boot_seconds * (1 + self.rng.uniform(-w.boot_jitter, w.boot_jitter)) if w.boot_jitter else w.boot_seconds
+                boot = w.boot_seconds * (1 + self.boot_rng.uniform(-w.boot_jitter, w.boot_jitter)) if w.boot_jitter else w.boot_seconds
                 self.dynos.append(t + boot)
                 self.added.append(t)
         else:

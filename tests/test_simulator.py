@@ -125,6 +125,25 @@ def test_counts_are_up_to_the_lag_stale_and_vary_within_it() -> None:
     assert all(s >= 0 for s in stale) and len(set(stale)) > 5
 
 
+def test_every_policy_in_one_world_meets_the_same_boots_and_count_lags() -> None:
+    # A policy that asks for more dynos must not draw different luck for the rest: the
+    # first dynos boot in the same times and every look sees counts as stale as the other's.
+    world = World(boot_seconds=1_000, boot_jitter=0.1, lag_seconds=30, lag_min_seconds=0, service_noise=0.3, drift=0.1,
+                  cloudwatch=True, seed=3)
+    few, many = QueueWorld(world), QueueWorld(world)
+    few.set_formation(3, 0)
+    many.set_formation(40, 0)
+    assert few.dynos == many.dynos[:3] and len(set(many.dynos)) == 40
+    seen_few, seen_many = [], []
+    for t in range(300):  # one message a second, no dyno up yet: only the lags tell the looks apart
+        few.tick(t, 1)
+        many.tick(t, 1)
+        if t % 10 == 9:
+            seen_few.append(few.seen()[0])
+            seen_many.append(many.seen()[0])
+    assert seen_few == seen_many and len({t - v for t, v in zip(range(9, 300, 10), seen_few)}) > 5
+
+
 def test_service_time_noise_keeps_the_mean_rate() -> None:
     noisy = simulate([40] * 7200, policy=policy, settings=SETTINGS, bounds=Bounds(5, 5), interval=30,
                      world=World(dyno_rate=10, boot_seconds=0, service_noise=0.3, drift=0.1, seed=2))
