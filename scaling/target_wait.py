@@ -91,12 +91,15 @@ class TargetWaitPolicy:
         boot (``backlog_need``);
       * growth: while the backlog grows faster than the formation (up and starting)
         completes, the dynos the backlog a dyno added now meets after its boot needs;
+        from zero (no dyno up), every arrival until the boot ends counts, asked for at
+        once when a later look would be too late or the boot was never measured;
       * busy: dynos still working (in flight ÷ concurrency, never above the formation);
       * one dyno whenever anything is visible (wake from zero on the first message);
       * a pre-warm: dynos for a recurring burst that is due (``scaling.patterns``).
     Up: at once, to the need. Down: only to the highest need over the stabilization
-    window, computed with 70 % of the time left (hysteresis). To zero only when min is 0 and
-    nothing was visible or in flight for the window.
+    window, computed with 70 % of the time left (hysteresis), and never while no dyno is up
+    and messages wait (nothing has been served: a lower count is the counts' lag). To zero
+    only when min is 0 and nothing was visible or in flight for the window.
 
     Rate, boot time and concurrency are learned (``scaling.learning``); the operator's
     figures are where learning starts. Until the rate has been seen at saturation, every
@@ -165,6 +168,16 @@ class TargetWaitPolicy:
         # counts every dyno as booting.
         growth = max(0.0, arrivals - quantity * rate) if obs.visible and obs.running else 0.0
         ahead = obs.visible + growth * (boot + cfg.interval_seconds)
+        # A cold start: with no dyno up nothing is served until the first boot ends, and
+        # every arrival until then adds to the backlog the new dynos meet. Ask now for that
+        # backlog (at the newest arrival figure: the median lags a burst's onset) when a
+        # later look would come too late for the oldest message (a boot takes what is left
+        # of the target) or the boot time is only the operator's word.
+        cold = obs.visible > 0 and obs.running == 0
+        last_chance = cold and (drain - boot < cfg.interval_seconds or boot_est.source == "operator")
+        if last_chance:
+            growth = max(samples[-1], arrivals)
+            ahead = obs.visible + growth * boot
         ahead_need = ceil_count(ahead / (rate * up_drain)) if growth else 0
         growing = ahead_need > up_need
         up_need = max(up_need, ahead_need)
@@ -188,6 +201,8 @@ class TargetWaitPolicy:
             busy_down = keep_up
         down_need = max(self.backlog_need(obs.visible, obs.running, rate, up_drain * self.DOWN_BUDGET, budget), busy_down,
                         1 if obs.visible or obs.in_flight else 0)
+        if last_chance:  # what a cold start asked for is held over the window like any need
+            down_need = max(down_need, ahead_need)
 
         prewarm = self._prewarm(cfg, bursts, obs.at, lead=boot + cfg.interval_seconds + cfg.lag_seconds + 15, rate=rate,
                                 proven=proven)
@@ -195,6 +210,11 @@ class TargetWaitPolicy:
         window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
         window.append((obs.at, max(down_need, warm_need)))
         held_need = max(n for _, n in window)
+        # With no dyno up, nothing has been served: a lower count is the counts' lag, not a
+        # smaller backlog, so no dyno still booting for it is given up.
+        holding_cold = cold and held_need < quantity
+        if holding_cold:
+            held_need = quantity
         not_helping = learner.not_helping
 
         seen = _describe_seen(obs, busy, arrivals, rate)
@@ -203,7 +223,10 @@ class TargetWaitPolicy:
             (conc_est, f"concurrency {concurrency:.3g}")))
         rule = (f"of the {cfg.target_wait_seconds:g} s target {drain:.0f} s are left, {budget:.0f} s for a dyno added now "
                 f"[{figures}]")
-        if growing:
+        if growing and last_chance:
+            rule += (f"; no dyno is up, so until the first boot ends every arrival (≈ {growth:,.1f}/s) adds to the "
+                     f"backlog: dynos added now come up to ≈ {ahead:,.0f} visible")
+        elif growing:
             rule += (f"; the backlog grows ≈ {growth:,.1f}/s beyond what {quantity} dyno(s) complete: a dyno added now "
                      f"comes up to ≈ {ahead:,.0f} visible")
         if draining:
@@ -223,6 +246,9 @@ class TargetWaitPolicy:
         elif held_need < quantity:
             wanted, action, verb = held_need, (f"needs {up_need}; needed at most {held_need} over the last "
                                                f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)"), "scale down"
+        elif up_need < quantity and holding_cold:
+            wanted, action = quantity, (f"needs {up_need}, but keeps {quantity}: no dyno is up yet, so nothing has been "
+                                        "served and a lower count is the counts' lag")
         elif up_need < quantity:
             wanted, action = quantity, (f"needs {up_need}, but keeps {quantity} until a lower need has held for "
                                         f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)")
@@ -233,10 +259,10 @@ class TargetWaitPolicy:
             action += f": {verb}"
         from_zero = boot + cfg.interval_seconds + cfg.lag_seconds
         if obs.running == 0 and obs.visible and from_zero > cfg.target_wait_seconds:
-            # Worth saying: no scaling can fix this, only a min that keeps a dyno up.
-            action += (f" (from zero no message can be on time: a boot of {boot:.0f} s, a look and the counts' "
-                       f"{cfg.lag_seconds:g} s take {from_zero:.0f} s of the {cfg.target_wait_seconds:g} s target; "
-                       "a min of 1 would keep a dyno up)")
+            # Worth saying: scaling can shorten this, only a min that keeps a dyno up removes it.
+            action += (f" (from zero the first messages of a burst may be late: a boot of {boot:.0f} s, a look and the "
+                       f"counts' {cfg.lag_seconds:g} s can take {from_zero:.0f} s of the {cfg.target_wait_seconds:g} s "
+                       "target; a min of 1 would keep a dyno up)")
         if prewarm and cfg.prewarm == "shadow":
             action += (f" (shadow: would pre-warm {prewarm['dynos']} for the burst due at {_clock(prewarm['due'])}, "
                        f"{prewarm['pattern']})")

@@ -115,9 +115,11 @@ def test_a_cron_is_prewarmed_for_by_the_learned_boot_once_it_recurred_twice() ->
 
 
 def test_the_prewarmed_cron_is_on_time_and_the_first_ones_are_not() -> None:
+    # 40,000 messages: 100 dynos clear them in 40 s, which a look and a 90 s boot from zero
+    # leave no room for; pre-warmed dynos are up when the dump lands.
     late_world = World(**{**WORLD.__dict__, "boot_seconds": 90})
-    result = simulate(cron(5), policy=TargetWaitPolicy(), settings=SETTINGS, bounds=Bounds(0, 100), interval=15,
-                      world=late_world, warmup_seconds=600 + 3 * 1800 - 5)
+    result = simulate(cron(5, size=40_000), policy=TargetWaitPolicy(), settings=SETTINGS, bounds=Bounds(0, 100),
+                      interval=15, world=late_world, warmup_seconds=600 + 3 * 1800 - 5)
     assert result.late_share > 0.05  # the first three dumps, before the pattern was trusted
     assert result.late_share_after_warmup == 0.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -142,6 +143,24 @@ def test_every_policy_in_one_world_meets_the_same_boots_and_count_lags() -> None
             seen_few.append(few.seen()[0])
             seen_many.append(many.seen()[0])
     assert seen_few == seen_many and len({t - v for t, v in zip(range(9, 300, 10), seen_few)}) > 5
+
+
+def test_bursts_from_zero_are_on_time_with_dynos_half_as_fast_and_boots_twice_as_long_as_said() -> None:
+    # Six bursts of 1,500 messages within 30 s, 40 minutes apart, scaled to zero between
+    # them; counts up to 30 s stale. From zero a message waits for the counts, a look and a
+    # 90 s boot, so the dynos asked for at the first looks must clear the whole burst.
+    rng = random.Random(1)
+    trace = [0] * (600 + 6 * 2400)
+    for k in range(6):
+        for _ in range(1500):
+            trace[600 + k * 2400 + rng.randrange(30)] += 1
+    world = World(dyno_rate=5, dyno_concurrency=4, boot_seconds=90, boot_jitter=0.1, lag_seconds=30, lag_min_seconds=0,
+                  service_noise=0.3, cloudwatch=True, seed=1)
+    result = simulate(trace, policy=policy, bounds=Bounds(0, 100), interval=15, world=world,
+                      settings={"target_wait_seconds": 120, "dyno_rate": 10, "interval_seconds": 15})
+    assert result.late_share <= 0.01 and result.max_wait <= 120
+    between = [s.formation for s in result.samples if s.second % 2400 == 0 and s.second > 600]
+    assert between and set(between) == {0}  # and it went back to zero in between
 
 
 def test_service_time_noise_keeps_the_mean_rate() -> None:
