@@ -215,6 +215,10 @@ class TargetWaitPolicy:
         holding_cold = cold and held_need < quantity
         if holding_cold:
             held_need = quantity
+        # While dynos boot for a backlog, no look cuts below what it needs itself (the
+        # window counts busy dynos at their median over recent looks, which lags a start).
+        if obs.starting and obs.visible:
+            held_need = max(held_need, up_need)
         not_helping = learner.not_helping
 
         seen = _describe_seen(obs, busy, arrivals, rate)

@@ -151,6 +151,17 @@ def test_no_dyno_booting_for_a_backlog_is_given_up_before_one_is_up() -> None:
     check_reason(verdicts[-1].reason, 22, 22)
 
 
+def test_while_dynos_boot_for_a_backlog_no_look_cuts_below_the_dynos_it_sees_busy() -> None:
+    # 46 asked for at the first sight of a burst; 30 are up and busy (40 at 4 messages
+    # each) while 16 still boot. The needs over the window (before any was busy) were 19.
+    verdicts = cold_start([0, 2_735, 2_735, 2_735, 2_735])
+    assert [v.desired for v in verdicts] == [0, 46, 46, 46, 46]
+    verdict = policy.decide(obs(visible=1_996, in_flight=160, quantity=46, running=30, starting=16, at=150.0), BOUNDS,
+                            SETTINGS, verdicts[-1].state)
+    assert verdict.desired == 40 and "needs 40; needed at most 40 over the last 90 s" in verdict.reason
+    check_reason(verdict.reason, 46, 40)
+
+
 def test_a_short_measured_boot_leaves_later_looks_time_so_a_cold_start_asks_only_for_what_it_sees() -> None:
     # Two boots of 20 s measured: a dyno asked for at the next look still comes up in time
     # for the oldest message, so the first look does not guess at the arrivals to come.
