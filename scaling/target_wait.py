@@ -97,9 +97,10 @@ class TargetWaitPolicy:
       * one dyno whenever anything is visible (wake from zero on the first message);
       * a pre-warm: dynos for a recurring burst that is due (``scaling.patterns``).
     Up: at once, to the need. Down: only to the highest need over the stabilization
-    window, computed with 70 % of the time left (hysteresis), and never while no dyno is up
-    and messages wait (nothing has been served: a lower count is the counts' lag). To zero
-    only when min is 0 and nothing was visible or in flight for the window.
+    window, computed with 70 % of the time left (hysteresis), and never on counts that
+    cannot show what the dynos did yet: while no dyno is up and messages wait, or within a
+    lag of dynos coming up. To zero only when min is 0 and nothing was visible or in flight
+    for the window.
 
     Rate, boot time and concurrency are learned (``scaling.learning``); the operator's
     figures are where learning starts. Until the rate has been seen at saturation, every
@@ -210,10 +211,13 @@ class TargetWaitPolicy:
         window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
         window.append((obs.at, max(down_need, warm_need)))
         held_need = max(n for _, n in window)
-        # With no dyno up, nothing has been served: a lower count is the counts' lag, not a
-        # smaller backlog, so no dyno still booting for it is given up.
-        holding_cold = cold and held_need < quantity
-        if holding_cold:
+        # The counts cannot yet show what the dynos have done while none is up (nothing was
+        # served: a lower count is the counts' lag, not a smaller backlog) or within a lag
+        # of dynos coming up (the counts may predate them): no dyno is given up on them.
+        came_up = obs.at if obs.running > int(state.get("running", obs.running)) else float(state.get("came_up", -1e12))
+        unseen = cold or (obs.visible > 0 and obs.at - came_up < cfg.lag_seconds)
+        holding = unseen and held_need < quantity
+        if holding:
             held_need = quantity
         # While dynos boot for a backlog, no look cuts below what it needs itself (the
         # window counts busy dynos at their median over recent looks, which lags a start).
@@ -250,9 +254,12 @@ class TargetWaitPolicy:
         elif held_need < quantity:
             wanted, action, verb = held_need, (f"needs {up_need}; needed at most {held_need} over the last "
                                                f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)"), "scale down"
-        elif up_need < quantity and holding_cold:
+        elif up_need < quantity and holding and cold:
             wanted, action = quantity, (f"needs {up_need}, but keeps {quantity}: no dyno is up yet, so nothing has been "
                                         "served and a lower count is the counts' lag")
+        elif up_need < quantity and holding:
+            wanted, action = quantity, (f"needs {up_need}, but keeps {quantity}: dynos came up within the counts' "
+                                        f"{cfg.lag_seconds:g} s lag, so the counts may not show them serving yet")
         elif up_need < quantity:
             wanted, action = quantity, (f"needs {up_need}, but keeps {quantity} until a lower need has held for "
                                         f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)")
@@ -277,7 +284,7 @@ class TargetWaitPolicy:
         new_state = {
             "at": obs.at, "visible": obs.visible, "in_flight": obs.in_flight, "running": obs.running,
             "samples": samples, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
-            "in_flight_seen": in_flight_seen,
+            "in_flight_seen": in_flight_seen, "came_up": came_up,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
         }
         learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}

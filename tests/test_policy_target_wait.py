@@ -152,14 +152,33 @@ def test_no_dyno_booting_for_a_backlog_is_given_up_before_one_is_up() -> None:
 
 
 def test_while_dynos_boot_for_a_backlog_no_look_cuts_below_the_dynos_it_sees_busy() -> None:
-    # 46 asked for at the first sight of a burst; 30 are up and busy (40 at 4 messages
-    # each) while 16 still boot. The needs over the window (before any was busy) were 19.
+    # 46 asked for at the first sight of a burst; 30 came up a lag ago and are busy (40 at
+    # 4 messages each) while 16 still boot. The needs over the window (before any was
+    # busy) were 19.
     verdicts = cold_start([0, 2_735, 2_735, 2_735, 2_735])
     assert [v.desired for v in verdicts] == [0, 46, 46, 46, 46]
-    verdict = policy.decide(obs(visible=1_996, in_flight=160, quantity=46, running=30, starting=16, at=150.0), BOUNDS,
-                            SETTINGS, verdicts[-1].state)
+    state = verdicts[-1].state
+    for at, in_flight in ((150.0, 0), (180.0, 160)):
+        verdict = policy.decide(obs(visible=1_996, in_flight=in_flight, quantity=46, running=30, starting=16, at=at),
+                                BOUNDS, SETTINGS, state)
+        state = verdict.state
     assert verdict.desired == 40 and "needs 40; needed at most 40 over the last 90 s" in verdict.reason
     check_reason(verdict.reason, 46, 40)
+
+
+def test_no_dyno_is_given_up_on_counts_older_than_the_dynos_that_just_came_up() -> None:
+    # 30 of 46 came up since the last look, but the counts (up to 30 s stale) still show
+    # the burst as it was before any served: nothing in flight, nothing gone.
+    verdicts = cold_start([0, 2_735, 2_735, 2_735, 2_735])
+    verdict = policy.decide(obs(visible=2_735, quantity=46, running=30, starting=16, at=150.0), BOUNDS, SETTINGS,
+                            verdicts[-1].state)
+    assert verdict.desired == 46
+    assert "keeps 46: dynos came up within the counts' 30 s lag, so the counts may not show them serving yet" \
+        in verdict.reason
+    check_reason(verdict.reason, 46, 46)
+    # Once the counts are newer than that, they are believed again.
+    later = policy.decide(obs(visible=0, quantity=46, running=46, at=300.0), BOUNDS, SETTINGS, verdict.state)
+    assert later.desired < 46
 
 
 def test_a_short_measured_boot_leaves_later_looks_time_so_a_cold_start_asks_only_for_what_it_sees() -> None:
