@@ -15,6 +15,7 @@ messages late: tuned with hindsight, per world and trace.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.report import plot, write_results  # noqa: E402
 from bench.traces import LEARNING, TRACES  # noqa: E402
 from scaling.baselines import BASELINES  # noqa: E402
-from scaling.policies import Bounds, TargetWaitPolicy, TargetWaitSettings  # noqa: E402
+from scaling.policies import Bounds, Observation, TargetWaitPolicy, TargetWaitSettings, Verdict  # noqa: E402
 from scaling.simulator import Result, World, simulate  # noqa: E402
 
 TARGET = 120.0
@@ -38,6 +39,10 @@ BOUNDS = Bounds(0, 100)
 LATE_LIMIT = 0.01
 STEADY_WRITES_PER_HOUR = 12.0  # at most one formation write per 5 minutes on steady load
 OURS = "target_wait"
+FLOOR = "first_sight"  # a reference, not a product: how late bursts from zero must be for any policy
+# Bursts from zero are where luck matters most (how stale the count is that first shows a
+# burst): they are run again on these seeds of every world, ours and the reference alone.
+OTHER_SEEDS = range(101, 111)
 # What is true in every world and never told to DynoScaler: dynos work on 4 messages at
 # once (the operator leaves concurrency at its default), counts are 0–30 s stale, each
 # dyno boots within ±10 % of the world's boot time, service times vary ±30 % per message
@@ -58,6 +63,22 @@ SWEEPS: dict[str, list[float]] = {
     "keda": [5, 25, 100, 200, 400, 800, 1600, 3200],
     "aws_target_tracking": [25, 50, 100, 200, 400, 800, 1600, 3200],
 }
+
+
+class FirstSight:
+    """Max dynos at the first count that shows a message; zero after a quiet two minutes.
+    No policy that scales on the counts can start a burst from zero sooner, so what this
+    leaves late is out of every such policy's reach (at any cost)."""
+
+    name = FLOOR
+
+    def decide(self, observation: Observation, bounds: Bounds, settings: dict[str, Any],
+               state: dict[str, Any]) -> Verdict:
+        busy_at = state.get("busy_at")
+        if observation.visible or observation.in_flight:
+            return Verdict(bounds.max_dynos, {"busy_at": observation.at}, "something is queued: max")
+        quiet = busy_at is None or observation.at - float(busy_at) >= 120
+        return Verdict(0 if quiet else observation.quantity, dict(state), "quiet")
 
 
 def product_defaults(interval: float | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -115,6 +136,8 @@ def _run(job: Job) -> Run:
     if name == OURS:
         policy: Any = TargetWaitPolicy()
         settings, interval, label = ours, float(ours["interval_seconds"]), "defaults"
+    elif name == FLOOR:
+        policy, settings, interval, label = FirstSight(), {}, float(ours["interval_seconds"]), "max at first sight"
     else:
         policy = BASELINES[name]
         settings, interval = {policy.main_setting: value}, policy.interval
@@ -125,8 +148,30 @@ def _run(job: Job) -> Run:
     return Run(world_name, trace_name, name, label, result)
 
 
+def _run_seed(job: tuple[str, str, int, dict[str, Any]]) -> Run:
+    world_name, name, seed, ours = job
+    policy: Any = TargetWaitPolicy() if name == OURS else FirstSight()
+    result = simulate(_TRACES.get("idle_bursts") or _TRACES.setdefault("idle_bursts", TRACES["idle_bursts"]()),
+                      policy=policy, settings=ours if name == OURS else {}, bounds=BOUNDS,
+                      interval=float(ours["interval_seconds"]), world=dataclasses.replace(WORLDS[world_name], seed=seed))
+    result.samples = []
+    return Run(world_name, "idle_bursts", name, f"seed {seed}", result)
+
+
+def run_seeds(worlds: list[str], ours: dict[str, Any], processes: int) -> list[Run]:
+    jobs = [(w, name, seed, ours) for w in worlds for seed in OTHER_SEEDS for name in (OURS, FLOOR)]
+    runs: list[Run] = []
+    started = time.monotonic()
+    with Pool(processes) as pool:
+        for i, run in enumerate(pool.imap_unordered(_run_seed, jobs, chunksize=2), 1):
+            runs.append(run)
+            progress(i, len(jobs), f"bursts from zero, {run.world}, {run.setting}: {run.policy}", started)
+    return runs
+
+
 def run_all(worlds: list[str], traces: list[str], ours: dict[str, Any], processes: int) -> list[Run]:
     jobs: list[Job] = [(w, t, OURS, None, ours) for w in worlds for t in traces]
+    jobs += [(w, t, FLOOR, None, ours) for w in worlds for t in traces if t == "idle_bursts"]
     jobs += [(w, t, name, value, ours) for w in worlds for t in traces for name, values in SWEEPS.items() for value in values]
     runs: list[Run] = []
     started = time.monotonic()
@@ -168,11 +213,13 @@ def main() -> None:
     print(f"target_wait settings: {ours}", file=sys.stderr)
     wall = time.monotonic()
     runs = run_all(worlds, traces, ours, 1 if args.quick else args.processes)
+    seed_runs = [] if args.quick else run_seeds(worlds, ours, args.processes)
     cpu, elapsed = cpu_seconds(), time.monotonic() - wall
-    cost = f"{len(runs)} simulations: {cpu:,.0f} CPU seconds over {elapsed:,.0f} s of wall time ({args.processes} processes)"
+    cost = (f"{len(runs) + len(seed_runs)} simulations: {cpu:,.0f} CPU seconds over {elapsed:,.0f} s of wall time "
+            f"({args.processes} processes)")
     here = Path(__file__).resolve().parent
     text = write_results(runs, worlds, traces, ours=ours, origin=origin, cost=cost, bench=sys.modules[__name__],
-                         path=None if args.quick else here / "RESULTS.md")
+                         path=None if args.quick else here / "RESULTS.md", seed_runs=seed_runs)
     print(text)
     print(cost, file=sys.stderr)
     if not args.quick:
