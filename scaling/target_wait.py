@@ -214,8 +214,8 @@ class TargetWaitPolicy:
         # The counts cannot yet show what the dynos have done while none is up (nothing was
         # served: a lower count is the counts' lag, not a smaller backlog) or within a lag
         # of dynos coming up (the counts may predate them): no dyno is given up on them.
-        came_up = obs.at if obs.running > int(state.get("running", obs.running)) else float(state.get("came_up", -1e12))
-        unseen = cold or (obs.visible > 0 and obs.at - came_up < cfg.lag_seconds)
+        came_up = obs.at if obs.running > int(state.get("running", obs.running)) else state.get("came_up")
+        unseen = cold or (obs.visible > 0 and came_up is not None and obs.at - float(came_up) < cfg.lag_seconds)
         holding = unseen and held_need < quantity
         if holding:
             held_need = quantity
