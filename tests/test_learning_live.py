@@ -106,12 +106,14 @@ def test_boots_seen_by_webhook_reach_the_policy(queue_and_app: Any, make_pair: A
     services.app_subscribe(app=HerokuApp.objects.get(), public_url=live_server.url)
     send_messages(sqs, "orders", 200)
     assert cycle(pair).outcome == "applied"
-    deadline = timezone.now() + timedelta(seconds=15)
+    # A one-second boot, its webhook posted to the live server: generous bounds, as the
+    # stand-in's timer and the delivery both wait for a loaded machine's scheduler.
+    deadline = timezone.now() + timedelta(seconds=60)
     while not FormationState.objects.get().boots:
         assert timezone.now() < deadline, "no dyno came up"
         heroku.flush(1)
     (_, seconds), *_ = FormationState.objects.get().boots
-    assert 0.5 <= seconds <= 10
+    assert 0.5 <= seconds <= 30
     cycle(pair, now=timezone.now() + timedelta(seconds=15))
     boot = ScalingPair.objects.get(pk=pair.pk).learned["learned"]["boot"]
     assert boot["samples"] >= 1
