@@ -43,6 +43,9 @@ FLOOR = "first_sight"  # a reference, not a product: how late bursts from zero m
 # Bursts from zero are where luck matters most (how stale the count is that first shows a
 # burst): they are run again on these seeds of every world, ours and the reference alone.
 OTHER_SEEDS = range(101, 111)
+# The whole comparison, peers' sweeps included, is run again on these seeds of every world
+# (``--seeds``), so that a verdict on a thin margin can be told from the dice.
+FULL_SEEDS = (201, 202)
 # What is true in every world and never told to DynoScaler: dynos work on 4 messages at
 # once (the operator leaves concurrency at its default), counts are 0–30 s stale, each
 # dyno boots within ±10 % of the world's boot time, service times vary ±30 % per message
@@ -115,6 +118,7 @@ class Run:
     policy: str
     setting: str
     result: Result
+    seed: int | None = None  # None: the world's own seed
 
     @property
     def late(self) -> float:
@@ -126,12 +130,12 @@ class Run:
         return self.late <= LATE_LIMIT
 
 
-Job = tuple[str, str, str, float | None, dict[str, Any]]
+Job = tuple[str, str, str, float | None, int | None, dict[str, Any]]
 _TRACES: dict[str, list[int]] = {}
 
 
 def _run(job: Job) -> Run:
-    world_name, trace_name, name, value, ours = job
+    world_name, trace_name, name, value, seed, ours = job
     trace = _TRACES.get(trace_name) or _TRACES.setdefault(trace_name, TRACES[trace_name]())
     if name == OURS:
         policy: Any = TargetWaitPolicy()
@@ -142,43 +146,37 @@ def _run(job: Job) -> Run:
         policy = BASELINES[name]
         settings, interval = {policy.main_setting: value}, policy.interval
         label = f"{policy.main_setting}={value:g}"
+    world = WORLDS[world_name] if seed is None else dataclasses.replace(WORLDS[world_name], seed=seed)
     result = simulate(trace, policy=policy, settings=settings, bounds=BOUNDS, interval=interval,
-                      world=WORLDS[world_name], warmup_seconds=LEARNING.get(trace_name, 0))
+                      world=world, warmup_seconds=LEARNING.get(trace_name, 0))
     result.samples = []  # the plot needs only the totals; keep the pipe between processes light
-    return Run(world_name, trace_name, name, label, result)
+    return Run(world_name, trace_name, name, label, result, seed)
 
 
-def _run_seed(job: tuple[str, str, int, dict[str, Any]]) -> Run:
-    world_name, name, seed, ours = job
-    policy: Any = TargetWaitPolicy() if name == OURS else FirstSight()
-    result = simulate(_TRACES.get("idle_bursts") or _TRACES.setdefault("idle_bursts", TRACES["idle_bursts"]()),
-                      policy=policy, settings=ours if name == OURS else {}, bounds=BOUNDS,
-                      interval=float(ours["interval_seconds"]), world=dataclasses.replace(WORLDS[world_name], seed=seed))
-    result.samples = []
-    return Run(world_name, "idle_bursts", name, f"seed {seed}", result)
+def comparison(worlds: list[str], traces: list[str], ours: dict[str, Any], seed: int | None) -> list[Job]:
+    """Ours, the reference for bursts from zero and every peer's sweep, in one draw of the worlds."""
+    jobs: list[Job] = [(w, t, OURS, None, seed, ours) for w in worlds for t in traces]
+    jobs += [(w, t, FLOOR, None, seed, ours) for w in worlds for t in traces if t == "idle_bursts"]
+    jobs += [(w, t, name, value, seed, ours) for w in worlds for t in traces
+             for name, values in SWEEPS.items() for value in values]
+    return jobs
 
 
-def run_seeds(worlds: list[str], ours: dict[str, Any], processes: int) -> list[Run]:
-    jobs = [(w, name, seed, ours) for w in worlds for seed in OTHER_SEEDS for name in (OURS, FLOOR)]
-    runs: list[Run] = []
-    started = time.monotonic()
-    with Pool(processes) as pool:
-        for i, run in enumerate(pool.imap_unordered(_run_seed, jobs, chunksize=2), 1):
-            runs.append(run)
-            progress(i, len(jobs), f"bursts from zero, {run.world}, {run.setting}: {run.policy}", started)
-    return runs
-
-
-def run_all(worlds: list[str], traces: list[str], ours: dict[str, Any], processes: int) -> list[Run]:
-    jobs: list[Job] = [(w, t, OURS, None, ours) for w in worlds for t in traces]
-    jobs += [(w, t, FLOOR, None, ours) for w in worlds for t in traces if t == "idle_bursts"]
-    jobs += [(w, t, name, value, ours) for w in worlds for t in traces for name, values in SWEEPS.items() for value in values]
+def run_all(worlds: list[str], traces: list[str], ours: dict[str, Any], processes: int, *, seeds: int = 0,
+            bursts_seeds: bool = True) -> list[Run]:
+    jobs = comparison(worlds, traces, ours, None)
+    for seed in FULL_SEEDS[:seeds]:
+        jobs += comparison(worlds, traces, ours, seed)
+    if bursts_seeds and "idle_bursts" in traces:
+        jobs += [(w, "idle_bursts", name, None, seed, ours) for w in worlds for seed in OTHER_SEEDS
+                 for name in (OURS, FLOOR)]
     runs: list[Run] = []
     started = time.monotonic()
     with Pool(processes) as pool:
         for i, run in enumerate(pool.imap_unordered(_run, jobs, chunksize=2), 1):
             runs.append(run)
-            progress(i, len(jobs), f"{run.world}, {run.trace}: {run.policy} {run.setting}", started)
+            where = "" if run.seed is None else f" (seed {run.seed})"
+            progress(i, len(jobs), f"{run.world}, {run.trace}{where}: {run.policy} {run.setting}", started)
     return runs
 
 
@@ -203,6 +201,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one world, two traces cut to two hours, no files written")
     parser.add_argument("--interval", type=float, help="our cycle interval in seconds (default: the model's default)")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="parallel simulations (default: cores)")
+    parser.add_argument("--seeds", type=int, default=len(FULL_SEEDS), choices=range(len(FULL_SEEDS) + 1),
+                        help=f"run the whole comparison again on this many other seeds (default: {len(FULL_SEEDS)})")
     args = parser.parse_args()
     ours, origin = product_defaults(args.interval)
     worlds, traces = list(WORLDS), list(TRACES)
@@ -212,14 +212,17 @@ def main() -> None:
             _TRACES[name] = TRACES[name]()[: 2 * 3600]
     print(f"target_wait settings: {ours}", file=sys.stderr)
     wall = time.monotonic()
-    runs = run_all(worlds, traces, ours, 1 if args.quick else args.processes)
-    seed_runs = [] if args.quick else run_seeds(worlds, ours, args.processes)
+    every = run_all(worlds, traces, ours, 1 if args.quick else args.processes, seeds=0 if args.quick else args.seeds,
+                    bursts_seeds=not args.quick)
+    runs = [r for r in every if r.seed is None]
     cpu, elapsed = cpu_seconds(), time.monotonic() - wall
-    cost = (f"{len(runs) + len(seed_runs)} simulations: {cpu:,.0f} CPU seconds over {elapsed:,.0f} s of wall time "
-            f"({args.processes} processes)")
+    cost = f"{len(every)} simulations: {cpu:,.0f} CPU seconds over {elapsed:,.0f} s of wall time ({args.processes} processes)"
     here = Path(__file__).resolve().parent
     text = write_results(runs, worlds, traces, ours=ours, origin=origin, cost=cost, bench=sys.modules[__name__],
-                         path=None if args.quick else here / "RESULTS.md", seed_runs=seed_runs)
+                         path=None if args.quick else here / "RESULTS.md",
+                         seed_runs=[r for r in every if r.seed in OTHER_SEEDS and r.trace == "idle_bursts"
+                                    and r.policy in (OURS, FLOOR)],
+                         other_draws=[r for r in every if r.seed in FULL_SEEDS])
     print(text)
     print(cost, file=sys.stderr)
     if not args.quick:
