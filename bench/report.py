@@ -14,6 +14,18 @@ def best(runs: list[Any], limit: float) -> Any:
     return min(runs, key=lambda r: (r.late, r.result.dyno_seconds))
 
 
+def cell(here: list[Any], bench: ModuleType) -> tuple[Any, list[Any], Any | None, bool]:
+    """One world × trace in one draw: ours, each peer at its best setting, the cheapest
+    peer setting that keeps 1 %, and whether ours is on time and no dearer than it (the
+    writes check aside)."""
+    ours = next(r for r in here if r.policy == bench.OURS)
+    chosen = [best([r for r in here if r.policy == name], bench.LATE_LIMIT) for name in bench.SWEEPS]
+    passing = [r for r in chosen if r.meets]
+    cheapest = min(passing, key=lambda r: r.result.dyno_seconds) if passing else None
+    ok = ours.meets and (cheapest is None or ours.result.dyno_seconds <= cheapest.result.dyno_seconds)
+    return ours, chosen, cheapest, ok
+
+
 def learned(run: Any) -> str:
     found = run.result.details.get("learned") or {}
     parts = []
@@ -54,11 +66,7 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
     notes: list[str] = []
     for world in worlds:
         for trace in traces:
-            here = [r for r in runs if r.world == world and r.trace == trace]
-            ours = next(r for r in here if r.policy == bench.OURS)
-            chosen = [best([r for r in here if r.policy == name], bench.LATE_LIMIT) for name in bench.SWEEPS]
-            passing = [r for r in chosen if r.meets]
-            cheapest = min(passing, key=lambda r: r.result.dyno_seconds) if passing else None
+            ours, chosen, cheapest, _ = cell([r for r in runs if r.world == world and r.trace == trace], bench)
             checks, ok = [], True
             if ours.meets:
                 checks.append(f"late {ours.late * 100:.2f} % ≤ 1 %")
@@ -163,17 +171,6 @@ def seeds_section(seed_runs: list[Any], worlds: list[str], bench: ModuleType) ->
     return [*lines, ""]
 
 
-def cell(here: list[Any], bench: ModuleType) -> tuple[Any, Any | None, bool]:
-    """One world × trace in one draw: ours, the cheapest peer setting that keeps 1 %, and
-    whether ours is on time and no dearer (the writes check aside)."""
-    ours = next(r for r in here if r.policy == bench.OURS)
-    chosen = [best([r for r in here if r.policy == name], bench.LATE_LIMIT) for name in bench.SWEEPS]
-    passing = [r for r in chosen if r.meets]
-    cheapest = min(passing, key=lambda r: r.result.dyno_seconds) if passing else None
-    ok = ours.meets and (cheapest is None or ours.result.dyno_seconds <= cheapest.result.dyno_seconds)
-    return ours, cheapest, ok
-
-
 def other_draws_section(main: list[Any], other: list[Any], worlds: list[str], traces: list[str],
                         bench: ModuleType) -> list[str]:
     """The same comparison on other seeds of every world: does each verdict survive the dice?"""
@@ -192,7 +189,7 @@ def other_draws_section(main: list[Any], other: list[Any], worlds: list[str], tr
     held = total = 0
 
     def mark(here: list[Any]) -> str:
-        ours, cheapest, ok = cell(here, bench)
+        ours, _, cheapest, ok = cell(here, bench)
         if ok:
             return "✓"
         if not ours.meets:

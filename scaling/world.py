@@ -86,7 +86,7 @@ class QueueWorld:
         # One stream per kind of chance, so that two policies run in the same world meet
         # the same count lags (look by look), the same boot times (dyno by dyno) and the
         # same service times, whatever they do: a difference in outcome is the policy's.
-        self.rng = random.Random(f"{world.seed}:service")
+        self.service_rng = random.Random(f"{world.seed}:service")
         self.lag_rng = random.Random(f"{world.seed}:lag")
         self.boot_rng = random.Random(f"{world.seed}:boot")
         self.cloudwatch_rng = random.Random(f"{world.seed}:cloudwatch")
@@ -155,9 +155,9 @@ class QueueWorld:
         if not (w.drift or w.service_noise):
             return 1.0
         if w.drift and int(t) % 300 == 0:
-            self.pace = 1.0 + self.rng.uniform(-w.drift, w.drift)
+            self.pace = 1.0 + self.service_rng.uniform(-w.drift, w.drift)
         spread = w.service_noise / math.sqrt(max(1.0, running * w.dyno_rate))
-        return self.pace * (1.0 + self.rng.uniform(-spread, spread))
+        return self.pace * (1.0 + self.service_rng.uniform(-spread, spread))
 
     def _publish(self, t: float, served: float, oldest: float) -> None:
         if not self.world.cloudwatch:
