@@ -11,8 +11,9 @@
 * **Boot time**: the ``starting → up`` durations the cycle saw (webhooks or the dyno list);
   the 90th percentile, so plans are made for a slow boot, not an average one.
 * **Concurrency** (messages a dyno works on at once): in-flight ÷ running is never above it;
-  with CloudWatch, Little's law gives the service time (in flight ÷ deletes per second) and
-  concurrency = rate × service time.
+  with CloudWatch, Little's law gives the service time (in flight ÷ deletes per second) and,
+  once the rate is proven, concurrency = rate × service time (an unproven rate twice too
+  high would double it, and halve the dynos the policy counts as busy).
 * **When more dynos do not help**: minutes with more dynos that delete no more.
 * **The real wait**: CloudWatch's ``ApproximateAgeOfOldestMessage`` over the target in a
   minute when the model said the dynos sufficed means the rate is lower than believed.
@@ -334,7 +335,7 @@ class Learner:
         candidates: list[tuple[float, str]] = [(float(operator), "")]
         if len(self.ratios) >= 3:
             candidates.append((percentile(self.ratios[-KEEP_RATIOS:], 0.9), f"in flight per dyno, {len(self.ratios)} looks"))
-        if len(self.service) >= 2:
+        if len(self.service) >= 2 and self.proven():
             seconds = weighted_median([(s, w) for s, w in self.service])
             candidates.append((rate * seconds, f"rate × {seconds:.2f} s service time, {len(self.service)} min"))
         value, basis = max(candidates)

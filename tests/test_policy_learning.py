@@ -127,6 +127,18 @@ def test_concurrency_is_at_least_what_the_dynos_were_seen_holding_and_follows_li
     assert learner.concurrency(2, 10, pinned=True).value == 2
 
 
+def test_littles_law_waits_for_a_proven_rate_as_a_rate_twice_too_high_would_double_the_concurrency() -> None:
+    # Eight idle-ish dynos hold 16 messages while CloudWatch counts 40 deletes a second:
+    # 0.4 s each. At the operator's 20/s that would be 8 at once, at a true 10/s it is 4;
+    # with the rate never seen at saturation, only what the dynos were seen holding counts.
+    learner = Learner({}, operator_rate=20)
+    feed(learner, minutes=5, running=8, visible=0, in_flight=16)
+    learner.absorb_cloudwatch(deletes(5, 40 * 60), [], at=T0 + 300, target=120, rate_now=20)
+    assert not learner.proven()
+    estimate = learner.concurrency(1, 20, pinned=False)
+    assert estimate.value == pytest.approx(2) and "in flight per dyno" in estimate.basis
+
+
 def test_more_dynos_that_delete_no_more_are_called_not_helping_and_do_not_lower_the_rate() -> None:
     learner = Learner({}, operator_rate=10)
     feed(learner, minutes=3, running=4, visible=9_000)
