@@ -106,8 +106,11 @@ class TargetWaitPolicy:
     figures are where learning starts. Until the rate has been seen at saturation, every
     dyno is counted as if it had to boot (a figure twice too high then costs dynos, not
     late messages), and a queue empty for a whole window lets the busy floor on the way
-    down fall to 75 %, so a too-low concurrency cannot keep the dynos from ever being busy
-    enough to measure. On the way down, busy dynos are judged on the median of recent
+    down fall (a probe), so a too-low concurrency cannot keep the dynos from ever being
+    busy enough to measure: to 75 %, or, where CloudWatch is readable (a saturated minute
+    will prove the rate and end the probing), to the share of the time left that a
+    measured boot takes, at least 50 %: a probe that went too far costs a boot to undo.
+    A cold start's ask is held only until the counts show its dynos serving. On the way down, busy dynos are judged on the median of recent
     looks, and part of a busy dyno is left to the backlog to ask for again when boots are
     short (time-sharing between two counts); while a backlog falls, only the dynos its
     arrivals keep busy count as busy (the rest only drain it). When CloudWatch shows that
@@ -118,6 +121,7 @@ class TargetWaitPolicy:
     name = "target_wait"
     DOWN_BUDGET = 0.7
     UNPROVEN_BUSY = 0.75
+    DEEPEST_PROBE = 0.5
     # Up to this share of a busy dyno is left to the backlog to ask for again (time-sharing
     # between two counts), in proportion to how little of the target a boot takes.
     BUSY_SLACK = 1.2
@@ -188,10 +192,19 @@ class TargetWaitPolicy:
         probing = not (proven or cfg.pin_dyno_concurrency) and obs.at - last_backlog >= cfg.scale_down_window_seconds
         # On the way down the busy dynos are judged on the median of recent looks: one
         # noisy in-flight count must not keep a dyno for a whole window.
-        in_flight_seen = [*[float(x) for x in state.get("in_flight_seen", [])][-(self.SAMPLES - 1):], float(obs.in_flight)]
+        # Looks with no dyno up, or within a lag of dynos coming up, say nothing about how
+        # busy the dynos are: the median starts again after them.
+        came_up = obs.at if obs.running > int(state.get("running", obs.running)) else state.get("came_up")
+        fresh = obs.running > 0 and (came_up is None or obs.at - float(came_up) >= cfg.lag_seconds)
+        seen_before = [float(x) for x in state.get("in_flight_seen", [])] if state.get("in_flight_fresh") else []
+        in_flight_seen = [*seen_before[-(self.SAMPLES - 1):], float(obs.in_flight)]
         slack_busy = min(0.9, self.BUSY_SLACK * max(0.0, 1 - boot / drain))
         steady_busy = min(ceil_count(statistics.median(in_flight_seen) / concurrency - slack_busy), busy)
-        busy_down = ceil_count(steady_busy * self.UNPROVEN_BUSY) if probing else steady_busy
+        # How far a probe goes: where CloudWatch is readable, a saturated minute will prove
+        # the rate and end the probing, so it may go as deep as a measured boot allows (one
+        # boot undoes a probe that went too far); without it, probing never ends: 75 %.
+        probe = min(self.UNPROVEN_BUSY, max(self.DEEPEST_PROBE, boot / drain)) if learner.cw_done else self.UNPROVEN_BUSY
+        busy_down = ceil_count(steady_busy * probe) if probing else steady_busy
         # While a backlog waits every dyno is busy, so in flight cannot tell how many the
         # load needs; the arrivals can. Below what the dynos up complete, the backlog is
         # falling and the dynos beyond the arrivals' share only drain it: the backlog rule
@@ -208,14 +221,22 @@ class TargetWaitPolicy:
         prewarm = self._prewarm(cfg, bursts, obs.at, lead=boot + cfg.interval_seconds + cfg.lag_seconds + 15, rate=rate,
                                 proven=proven)
         warm_need = prewarm["dynos"] if prewarm and cfg.prewarm == "on" else 0
-        window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
-        window.append((obs.at, max(down_need, warm_need)))
-        held_need = max(n for _, n in window)
         # The counts cannot yet show what the dynos have done while none is up (nothing was
         # served: a lower count is the counts' lag, not a smaller backlog) or within a lag
         # of dynos coming up (the counts may predate them): no dyno is given up on them.
-        came_up = obs.at if obs.running > int(state.get("running", obs.running)) else state.get("came_up")
         unseen = cold or (obs.visible > 0 and came_up is not None and obs.at - float(came_up) < cfg.lag_seconds)
+        window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
+        cold_ask = float(state["cold_ask"]) if state.get("cold_ask") is not None else None
+        if cold_ask is not None and not unseen and obs.running and came_up is not None \
+                and obs.at - float(came_up) >= cfg.lag_seconds:
+            # A cold start's ask was for the backlog its dynos would meet on coming up, on
+            # figures not yet measured: once the counts show them serving, it has done its work.
+            window = [(t, n) for t, n in window if t > cold_ask] or [(obs.at, 0)]
+            cold_ask = None
+        if last_chance:
+            cold_ask = obs.at
+        window.append((obs.at, max(down_need, warm_need)))
+        held_need = max(n for _, n in window)
         holding = unseen and held_need < quantity
         if holding:
             held_need = quantity
@@ -237,6 +258,10 @@ class TargetWaitPolicy:
         elif growing:
             rule += (f"; the backlog grows ≈ {growth:,.1f}/s beyond what {quantity} dyno(s) complete: a dyno added now "
                      f"comes up to ≈ {ahead:,.0f} visible")
+        if probing and busy_down < steady_busy:
+            rule += (f"; the rate has never been seen at saturation and nothing has waited for "
+                     f"{cfg.scale_down_window_seconds:g} s: only {busy_down} of the {steady_busy} busy dyno(s) count, to see "
+                     "whether fewer keep up (a probe)")
         if draining:
             rule += (f"; the backlog is falling: arrivals ≈ {arrivals:,.1f}/s keep {keep_up} of the {obs.running} busy, "
                      "the rest only drain it")
@@ -284,7 +309,7 @@ class TargetWaitPolicy:
         new_state = {
             "at": obs.at, "visible": obs.visible, "in_flight": obs.in_flight, "running": obs.running,
             "samples": samples, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
-            "in_flight_seen": in_flight_seen, "came_up": came_up,
+            "in_flight_seen": in_flight_seen, "in_flight_fresh": fresh, "came_up": came_up, "cold_ask": cold_ask,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
         }
         learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}

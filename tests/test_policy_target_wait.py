@@ -181,6 +181,45 @@ def test_no_dyno_is_given_up_on_counts_older_than_the_dynos_that_just_came_up() 
     assert later.desired < 46
 
 
+def test_a_cold_starts_ask_is_let_go_once_the_counts_show_its_dynos_serving() -> None:
+    # 46 asked for a burst on figures never measured; they came up and the counts a lag
+    # later show the burst gone and 40 messages in flight (10 dynos' worth): the ask has
+    # done its work, so the formation falls to what is busy, not a whole window later.
+    verdicts = cold_start([0, 2_735, 2_735])
+    state = verdicts[-1].state
+    up = policy.decide(obs(visible=2_735, quantity=46, running=46, at=90.0), BOUNDS, SETTINGS, state)
+    assert up.desired == 46  # the counts may predate the dynos
+    later = policy.decide(obs(visible=0, in_flight=40, quantity=46, running=46, at=120.0), BOUNDS, SETTINGS, up.state)
+    assert later.desired == 10
+    assert "needs 10; needed at most 10 over the last 90 s" in later.reason
+    check_reason(later.reason, 46, 10)
+
+
+def probe(*, cloudwatch: bool, boot: float) -> tuple[list[int], str]:
+    """Eight dynos holding 32 messages (4 each) with nothing waiting; the rate never seen at saturation."""
+    state: Any = {}
+    out, reason = [], ""
+    for i in range(12):
+        points = ((600.0, 2_400.0), (660.0, 2_400.0)) if cloudwatch and i == 4 else ()
+        verdict = policy.decide(obs(in_flight=32, quantity=8, at=600.0 + 30 * i, boot_durations=(boot, boot) if i == 0 else (),
+                                    deleted_per_minute=points), BOUNDS, SETTINGS, state)
+        state, reason = verdict.state, verdict.reason
+        out.append(verdict.desired)
+    return out, reason
+
+
+def test_an_unproven_rate_is_probed_deeper_where_cloudwatch_will_prove_it_and_a_boot_is_short() -> None:
+    # Without CloudWatch the probing never ends, so it stays shallow (75 %); with it, a
+    # saturated minute will end it, and a 20 s boot undoes a probe that went too far.
+    shallow, reason = probe(cloudwatch=False, boot=20.0)
+    deep, _ = probe(cloudwatch=True, boot=20.0)
+    slow_boot, _ = probe(cloudwatch=True, boot=90.0)
+    assert shallow[-1] == 6 and deep[-1] == 4 and slow_boot[-1] == 6
+    assert shallow[:4] == deep[:4] == [8, 8, 8, 8]  # not before nothing has waited for a whole window
+    assert "only 6 of the 8 busy dyno(s) count, to see whether fewer keep up (a probe)" in reason
+    check_reason(reason, 8, 6)
+
+
 def test_a_short_measured_boot_leaves_later_looks_time_so_a_cold_start_asks_only_for_what_it_sees() -> None:
     # Two boots of 20 s measured: a dyno asked for at the next look still comes up in time
     # for the oldest message, so the first look does not guess at the arrivals to come.
