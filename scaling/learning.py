@@ -315,6 +315,11 @@ class Learner:
         unit = "dyno-min" if "cloudwatch" in kinds else "dyno-min from counts"
         return Estimate("rate", value, operator, "learned", spread_of(pairs, value), len(evidence), f"{weight:.0f} {unit}")
 
+    def reads_cloudwatch(self) -> bool:
+        """Has CloudWatch delivered a point for this pair, so a saturated minute can prove
+        the rate?"""
+        return self.cw_done > 0
+
     def proven(self) -> bool:
         """Has the rate been measured (CloudWatch's deletes while every dyno had work), so
         the policy may count on it? Counts alone move the figure but never prove it: with

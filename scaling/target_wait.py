@@ -109,13 +109,14 @@ class TargetWaitPolicy:
     down fall (a probe), so a too-low concurrency cannot keep the dynos from ever being
     busy enough to measure: to 75 %, or, where CloudWatch is readable (a saturated minute
     will prove the rate and end the probing), to the share of the time left that a
-    measured boot takes, at least 50 %: a probe that went too far costs a boot to undo.
-    A cold start's ask is held only until the counts show its dynos serving. On the way down, busy dynos are judged on the median of recent
-    looks, and part of a busy dyno is left to the backlog to ask for again when boots are
-    short (time-sharing between two counts); while a backlog falls, only the dynos its
-    arrivals keep busy count as busy (the rest only drain it). When CloudWatch shows that
-    more dynos do not raise the deletes, the policy stops adding and holds. The constants
-    were chosen with bench/policies.py (see bench/RESULTS.md).
+    boot takes, at least 50 %: a probe that went too far costs a boot to undo. A cold
+    start's ask is held only until the counts show its dynos serving. On the way down,
+    busy dynos are judged on the median of recent looks, and part of a busy dyno is left
+    to the backlog to ask for again when boots are short (time-sharing between two
+    counts); while a backlog falls, only the dynos its arrivals keep busy count as busy
+    (the rest only drain it). When CloudWatch shows that more dynos do not raise the
+    deletes, the policy stops adding and holds. The constants were chosen with
+    bench/policies.py (see bench/RESULTS.md).
     """
 
     name = "target_wait"
@@ -201,9 +202,10 @@ class TargetWaitPolicy:
         slack_busy = min(0.9, self.BUSY_SLACK * max(0.0, 1 - boot / drain))
         steady_busy = min(ceil_count(statistics.median(in_flight_seen) / concurrency - slack_busy), busy)
         # How far a probe goes: where CloudWatch is readable, a saturated minute will prove
-        # the rate and end the probing, so it may go as deep as a measured boot allows (one
-        # boot undoes a probe that went too far); without it, probing never ends: 75 %.
-        probe = min(self.UNPROVEN_BUSY, max(self.DEEPEST_PROBE, boot / drain)) if learner.cw_done else self.UNPROVEN_BUSY
+        # the rate and end the probing, so it may go as deep as the boot allows (one boot
+        # undoes a probe that went too far); without it, probing never ends: 75 %.
+        deep = learner.reads_cloudwatch()
+        probe = min(self.UNPROVEN_BUSY, max(self.DEEPEST_PROBE, boot / drain)) if deep else self.UNPROVEN_BUSY
         busy_down = ceil_count(steady_busy * probe) if probing else steady_busy
         # While a backlog waits every dyno is busy, so in flight cannot tell how many the
         # load needs; the arrivals can. Below what the dynos up complete, the backlog is
