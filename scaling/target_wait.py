@@ -243,9 +243,14 @@ class TargetWaitPolicy:
         if holding:
             held_need = quantity
         # While dynos boot for a backlog, no look cuts below what it needs itself (the
-        # window counts busy dynos at their median over recent looks, which lags a start).
+        # window counts busy dynos at their median over recent looks, which lags a start),
+        # nor below what a growing backlog asked for while those dynos still boot: one
+        # look's lower arrival figure must not cancel a dyno before it has served.
+        grown = int(state.get("grown", 0)) if obs.starting and obs.visible else 0
+        booting_for_growth = min(grown, quantity) > max(held_need, up_need)
         if obs.starting and obs.visible:
-            held_need = max(held_need, up_need)
+            held_need = max(held_need, up_need, min(grown, quantity))
+        grown = max(grown, ahead_need) if growing and not last_chance else grown  # a cold start's ask has its own hold
         not_helping = learner.not_helping
 
         seen = _describe_seen(obs, busy, arrivals, rate)
@@ -281,6 +286,9 @@ class TargetWaitPolicy:
         elif held_need < quantity:
             wanted, action, verb = held_need, (f"needs {up_need}; needed at most {held_need} over the last "
                                                f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)"), "scale down"
+        elif up_need < quantity and booting_for_growth:
+            wanted, action = quantity, (f"needs {up_need}, but keeps {quantity}: the dyno(s) asked for as the backlog "
+                                        "grew still boot, and one look's lower arrivals do not cancel them")
         elif up_need < quantity and holding and cold:
             wanted, action = quantity, (f"needs {up_need}, but keeps {quantity}: no dyno is up yet, so nothing has been "
                                         "served and a lower count is the counts' lag")
@@ -311,7 +319,7 @@ class TargetWaitPolicy:
         new_state = {
             "at": obs.at, "visible": obs.visible, "in_flight": obs.in_flight, "running": obs.running,
             "samples": samples, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
-            "in_flight_seen": in_flight_seen, "in_flight_fresh": fresh, "came_up": came_up, "cold_ask": cold_ask,
+            "in_flight_seen": in_flight_seen, "in_flight_fresh": fresh, "came_up": came_up, "cold_ask": cold_ask, "grown": grown,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
         }
         learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}

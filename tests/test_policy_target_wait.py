@@ -118,6 +118,23 @@ def test_a_growing_backlog_gets_the_dynos_it_will_need_when_they_come_up_and_say
         in verdicts[-1].reason and "needs 6: scale up" in verdicts[-1].reason
 
 
+def test_a_dyno_added_for_a_growing_backlog_is_not_cancelled_while_it_boots() -> None:
+    # The sixth dyno was asked for as the backlog grew; one look later the backlog holds
+    # level (arrivals now match the five): a lower arrival figure is one look's noise as
+    # often as not, and cancelling a booting dyno wastes its boot and a second write.
+    pinned = {**SETTINGS, "pin_dyno_rate": True}
+    state: Any = {}
+    quantity, desired = 5, []
+    for i, visible in enumerate([1_900, 2_500, 3_100, 3_050]):
+        verdict = policy.decide(obs(visible=visible, in_flight=20, quantity=quantity, running=5, starting=quantity - 5,
+                                    at=30.0 * i), BOUNDS, pinned, state)
+        state, quantity = verdict.state, verdict.desired
+        desired.append(verdict.desired)
+    assert desired == [5, 5, 6, 6]
+    assert "needs 5, but keeps 6: the dyno(s) asked for as the backlog grew still boot" in verdict.reason
+    check_reason(verdict.reason, 6, 6)
+
+
 def cold_start(visibles: list[int], settings: dict[str, Any] = SETTINGS, boots: tuple[float, ...] = ()) -> list[Any]:
     """Looks 30 s apart at a queue with no dyno up, each asking for what the last decided."""
     state: Any = {}
