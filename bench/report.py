@@ -60,8 +60,9 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
         "| --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: | --- |",
     ]
     detail = [
-        "| world | trace | policy | setting | dyno-hours | cost ×floor | late after learning | late (all) | p99 wait | writes/h |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| world | trace | policy | setting | dyno-hours | cost ×floor | late after learning | late (all) | p99 wait | writes/h "
+        "| boots cancelled |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     notes: list[str] = []
     for world in worlds:
@@ -96,8 +97,23 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
                 detail.append(
                     f"| {world} | {trace} | {name} | {r.setting} | {res.dyno_hours:.1f} | {res.cost_vs_floor:.2f} | "
                     f"{r.late * 100:.2f} %{'' if r.meets else ' ✗'} | {res.late_share * 100:.2f} % | {res.p99_wait:.0f} s | "
-                    f"{res.writes_per_hour:.1f} |")
+                    f"{res.writes_per_hour:.1f} | {res.boots_cancelled} |")
     return summary, notes, detail
+
+
+def cancelled_boots(runs: list[Any], worlds: list[str], traces: list[str], bench: ModuleType) -> str:
+    """Dynos stopped before their boot ended (billed, never served), summed over the cells
+    where a peer setting keeps 1 %, for DynoScaler and for those cheapest settings."""
+    ours_total = peers_total = cells = 0
+    for world in worlds:
+        for trace in traces:
+            ours, _, cheapest, _ = cell([r for r in runs if r.world == world and r.trace == trace], bench)
+            if cheapest is not None:
+                ours_total += ours.result.boots_cancelled
+                peers_total += cheapest.result.boots_cancelled
+                cells += 1
+    return (f"Boots cancelled (dynos stopped before their boot ended: billed, never served), over the {cells} cells "
+            f"where a peer setting keeps 1 %: DynoScaler {ours_total}, the cheapest peer settings {peers_total}.")
 
 
 def checklist(runs: list[Any], worlds: list[str], traces: list[str], bench: ModuleType, interval: float) -> list[str]:
@@ -246,7 +262,7 @@ def write_results(runs: list[Any], worlds: list[str], traces: list[str], *, ours
         f"## Verdicts: {met} of {len(notes)} meet every check", "", *notes, "",
         *other_draws_section(runs, other_draws or [], worlds, traces, bench),
         *seeds_section(seed_runs or [], worlds, bench),
-        "## Summary", "", *summary, "",
+        "## Summary", "", cancelled_boots(runs, worlds, traces, bench), "", *summary, "",
         "## Every policy at its best setting", "", *detail, "",
     ]
     out = "\n".join(text)

@@ -65,6 +65,7 @@ class Result:
     dyno_rate: float
     samples: list[Sample] = field(default_factory=list)
     late_share_after_warmup: float = 0.0  # of the messages that arrived after the warm-up
+    boots_cancelled: int = 0  # dynos removed while still booting: paid for, never served
     details: dict[str, Any] = field(default_factory=dict)  # the policy's last details
 
     @property
@@ -90,6 +91,7 @@ class Result:
             "floor_hours": round(self.floor_hours, 3), "cost_vs_floor": round(self.cost_vs_floor, 3),
             "late_share": round(self.late_share, 5), "p50_wait": self.p50_wait, "p95_wait": self.p95_wait,
             "p99_wait": self.p99_wait, "max_wait": self.max_wait, "writes": self.writes,
+            "boots_cancelled": self.boots_cancelled,
             "unfinished": round(self.unfinished),
         }
 
@@ -118,6 +120,7 @@ def simulate(
     policy_state: Mapping[str, Any] = dict(state or {})
     dyno_seconds = 0.0
     writes = 0
+    boots_cancelled = 0
     messages = 0.0
     samples: list[Sample] = []
     details: Mapping[str, Any] = {}
@@ -149,6 +152,7 @@ def simulate(
             policy_state, details = verdict.state, verdict.details
             if verdict.desired != qw.formation:
                 writes += 1
+                boots_cancelled += qw.booting_among_removed(verdict.desired, t)
                 qw.set_formation(verdict.desired, t)
             samples.append(Sample(t, obs.visible, obs.in_flight, qw.formation, running, verdict.desired,
                                   qw.oldest_wait(t), verdict.reason if keep_reasons else ""))
@@ -173,6 +177,7 @@ def simulate(
         messages=messages,
         dyno_seconds=dyno_seconds,
         writes=writes,
+        boots_cancelled=boots_cancelled,
         late_share=waits.share_over(world.target_wait_seconds),
         p50_wait=waits.percentile(0.50),
         p95_wait=waits.percentile(0.95),

@@ -194,6 +194,10 @@ class QueueWorld:
         self._reported = t
         return done
 
+    def booting_among_removed(self, quantity: int, t: float) -> int:
+        """How many of the dynos a cut to ``quantity`` at ``t`` would stop are still booting."""
+        return sum(1 for up in self.dynos[quantity:] if up > t)
+
     def set_formation(self, quantity: int, t: float) -> None:
         w = self.world
         if quantity > len(self.dynos):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from scaling.baselines import BASELINES
-from scaling.policies import Bounds, Observation, TargetWaitPolicy
+from scaling.policies import Bounds, Observation, TargetWaitPolicy, Verdict
 from scaling.simulator import TRACE_EPOCH, World, simulate
 from scaling.world import QueueWorld
 
@@ -32,6 +32,20 @@ def test_new_dynos_boot_before_they_consume_and_bill_while_booting() -> None:
                       world=World(dyno_rate=10, boot_seconds=45, lag_seconds=0, initial_dynos=0))
     assert result.p50_wait >= 45  # nobody starts before the first dyno has booted
     assert result.dyno_seconds > 5 * 45  # booting dynos are billed
+
+
+def test_dynos_removed_before_their_boot_ends_are_counted_as_cancelled_boots() -> None:
+    # A policy that asks for three dynos, then one a look later, stops two that never served.
+    class UpThenDown:
+        name = "up_then_down"
+
+        def decide(self, observation: Observation, bounds: Bounds, settings: Any, state: Any) -> Verdict:
+            return Verdict(3 if observation.at - TRACE_EPOCH < 30 else 1, {}, "")
+
+    result = simulate([0] * 120, policy=UpThenDown(), settings={}, bounds=Bounds(0, 5), interval=30,
+                      world=World(dyno_rate=10, boot_seconds=45, lag_seconds=0, initial_dynos=0))
+    assert result.writes == 2 and result.boots_cancelled == 2
+    assert result.as_dict()["boots_cancelled"] == 2
 
 
 def test_the_policy_sees_counts_as_late_as_the_lag() -> None:

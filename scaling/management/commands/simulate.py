@@ -168,6 +168,7 @@ class Command(BaseCommand):
             (f"late (> {world.target_wait_seconds:g} s)", f"{r.late_share * 100:.2f} %"),
             ("wait p50 / p95 / p99 / max", f"{r.p50_wait:.0f} / {r.p95_wait:.0f} / {r.p99_wait:.0f} / {r.max_wait:.0f} s"),
             ("formation writes", f"{r.writes} ({r.writes_per_hour:.1f} per hour)"),
+            ("boots cancelled", f"{r.boots_cancelled} (dynos removed while still booting)"),
         ]
         if r.unfinished:
             rows.append(("never served", f"{r.unfinished:,.0f} messages"))
