@@ -6,6 +6,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from scaling.simulator import FLAP_SECONDS
+
 
 def best(runs: list[Any], limit: float) -> Any:
     passing = [r for r in runs if r.late <= limit]
@@ -61,7 +63,7 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
     ]
     detail = [
         "| world | trace | policy | setting | dyno-hours | cost ×floor | late after learning | late (all) | p99 wait | writes/h "
-        "| boots cancelled |",
+        "| flaps |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     notes: list[str] = []
@@ -97,23 +99,28 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
                 detail.append(
                     f"| {world} | {trace} | {name} | {r.setting} | {res.dyno_hours:.1f} | {res.cost_vs_floor:.2f} | "
                     f"{r.late * 100:.2f} %{'' if r.meets else ' ✗'} | {res.late_share * 100:.2f} % | {res.p99_wait:.0f} s | "
-                    f"{res.writes_per_hour:.1f} | {res.boots_cancelled} |")
+                    f"{res.writes_per_hour:.1f} | {res.flaps} |")
     return summary, notes, detail
 
 
-def cancelled_boots(runs: list[Any], worlds: list[str], traces: list[str], bench: ModuleType) -> str:
-    """Dynos stopped before their boot ended (billed, never served), summed over the cells
-    where a peer setting keeps 1 %, for DynoScaler and for those cheapest settings."""
+def flaps(runs: list[Any], worlds: list[str], traces: list[str], bench: ModuleType) -> str:
+    """Writes that reverse the one before within a minute: DynoScaler's in every cell, and
+    the cheapest peer settings' where one keeps 1 %."""
     ours_total = peers_total = cells = 0
+    where: list[str] = []
     for world in worlds:
         for trace in traces:
             ours, _, cheapest, _ = cell([r for r in runs if r.world == world and r.trace == trace], bench)
+            ours_total += ours.result.flaps
+            if ours.result.flaps:
+                where.append(f"{world} / {trace} {ours.result.flaps}")
             if cheapest is not None:
-                ours_total += ours.result.boots_cancelled
-                peers_total += cheapest.result.boots_cancelled
+                peers_total += cheapest.result.flaps
                 cells += 1
-    return (f"Boots cancelled (dynos stopped before their boot ended: billed, never served), over the {cells} cells "
-            f"where a peer setting keeps 1 %: DynoScaler {ours_total}, the cheapest peer settings {peers_total}.")
+    return (f"Flaps (a formation write reversing the one before within {FLAP_SECONDS} s: up then down, or down "
+            f"then up): DynoScaler {ours_total} over all {len(worlds) * len(traces)} cells"
+            + (f" ({', '.join(where)})" if where else "")
+            + f"; the cheapest peer settings {peers_total} over the {cells} cells where one keeps 1 %.")
 
 
 def checklist(runs: list[Any], worlds: list[str], traces: list[str], bench: ModuleType, interval: float) -> list[str]:
@@ -262,7 +269,7 @@ def write_results(runs: list[Any], worlds: list[str], traces: list[str], *, ours
         f"## Verdicts: {met} of {len(notes)} meet every check", "", *notes, "",
         *other_draws_section(runs, other_draws or [], worlds, traces, bench),
         *seeds_section(seed_runs or [], worlds, bench),
-        "## Summary", "", cancelled_boots(runs, worlds, traces, bench), "", *summary, "",
+        "## Summary", "", flaps(runs, worlds, traces, bench), "", *summary, "",
         "## Every policy at its best setting", "", *detail, "",
     ]
     out = "\n".join(text)

@@ -30,10 +30,12 @@ from scaling.policy_types import Bounds, Observation, Policy
 from scaling.schedules import ScheduleWindow, effective_bounds
 from scaling.world import QueueWorld, Waits, World
 
-__all__ = ["TRACE_EPOCH", "QueueWorld", "Result", "Sample", "World", "simulate", "trace_from_history"]
+__all__ = ["FLAP_SECONDS", "TRACE_EPOCH", "QueueWorld", "Result", "Sample", "World", "simulate", "trace_from_history"]
 
 # Monday 2026-01-05 00:00 UTC: second 0 of every trace, so schedules line up with weekdays.
 TRACE_EPOCH = 1767571200.0
+# A write that reverses the one before within this long is a flap (a minute: four looks at 15 s).
+FLAP_SECONDS = 60
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Result:
     samples: list[Sample] = field(default_factory=list)
     late_share_after_warmup: float = 0.0  # of the messages that arrived after the warm-up
     boots_cancelled: int = 0  # dynos removed while still booting: paid for, never served
+    flaps: int = 0  # writes that reverse the one before within FLAP_SECONDS (up then down, or down then up)
     details: dict[str, Any] = field(default_factory=dict)  # the policy's last details
 
     @property
@@ -91,7 +94,7 @@ class Result:
             "floor_hours": round(self.floor_hours, 3), "cost_vs_floor": round(self.cost_vs_floor, 3),
             "late_share": round(self.late_share, 5), "p50_wait": self.p50_wait, "p95_wait": self.p95_wait,
             "p99_wait": self.p99_wait, "max_wait": self.max_wait, "writes": self.writes,
-            "boots_cancelled": self.boots_cancelled,
+            "boots_cancelled": self.boots_cancelled, "flaps": self.flaps,
             "unfinished": round(self.unfinished),
         }
 
@@ -120,7 +123,8 @@ def simulate(
     policy_state: Mapping[str, Any] = dict(state or {})
     dyno_seconds = 0.0
     writes = 0
-    boots_cancelled = 0
+    boots_cancelled = flaps = 0
+    last_write: tuple[int, int] | None = None  # (second, direction) of the last formation write
     messages = 0.0
     samples: list[Sample] = []
     details: Mapping[str, Any] = {}
@@ -153,6 +157,10 @@ def simulate(
             if verdict.desired != qw.formation:
                 writes += 1
                 boots_cancelled += qw.booting_among_removed(verdict.desired, t)
+                direction = 1 if verdict.desired > qw.formation else -1
+                if last_write is not None and last_write[1] != direction and t - last_write[0] <= FLAP_SECONDS:
+                    flaps += 1
+                last_write = (t, direction)
                 qw.set_formation(verdict.desired, t)
             samples.append(Sample(t, obs.visible, obs.in_flight, qw.formation, running, verdict.desired,
                                   qw.oldest_wait(t), verdict.reason if keep_reasons else ""))
@@ -178,6 +186,7 @@ def simulate(
         dyno_seconds=dyno_seconds,
         writes=writes,
         boots_cancelled=boots_cancelled,
+        flaps=flaps,
         late_share=waits.share_over(world.target_wait_seconds),
         p50_wait=waits.percentile(0.50),
         p95_wait=waits.percentile(0.95),

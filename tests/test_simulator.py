@@ -34,7 +34,7 @@ def test_new_dynos_boot_before_they_consume_and_bill_while_booting() -> None:
     assert result.dyno_seconds > 5 * 45  # booting dynos are billed
 
 
-def test_dynos_removed_before_their_boot_ends_are_counted_as_cancelled_boots() -> None:
+def test_dynos_removed_before_their_boot_ends_are_counted_as_cancelled_boots_and_the_reversal_as_a_flap() -> None:
     # A policy that asks for three dynos, then one a look later, stops two that never served.
     class UpThenDown:
         name = "up_then_down"
@@ -45,6 +45,7 @@ def test_dynos_removed_before_their_boot_ends_are_counted_as_cancelled_boots() -
     result = simulate([0] * 120, policy=UpThenDown(), settings={}, bounds=Bounds(0, 5), interval=30,
                       world=World(dyno_rate=10, boot_seconds=45, lag_seconds=0, initial_dynos=0))
     assert result.writes == 2 and result.boots_cancelled == 2
+    assert result.flaps == 1  # down 30 s after up
     assert result.as_dict()["boots_cancelled"] == 2
 
 

@@ -16,7 +16,7 @@ from scaling.baselines import BASELINES
 from scaling.models import Decision, PairSample, ScalingPair
 from scaling.policies import POLICIES, Bounds, Policy
 from scaling.schedules import ScheduleWindow
-from scaling.simulator import Result, World, simulate, trace_from_history
+from scaling.simulator import FLAP_SECONDS, Result, World, simulate, trace_from_history
 
 BOUND_KEYS = ("min_dynos", "max_dynos", "interval_seconds")
 
@@ -169,6 +169,7 @@ class Command(BaseCommand):
             ("wait p50 / p95 / p99 / max", f"{r.p50_wait:.0f} / {r.p95_wait:.0f} / {r.p99_wait:.0f} / {r.max_wait:.0f} s"),
             ("formation writes", f"{r.writes} ({r.writes_per_hour:.1f} per hour)"),
             ("boots cancelled", f"{r.boots_cancelled} (dynos removed while still booting)"),
+            ("flaps", f"{r.flaps} (writes reversing the one before within {FLAP_SECONDS} s)"),
         ]
         if r.unfinished:
             rows.append(("never served", f"{r.unfinished:,.0f} messages"))
