@@ -196,8 +196,10 @@ class TargetWaitPolicy:
         # Looks with no dyno up, or within a lag of dynos coming up, say nothing about how
         # busy the dynos are: the median starts again after them.
         came_up = obs.at if obs.running > int(state.get("running", obs.running)) else state.get("came_up")
-        fresh = obs.running > 0 and (came_up is None or obs.at - float(came_up) >= cfg.lag_seconds)
-        seen_before = [float(x) for x in state.get("in_flight_seen", [])] if state.get("in_flight_fresh") else []
+        fresh = _fresh(obs.at, obs.running, came_up, cfg.lag_seconds)
+        was_fresh = "at" in state and _fresh(float(state["at"]), int(state.get("running", 0)), state.get("came_up"),
+                                             cfg.lag_seconds)
+        seen_before = [float(x) for x in state.get("in_flight_seen", [])] if was_fresh else []
         in_flight_seen = [*seen_before[-(self.SAMPLES - 1):], float(obs.in_flight)]
         slack_busy = min(0.9, self.BUSY_SLACK * max(0.0, 1 - boot / drain))
         steady_busy = min(ceil_count(statistics.median(in_flight_seen) / concurrency - slack_busy), busy)
@@ -229,8 +231,7 @@ class TargetWaitPolicy:
         unseen = cold or (obs.visible > 0 and came_up is not None and obs.at - float(came_up) < cfg.lag_seconds)
         window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
         cold_ask = float(state["cold_ask"]) if state.get("cold_ask") is not None else None
-        if cold_ask is not None and not unseen and obs.running and came_up is not None \
-                and obs.at - float(came_up) >= cfg.lag_seconds:
+        if cold_ask is not None and fresh:
             # A cold start's ask was for the backlog its dynos would meet on coming up, on
             # figures not yet measured: once the counts show them serving, it has done its work.
             window = [(t, n) for t, n in window if t > cold_ask] or [(obs.at, 0)]
@@ -319,7 +320,7 @@ class TargetWaitPolicy:
         new_state = {
             "at": obs.at, "visible": obs.visible, "in_flight": obs.in_flight, "running": obs.running,
             "samples": samples, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
-            "in_flight_seen": in_flight_seen, "in_flight_fresh": fresh, "came_up": came_up, "cold_ask": cold_ask, "grown": grown,
+            "in_flight_seen": in_flight_seen, "came_up": came_up, "cold_ask": cold_ask, "grown": grown,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
         }
         learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}
@@ -396,6 +397,12 @@ class TargetWaitPolicy:
         change = (obs.visible - float(state.get("visible", obs.visible))) / dt
         sample = max(0.0, change + completing)
         return [*[float(x) for x in state.get("samples", [])][-(self.SAMPLES - 1):], sample]
+
+
+def _fresh(at: float, running: int, came_up: Any, lag: float) -> bool:
+    """Can a look's counts show the dynos up serving? Not with none up, nor within a lag
+    of dynos coming up (the counts may predate them)."""
+    return running > 0 and (came_up is None or at - float(came_up) >= lag)
 
 
 def _previous_look(state: Mapping[str, Any], lag: float) -> Look | None:
