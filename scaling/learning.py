@@ -10,7 +10,9 @@
   operator's figure is a prior of weight ``PRIOR`` dyno-minutes.
 * **Boot time**: the ``starting → up`` durations the cycle saw (webhooks or the dyno list);
   the 90th percentile, so plans are made for a slow boot, not an average one.
-* **Concurrency** (messages a dyno works on at once): in-flight ÷ running is never above it;
+* **Concurrency** (messages a dyno works on at once): in-flight ÷ running is never above it
+  (from the first look after dynos come up: a count older than a rise only shows fewer
+  dynos' work; not within a lag of dynos stopping, whose messages a count may still hold);
   with CloudWatch, Little's law gives the service time (in flight ÷ deletes per second) and,
   once the rate is proven, concurrency = rate × service time (an unproven rate twice too
   high would double it, and halve the dynos the policy counts as busy).
@@ -133,6 +135,7 @@ class Learner:
         self.last_slope: list[float] | None = s.get("last_slope")  # [dynos, slope, end, span]
         self.stable_since = float(s.get("stable_since", 0.0))
         self.last_running = int(s.get("last_running", -1))
+        self.fell_at: float | None = s.get("fell_at")  # when the dynos up last fell
         self.corrections = int(s.get("corrections", 0))
         self.events: list[str] = []  # what changed this cycle, for the reason
 
@@ -144,19 +147,24 @@ class Learner:
             "ledger": {k: [round(x, 2) for x in v] for k, v in self.ledger.items()},
             "cw_done": self.cw_done, "age_guard": self.age_guard, "saturated": self.saturated[-12:],
             "not_helping": self.not_helping, "segment": self.segment, "last_slope": self.last_slope,
-            "stable_since": self.stable_since, "last_running": self.last_running, "corrections": self.corrections,
+            "stable_since": self.stable_since, "last_running": self.last_running, "fell_at": self.fell_at,
+            "corrections": self.corrections,
         }
 
     # --- evidence --------------------------------------------------------------------
 
     def observe(self, look: Look, previous: Look | None, boot_durations: Iterable[float]) -> None:
         self.boots += [float(b) for b in boot_durations if b > 0]
+        if look.running < self.last_running:
+            self.fell_at = look.at
         if look.running != self.last_running or look.starting:
             self.stable_since = look.at
             self.last_running = look.running
         # Counts taken while the formation was changing describe another formation.
         stable = look.at - self.stable_since > look.lag + 5
-        if stable and look.running > 0:
+        # In flight per dyno up is never above the concurrency while the count cannot hold
+        # messages of dynos gone since (a count older than a rise shows fewer dynos' work).
+        if look.running > 0 and (self.fell_at is None or look.at - self.fell_at > look.lag + 5):
             self.ratios.append(look.in_flight / look.running)
         if previous is not None and 0 < look.at - previous.at <= 600:
             # Dyno-seconds are known well enough when the dynos up changed little over the

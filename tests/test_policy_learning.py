@@ -127,6 +127,32 @@ def test_concurrency_is_at_least_what_the_dynos_were_seen_holding_and_follows_li
     assert learner.concurrency(2, 10, pinned=True).value == 2
 
 
+def looks(learner: Learner, rows: list[tuple[int, int]], start: float = T0) -> None:
+    """One look every 15 s per (running, in flight) row, a backlog waiting throughout."""
+    previous: Look | None = None
+    for i, (running, in_flight) in enumerate(rows):
+        look = Look(at=start + 15 * i, visible=2_000, in_flight=in_flight, running=running, starting=0, lag=30,
+                    expected_late=False)
+        learner.observe(look, previous, ())
+        previous = look
+
+
+def test_concurrency_is_learned_from_the_first_looks_after_dynos_come_up() -> None:
+    # From zero to two dynos holding four messages each: a count older than the rise can
+    # only show fewer dynos' work, so in flight per dyno up is a floor from the first look.
+    learner = Learner({}, operator_rate=10)
+    looks(learner, [(0, 0), (2, 8), (2, 8), (2, 8)])
+    assert learner.concurrency(1, 10, pinned=False).value == pytest.approx(4)
+
+
+def test_in_flight_counts_within_a_lag_of_dynos_stopping_do_not_raise_the_concurrency() -> None:
+    # Four dynos holding two each, cut to two: counts up to a lag old still show the
+    # stopped dynos' messages, which would make each remaining dyno look like it holds four.
+    learner = Learner({}, operator_rate=10)
+    looks(learner, [(4, 8)] * 4 + [(2, 8)] * 2 + [(2, 4)] * 3)
+    assert learner.concurrency(1, 10, pinned=False).value == pytest.approx(2)
+
+
 def test_littles_law_waits_for_a_proven_rate_as_a_rate_twice_too_high_would_double_the_concurrency() -> None:
     # Eight idle-ish dynos hold 16 messages while CloudWatch counts 40 deletes a second:
     # 0.4 s each. At the operator's 20/s that would be 8 at once, at a true 10/s it is 4;
