@@ -110,7 +110,8 @@ class TargetWaitPolicy:
     busy enough to measure: to 75 %, or, where CloudWatch is readable (a saturated minute
     will prove the rate and end the probing), to the share of the time left that a
     boot takes, at least 50 %: a probe that went too far costs a boot to undo. A cold
-    start's ask is held only until the counts show its dynos serving. On the way down,
+    start's ask, and the needs of looks whose counts predate its dynos, are held only
+    until the counts show its dynos serving. On the way down,
     busy dynos are judged on the median of recent looks, and part of a busy dyno is left
     to the backlog to ask for again when boots are short (time-sharing between two
     counts); while a backlog falls, only the dynos its arrivals keep busy count as busy
@@ -233,10 +234,12 @@ class TargetWaitPolicy:
         cold_ask = float(state["cold_ask"]) if state.get("cold_ask") is not None else None
         if cold_ask is not None and fresh:
             # A cold start's ask was for the backlog its dynos would meet on coming up, on
-            # figures not yet measured: once the counts show them serving, it has done its work.
-            window = [(t, n) for t, n in window if t > cold_ask] or [(obs.at, 0)]
+            # figures not yet measured, and so were the needs of the looks whose counts could
+            # not show them serving yet: once the counts can, those have done their work.
+            # They still count as looks that saw messages: a dyno stays a window after them.
+            window = [(t, n if t > cold_ask else min(n, 1)) for t, n in window]
             cold_ask = None
-        if last_chance:
+        if last_chance or (cold_ask is not None and not fresh):
             cold_ask = obs.at
         window.append((obs.at, max(down_need, warm_need)))
         held_need = max(n for _, n in window)

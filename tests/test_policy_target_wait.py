@@ -212,6 +212,32 @@ def test_a_cold_starts_ask_is_let_go_once_the_counts_show_its_dynos_serving() ->
     check_reason(later.reason, 46, 10)
 
 
+def test_looks_taken_before_the_counts_could_show_a_cold_starts_dynos_are_part_of_its_ask() -> None:
+    # The dynos came up, but the next counts (up to a lag old) still show the burst as it
+    # arrived: 8,000 waiting, 22 dynos' worth. The first counts that can show the dynos
+    # serving find it gone and 10 dynos busy: that stale look is let go with the ask.
+    verdicts = cold_start([0, 2_735, 2_735])
+    up = policy.decide(obs(visible=8_000, quantity=46, running=46, at=90.0), BOUNDS, SETTINGS, verdicts[-1].state)
+    assert up.desired == 46
+    later = policy.decide(obs(visible=0, in_flight=40, quantity=46, running=46, at=120.0), BOUNDS, SETTINGS, up.state)
+    assert later.desired == 10
+    check_reason(later.reason, 46, 10)
+
+
+def test_a_released_cold_start_still_keeps_a_dyno_a_window_after_the_last_message_seen() -> None:
+    # Five asked for 300 messages; by the first counts that can show them serving all is
+    # done. The ask is let go, but a pair goes to zero only after a whole window (90 s)
+    # with nothing visible or in flight since the last look that saw messages (at 60 s).
+    verdicts = cold_start([0, 300])
+    state, quantity = verdicts[-1].state, verdicts[-1].desired
+    out = []
+    for at, visible, running in ((60.0, 300, quantity), (90.0, 0, quantity), (120.0, 0, 1), (150.0, 0, 1)):
+        verdict = policy.decide(obs(visible=visible, quantity=quantity, running=running, at=at), BOUNDS, SETTINGS, state)
+        state, quantity = verdict.state, verdict.desired
+        out.append(quantity)
+    assert out == [5, 1, 1, 0]
+
+
 def probe(*, cloudwatch: bool, boot: float) -> tuple[list[int], str]:
     """Eight dynos holding 32 messages (4 each) with nothing waiting; the rate never seen at saturation."""
     state: Any = {}
