@@ -9,6 +9,12 @@ from typing import Any
 from scaling.simulator import FLAP_SECONDS
 
 
+def percent(diff: float) -> str:
+    """A relative difference as a signed percentage, with the digit that keeps a real
+    difference from printing as +0.0 %."""
+    return f"{diff * 100:+.2f} %" if 0 < abs(diff) < 0.001 else f"{diff * 100:+.1f} %"
+
+
 def best(runs: list[Any], limit: float) -> Any:
     passing = [r for r in runs if r.late <= limit]
     if passing:
@@ -82,7 +88,7 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
             else:
                 diff = ours.result.dyno_seconds / cheapest.result.dyno_seconds - 1
                 ok = ok and diff <= 0
-                checks.append(f"dyno-hours {diff * 100:+.1f} % vs {cheapest.policy} {cheapest.setting}")
+                checks.append(f"dyno-hours {percent(diff)} vs {cheapest.policy} {cheapest.setting}")
             if trace == "steady":
                 ok = ok and ours.result.writes_per_hour <= bench.STEADY_WRITES_PER_HOUR
                 checks.append(f"{ours.result.writes_per_hour:.1f} writes/h (≤ {bench.STEADY_WRITES_PER_HOUR:g})")
@@ -135,7 +141,7 @@ def checklist(runs: list[Any], worlds: list[str], traces: list[str], bench: Modu
                 cheapest = min(peers, key=lambda r: r.result.dyno_seconds)
                 diff = ours[w, t].result.dyno_seconds / cheapest.result.dyno_seconds - 1
                 if diff > 0:
-                    dearer.append(f"{w} / {t} {diff * 100:+.1f} % ({cheapest.policy} {cheapest.setting})")
+                    dearer.append(f"{w} / {t} {percent(diff)} ({cheapest.policy} {cheapest.setting})")
     total = len(worlds) * len(traces)
     lines = [
         f"- At most 1 % late (after learning) on every trace of every world: {total - len(late)} of {total}"
@@ -217,7 +223,7 @@ def other_draws_section(main: list[Any], other: list[Any], worlds: list[str], tr
             return "✓"
         if not ours.meets:
             return f"late {ours.late * 100:.2f} %"
-        return f"{(ours.result.dyno_seconds / cheapest.result.dyno_seconds - 1) * 100:+.1f} % dyno-h"
+        return f"{percent(ours.result.dyno_seconds / cheapest.result.dyno_seconds - 1)} dyno-h"
 
     for world in worlds:
         for trace in traces:
