@@ -229,7 +229,7 @@ class TargetWaitPolicy:
         # The counts cannot yet show what the dynos have done while none is up (nothing was
         # served: a lower count is the counts' lag, not a smaller backlog) or within a lag
         # of dynos coming up (the counts may predate them): no dyno is given up on them.
-        unseen = cold or (obs.visible > 0 and came_up is not None and obs.at - float(came_up) < cfg.lag_seconds)
+        unseen = obs.visible > 0 and not fresh
         window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
         cold_ask = float(state["cold_ask"]) if state.get("cold_ask") is not None else None
         if cold_ask is not None and fresh:
