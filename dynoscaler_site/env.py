@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 
 class EnvError(ValueError):
@@ -93,3 +95,29 @@ def env_bool(name: str, default: bool, *, env: Mapping[str, str] = os.environ) -
     if raw in _FALSE:
         return False
     raise EnvError(name, f"expected one of {sorted(_TRUE | _FALSE)}, got {raw!r}")
+
+
+# DynoScaler runs on PostgreSQL (production) or SQLite (a laptop); these are the schemes of
+# those two that dj-database-url knows.
+DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "sqlite")
+
+
+def env_database(name: str, default: str, *, env: Mapping[str, str] = os.environ, **options: Any) -> dict[str, Any]:
+    """Django's DATABASES entry for the URL in `name`.
+
+    A URL that cannot be read is named with what was expected, and never echoed: it holds the
+    database password.
+    """
+    import dj_database_url
+
+    url = env_str(name, default, env=env)
+    example = "expected postgres://USER:PASSWORD@HOST:5432/NAME or sqlite:///PATH"
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme not in DATABASE_SCHEMES:
+        found = f"its scheme is {scheme!r}" if scheme else "it has no scheme"
+        raise EnvError(name, f"{example}; {found} (DynoScaler runs on PostgreSQL or SQLite)")
+    try:
+        return dict(dj_database_url.parse(url, **options))
+    except ValueError:
+        raise EnvError(name, f"{example}; it is not a URL that can be read (is the port a number, "
+                             "and are special characters in the password percent-encoded?)") from None

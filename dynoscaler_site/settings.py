@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from dynoscaler_site.env import EnvError, env_bool, env_int, env_optional, env_str
+from dynoscaler_site.env import EnvError, env_bool, env_database, env_int, env_optional, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,8 +28,8 @@ try:
     ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "*").split(",") if h.strip()]
 
     DATABASES = {
-        "default": dj_database_url.parse(
-            env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        "default": env_database(
+            "DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
             conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
             # A kept connection is checked (SELECT 1) before its first use in each task or
             # request, so one the server dropped is replaced instead of failing the work.

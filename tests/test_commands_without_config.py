@@ -53,3 +53,18 @@ def test_a_malformed_variable_is_named_in_one_line_even_when_asking_for_help() -
         "DynoScaler is not configured: HEROKU_TIMEOUT_SECONDS: expected a whole number, got 'ten'"
     ]
 
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("postgress://ops:s3cret-pw@db.example.com/dynoscaler", "its scheme is 'postgress'"),
+    ("db.example.com/dynoscaler", "it has no scheme"),
+    ("postgres://ops:s3cret-pw@db.example.com:fivefourthreetwo/dynoscaler", "it is not a URL that can be read"),
+])
+def test_a_malformed_database_url_is_named_in_one_line_without_its_password(url: str, problem: str) -> None:
+    done = manage("check", DATABASE_URL=url, DEBUG="1")
+    assert done.returncode != 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("DynoScaler is not configured: DATABASE_URL: expected postgres://")
+    assert problem in lines[0]
+    assert "s3cret-pw" not in done.stdout + done.stderr
