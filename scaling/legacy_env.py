@@ -73,7 +73,7 @@ def legacy_config_from_env(env: Mapping[str, str] = os.environ) -> LegacyConfig 
 
     Raises EnvError naming the first missing or malformed variable.
     """
-    if not any(env.get(name, "").strip() for name in TRIGGERS):
+    if not legacy_variables_set(env):
         return None
 
     token = env_str("MY_HEROKU_AUTH_TOKEN", env=env)
@@ -236,6 +236,12 @@ def legacy_pair_sync(env: Mapping[str, str] = os.environ, *, config: LegacyConfi
     after = {(type(a), a.pk): a for a in accounts_with_unreadable_secrets()}
     restored = tuple(_label(a) for key, a in before.items() if a.managed_by_env and key not in after)
     return LegacySync(pair=pair, restored=restored, unreadable=tuple(_label(a) for a in after.values()))
+
+
+def legacy_variables_set(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether any of the original tool's variables that describe a pair is set, whether or
+    not the pair they describe is usable."""
+    return any(env.get(name, "").strip() for name in TRIGGERS)
 
 
 def legacy_pair_sync_at_start(env: Mapping[str, str] = os.environ) -> bool:

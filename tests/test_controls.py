@@ -262,6 +262,21 @@ def test_the_sandbox_is_never_created_where_real_credentials_exist(settings: Any
     assert not ScalingPair.objects.filter(provider="sandbox").exists()
 
 
+def test_the_demo_stops_cycling_once_real_work_is_configured_and_keeps_its_history(settings: Any) -> None:
+    settings.SANDBOX_ENABLED = True
+    demo = services.sandbox_demo_ensure()
+    assert demo is not None and demo.periodic_task is not None and demo.periodic_task.enabled
+    assert services.pair_run_cycle(pair_id=demo.pk, force=True) is not None
+    switched = services.sandbox_demo_switch_off()
+    assert switched is not None and switched.pk == demo.pk
+    demo.refresh_from_db()
+    assert demo.periodic_task is not None
+    demo.periodic_task.refresh_from_db()
+    assert not demo.enabled and not demo.periodic_task.enabled
+    assert Decision.objects.filter(pair=demo).exists()
+    assert services.sandbox_demo_switch_off() is None, "only the run that switched it off says so"
+
+
 def test_the_sandbox_is_refused_in_production(settings: Any) -> None:
     settings.SANDBOX_ENABLED = False
     assert services.sandbox_demo_ensure() is None

@@ -8,6 +8,7 @@ import os
 import queue
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,9 +27,12 @@ PASSWORD = "laptop-login-for-tests"
 class RunLocal:
     """runlocal in its own process and session, its lines collected as they come."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, **variables: str) -> None:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "DEBUG": "1",
-               "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "DJANGO_SUPERUSER_PASSWORD": PASSWORD}
+               "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
+               # Nothing of a run reaches the real Heroku or AWS: these ports refuse at once.
+               "HEROKU_API_URL": f"http://127.0.0.1:{free_port()}", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+               **variables}
         self.proc = subprocess.Popen([sys.executable, "manage.py", "runlocal", *args], cwd=BASE_DIR, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                      start_new_session=True)
@@ -61,6 +65,10 @@ class RunLocal:
         while not self.lines.empty():
             self.seen.append(self.lines.get())
         return code
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        assert self.finish() == 0, "\n".join(self.seen[-20:])
 
     def stop_everything(self) -> None:
         if self.proc.poll() is None:
@@ -146,3 +154,51 @@ def test_a_process_that_dies_stops_the_others_and_the_run_fails(tmp_path: Path) 
         assert not Path(f"/proc/{web}").exists() or "Z" in Path(f"/proc/{web}/stat").read_text().split()[2]
     finally:
         run.stop_everything()
+
+
+def pairs_in(tmp_path: Path) -> dict[str, tuple[str, bool]]:
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        rows = db.execute("SELECT name, provider, enabled FROM scaling_scalingpair").fetchall()
+    return {name: (provider, bool(enabled)) for name, provider, enabled in rows}
+
+
+ORIGINAL_VARIABLES = {
+    "MY_HEROKU_AUTH_TOKEN": "hk-runlocal-token-0123456789", "MY_HEROKU_AS_APP": "orders-app",
+    "MY_HEROKU_AS_PROCESS": "worker", "AWS_KEY": "AKIAIOSFODNN7EXAMPLE",
+    "AWS_SECRET": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS_SQS_NAME": "orders",
+    "AWS_SQS_REGION": "us-east-1", "DYNOSCALER_MAX_DYNOS": "4", "DYNOSCALER_MIN_DYNOS": "1",
+    "DYNOSCALER_UP_CYCLES": "2", "DYNOSCALER_DOWN_CYCLES": "3", "DYNOSCALER_BACKLOG_THRESHOLD": "10",
+}
+
+
+def test_malformed_original_variables_are_named_and_no_demo_pair_gets_in_the_way(tmp_path: Path) -> None:
+    run = RunLocal(tmp_path, "--port", str(free_port()), **{**ORIGINAL_VARIABLES, "DYNOSCALER_MAX_DYNOS": "lots"})
+    try:
+        run.wait_for("DynoScaler admin:")
+        run.stop()
+    finally:
+        run.stop_everything()
+    assert any("DYNOSCALER_MAX_DYNOS: expected a whole number, got 'lots'" in line for line in run.seen)
+    assert pairs_in(tmp_path) == {}
+
+
+def test_the_demo_pair_is_switched_off_once_the_original_variables_are_set(tmp_path: Path) -> None:
+    first = RunLocal(tmp_path, "--port", str(free_port()))
+    try:
+        first.wait_for("DynoScaler admin:")
+        first.stop()
+    finally:
+        first.stop_everything()
+    assert pairs_in(tmp_path) == {"Sandbox demo (simulated, no account)": ("sandbox", True)}
+
+    second = RunLocal(tmp_path, "--port", str(free_port()), **ORIGINAL_VARIABLES)
+    try:
+        second.wait_for("DynoScaler admin:")
+        second.stop()
+    finally:
+        second.stop_everything()
+    assert ("The sandbox pair 'Sandbox demo (simulated, no account)' is switched off: real work is configured "
+            "(the original variables, or accounts in the admin); delete it in the admin when you no longer want it.") in second.seen
+    pairs = pairs_in(tmp_path)
+    assert pairs["Sandbox demo (simulated, no account)"] == ("sandbox", False)
+    assert [provider for provider, enabled in pairs.values() if enabled] == ["heroku"]

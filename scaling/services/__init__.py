@@ -35,13 +35,16 @@ from scaling.services.pairs import (
     pair_apply_settings,
     pair_delete,
     pair_schedule_sync,
+    real_setup_exists,
     sandbox_demo_ensure,
+    sandbox_demo_switch_off,
 )
 
 __all__ = [
     "AUDIT_LEASE", "audit_ship_pending", "audit_sink", "decisions_prune", "forget_cached_clients", "Check",
     "CycleAsked", "kill_switch_set", "pair_check_connection", "pair_cycle_ask", "pair_first_cycle", "pair_pause",
     "pair_resume", "pair_scale_now", "pair_run_cycle",
-    "SANDBOX_DEMO_NAME", "pair_apply_settings", "pair_delete", "pair_schedule_sync", "sandbox_demo_ensure",
+    "SANDBOX_DEMO_NAME", "pair_apply_settings", "pair_delete", "pair_schedule_sync", "real_setup_exists",
+    "sandbox_demo_ensure", "sandbox_demo_switch_off",
     "app_check", "app_subscribe", "app_unsubscribe", "apps_of", "apps_webhooks", "webhook_receive",
 ]

@@ -74,12 +74,17 @@ def pair_delete(*, pair: ScalingPair) -> None:
         task.delete()
 
 
+def real_setup_exists() -> bool:
+    """Whether anything real is configured: a Heroku or AWS account, or a pair that is not
+    the sandbox's."""
+    return (HerokuAccount.objects.exists() or AwsAccount.objects.exists()
+            or ScalingPair.objects.exclude(provider=ScalingPair.Provider.SANDBOX).exists())
+
+
 def sandbox_demo_ensure() -> ScalingPair | None:
     """On a laptop with nothing configured, a demo pair whose queue and formation are
     simulated, so a newcomer sees a pair scale. Never where real credentials exist."""
-    if not settings.SANDBOX_ENABLED or HerokuAccount.objects.exists() or AwsAccount.objects.exists():
-        return None
-    if ScalingPair.objects.exclude(provider=ScalingPair.Provider.SANDBOX).exists():
+    if not settings.SANDBOX_ENABLED or real_setup_exists():
         return None
     pair, created = ScalingPair.objects.get_or_create(
         name=SANDBOX_DEMO_NAME,
@@ -88,4 +93,17 @@ def sandbox_demo_ensure() -> ScalingPair | None:
     )
     if created:
         pair_apply_settings(pair=pair)
+    return pair
+
+
+def sandbox_demo_switch_off() -> ScalingPair | None:
+    """Once real work is configured, the demo an earlier run made stops cycling; it stays,
+    with its history, until someone deletes it. Returns it if it was running until now."""
+    pair = ScalingPair.objects.filter(name=SANDBOX_DEMO_NAME, provider=ScalingPair.Provider.SANDBOX,
+                                      enabled=True).first()
+    if pair is None:
+        return None
+    pair.enabled = False
+    pair.save(update_fields=["enabled"])
+    pair_apply_settings(pair=pair)
     return pair

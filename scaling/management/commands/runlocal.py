@@ -21,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dynoscaler_site.env import EnvError, env_int
 from scaling import services
-from scaling.legacy_env import legacy_pair_sync_at_start
+from scaling.legacy_env import legacy_pair_sync_at_start, legacy_variables_set
 
 PASSWORD_FILE = Path(settings.BASE_DIR) / ".local-admin-password"
 WEB_START_SECONDS = 60
@@ -47,7 +47,15 @@ class Command(BaseCommand):
             sys.stdout.reconfigure(line_buffering=True)
         call_command("migrate", interactive=False, verbosity=0)
         user, password = self.ensure_admin()
-        if not legacy_pair_sync_at_start() and services.sandbox_demo_ensure() is not None:
+        # Set but malformed, the original variables still say the user wants real work: the
+        # log line above names the variable, and no demo pair gets in the way.
+        real_wanted = legacy_variables_set()
+        legacy_pair_sync_at_start()
+        if real_wanted or services.real_setup_exists():
+            if services.sandbox_demo_switch_off() is not None:
+                self.stdout.write(f"The sandbox pair {services.SANDBOX_DEMO_NAME!r} is switched off: real work is "
+                                  "configured (the original variables, or accounts in the admin); delete it in the admin when you no longer want it.")
+        elif services.sandbox_demo_ensure() is not None:
             self.stdout.write("A sandbox pair (simulated queue and formation, clearly labelled) shows DynoScaler at work; "
                               "it is not created when real credentials exist.")
         self.run_processes(port, banner=(
