@@ -140,17 +140,29 @@ def legacy_pair_save(*, config: LegacyConfig) -> ScalingPair:
     return pair
 
 
+def _own_description(model: type[HerokuAccount] | type[AwsAccount], wanted: str) -> str:
+    """The env account's description: the one asked for, unless an account made in the admin
+    already has it (descriptions are unique), then marked as the environment's."""
+    candidate, number = wanted, 1
+    while model.objects.filter(description=candidate, managed_by_env=False).exists():
+        number += 1
+        candidate = f"{wanted[:170]} (from the environment{'' if number == 2 else f', {number - 1}'})"
+    return candidate
+
+
 def _upsert_env_pair(config: LegacyConfig) -> tuple[ScalingPair, bool, bool]:
     """The env pair, created or brought in line with ``config``; whether anything changed,
     and whether it was created."""
     heroku, _ = HerokuAccount.objects.update_or_create(
         managed_by_env=True,
-        defaults={"description": config.heroku_description, "api_token": config.heroku_token},
+        defaults={"description": _own_description(HerokuAccount, config.heroku_description),
+                  "api_token": config.heroku_token},
     )
     aws, _ = AwsAccount.objects.update_or_create(
         managed_by_env=True,
         defaults={
-            "description": "from AWS_KEY / AWS_SECRET" if config.aws_key else "default AWS credential chain (env)",
+            "description": _own_description(
+                AwsAccount, "from AWS_KEY / AWS_SECRET" if config.aws_key else "default AWS credential chain (env)"),
             "use_default_chain": config.aws_key is None,
             "access_key_id": config.aws_key or "",
             "secret_access_key": config.aws_secret or "",

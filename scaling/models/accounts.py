@@ -10,12 +10,17 @@ from django.db import models
 
 from scaling.fields import EncryptedSecretsMixin, EncryptedTextField, stored_secret
 
+UNIQUE_DESCRIPTION = ("Another %(model_name)s already has this description; give this one its own, since "
+                      "pairs and the pairs file name accounts by their description.")
+
 
 class HerokuAccount(EncryptedSecretsMixin):
     description = models.CharField(
         max_length=200,
+        unique=True,
+        error_messages={"unique": UNIQUE_DESCRIPTION},
         help_text="What this authorization is, e.g. the name given to it in Heroku's "
-        "Account → Applications page.",
+        "Account → Applications page. Unique: pairs and the pairs file name their account by it.",
     )
     api_token = EncryptedTextField(
         "API token",
@@ -53,7 +58,12 @@ class HerokuAccount(EncryptedSecretsMixin):
 
 
 class AwsAccount(EncryptedSecretsMixin):
-    description = models.CharField(max_length=200, help_text="What these credentials are for.")
+    description = models.CharField(
+        max_length=200,
+        unique=True,
+        error_messages={"unique": UNIQUE_DESCRIPTION},
+        help_text="What these credentials are for. Unique: pairs and the pairs file name their account by it.",
+    )
     use_default_chain = models.BooleanField(
         "use the default AWS credential chain",
         default=False,

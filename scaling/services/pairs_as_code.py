@@ -18,7 +18,6 @@ from scaling.pairs_file import (
     AwsAccountSpec,
     HerokuAccountSpec,
     PairsFile,
-    PairsFileError,
     PairSpec,
     QueueSpec,
     ScheduleSpec,
@@ -41,8 +40,9 @@ def pairs_export() -> tuple[PairsFile, list[str]]:
     """Every pair and account as a PairsFile, and the names of the pairs left out (those the
     original variables describe). Secrets are not even read: only their variables' names."""
     taken: set[str] = set()
-    heroku_names = _names_or_refuse(HerokuAccount, "Heroku")
-    aws_names = _names_or_refuse(AwsAccount, "AWS")
+    # Pairs name their accounts by description, which is unique.
+    heroku_names = dict(HerokuAccount.objects.values_list("id", "description"))
+    aws_names = dict(AwsAccount.objects.values_list("id", "description"))
     heroku = [
         HerokuAccountSpec(description, suggest_env_name("HEROKU_TOKEN", description, taken))
         for description in HerokuAccount.objects.filter(managed_by_env=False).order_by("description")
@@ -68,18 +68,6 @@ def pairs_export() -> tuple[PairsFile, list[str]]:
         ))
     left_out = list(ScalingPair.objects.filter(managed_by_env=True).order_by("name").values_list("name", flat=True))
     return PairsFile(tuple(heroku), tuple(aws), tuple(pairs)), left_out
-
-
-def _names_or_refuse(model: type[HerokuAccount] | type[AwsAccount], kind: str) -> dict[int, str]:
-    """Account names by id. Pairs name their accounts, so two accounts may not share one."""
-    names = dict(model.objects.values_list("id", "description"))
-    seen: set[str] = set()
-    for name in names.values():
-        if name in seen:
-            raise PairsFileError(f"{kind} accounts", f"two are both named {name!r}: give them different descriptions "
-                                 "in the admin, so that the file can tell them apart")
-        seen.add(name)
-    return names
 
 
 def _schedule_spec(schedule: PairSchedule) -> ScheduleSpec:
@@ -163,15 +151,12 @@ class _Importer:
         """The account of that name, a new one, or None (after an error) when it must not be touched."""
         secret = "api_token" if model is HerokuAccount else "secret_access_key"
         # Deferred: a secret is read (decrypted) only to compare it with the file's.
-        found: list[HerokuAccount | AwsAccount] = list(model.objects.filter(description=name).defer(secret))
-        if len(found) > 1:
-            self.error(place, "several accounts in the database have this name; rename them in the admin first")
-            return None
-        if found and found[0].managed_by_env:
+        found: HerokuAccount | AwsAccount | None = model.objects.filter(description=name).defer(secret).first()
+        if found is not None and found.managed_by_env:
             self.error(place, f"is made from the original variables ({variables}); leave it out of the file "
                        "(pairs may still name it)")
             return None
-        return found[0] if found else model(description=name)
+        return found if found is not None else model(description=name)
 
     def heroku_account(self, spec: HerokuAccountSpec) -> None:
         place = f"{self.source}: Heroku account {spec.name!r}"

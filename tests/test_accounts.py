@@ -1,0 +1,91 @@
+"""Accounts as the operator meets them: named uniquely (pairs and the pairs file name them by
+description), with the original variables' account never colliding with one made in the
+admin, and older databases with duplicate names brought in line by the migration."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scaling.legacy_env import legacy_pair_sync_at_start
+from scaling.models import AwsAccount, HerokuAccount, ScalingPair
+from scaling.services.pairs_as_code import pairs_export
+from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN
+from tests.test_legacy_env import LEGACY_ENV
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def field_errors(html: str, field: str) -> str:
+    """The text of the errors the admin shows on one field's row."""
+    row = re.search(rf'<div class="form-row[^"]*errors[^"]*field-{field}[^"]*">(.*?)</div>', html, re.S)
+    return re.sub(r"<[^>]+>", " ", row.group(1)) if row else ""
+
+
+@pytest.mark.django_db
+def test_a_second_account_of_the_same_description_is_refused_on_its_field(admin_client: Any) -> None:
+    HerokuAccount.objects.create(description="production", api_token=HEROKU_TOKEN)
+    page = admin_client.post("/admin/scaling/herokuaccount/add/",
+                             {"description": "production", "api_token": "hk-other-token-9876543210"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Another Heroku account already has this description" in field_errors(html, "description")
+    assert HerokuAccount.objects.count() == 1
+    assert "hk-other-token-9876543210" not in html
+
+    AwsAccount.objects.create(description="queues", access_key_id=AWS_KEY, secret_access_key=AWS_SECRET)
+    page = admin_client.post("/admin/scaling/awsaccount/add/",
+                             {"description": "queues", "access_key_id": AWS_KEY, "secret_access_key": AWS_SECRET})
+    assert "Another AWS account already has this description" in field_errors(page.content.decode(), "description")
+    assert AwsAccount.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_original_variables_account_steps_aside_from_an_admin_accounts_name() -> None:
+    mine = HerokuAccount.objects.create(description=LEGACY_ENV["MY_HEROKU_AUTH_DES"], api_token=HEROKU_TOKEN)
+    AwsAccount.objects.create(description="from AWS_KEY / AWS_SECRET", use_default_chain=True)
+    assert legacy_pair_sync_at_start(LEGACY_ENV) is True
+    pair = ScalingPair.objects.get(managed_by_env=True)
+    assert pair.heroku_account is not None and pair.heroku_account != mine
+    assert pair.heroku_account.description == "dynoscaler (from the environment)"
+    assert pair.aws_account is not None and pair.aws_account.description == "from AWS_KEY / AWS_SECRET (from the environment)"
+    mine.refresh_from_db()
+    assert mine.description == "dynoscaler" and mine.api_token == HEROKU_TOKEN
+    # A restart keeps the names it chose, and pairs as code can tell all four apart.
+    assert legacy_pair_sync_at_start(LEGACY_ENV) is True
+    assert HerokuAccount.objects.count() == 2 and AwsAccount.objects.count() == 2
+    spec, left_out = pairs_export()
+    assert [a.name for a in spec.heroku_accounts] == ["dynoscaler"]
+    assert left_out == [pair.name]
+
+
+def test_the_upgrade_renames_duplicate_descriptions_and_says_so(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "DEBUG": "1",
+           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+
+    def manage(*args: str) -> str:
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    manage("migrate", "scaling", "0007")
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        for when in ("2026-01-01", "2026-02-01", "2026-03-01"):
+            db.execute("INSERT INTO scaling_herokuaccount (description, api_token, managed_by_env, created_at, "
+                       "updated_at) VALUES ('production', 'stored', 0, ?, ?)", (when, when))
+        db.execute("INSERT INTO scaling_herokuaccount (description, api_token, managed_by_env, created_at, "
+                   "updated_at) VALUES ('production (2)', 'stored', 0, '2026-04-01', '2026-04-01')")
+    out = manage("migrate")
+    assert "heroku account #2: renamed 'production' to 'production (3)'" in out.lower()
+    assert "heroku account #3: renamed 'production' to 'production (4)'" in out.lower()
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        names = db.execute("SELECT id, description FROM scaling_herokuaccount ORDER BY id").fetchall()
+    assert names == [(1, "production"), (2, "production (3)"), (3, "production (4)"), (4, "production (2)")]
