@@ -24,6 +24,7 @@ from scaling.validators import (
     HEROKU_MAX_DYNOS_PER_APP,
     app_name_validator,
     process_type_validator,
+    queue_region_problem,
     queue_validator,
     region_validator,
 )
@@ -85,6 +86,9 @@ def legacy_config_from_env(env: Mapping[str, str] = os.environ) -> LegacyConfig 
         raise EnvError(missing, "AWS_KEY and AWS_SECRET go together; set both, or neither to use the default AWS credential chain")
     queue = _checked("AWS_SQS_NAME", env_str("AWS_SQS_NAME", env=env), queue_validator)
     region = _checked("AWS_SQS_REGION", env_str("AWS_SQS_REGION", env=env), region_validator)
+    mismatch = queue_region_problem(queue, region)
+    if mismatch:
+        raise EnvError("AWS_SQS_REGION", f"{mismatch} (AWS_SQS_NAME is the queue's URL)")
     max_dynos = env_int("DYNOSCALER_MAX_DYNOS", minimum=1, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env)
     min_dynos = env_int("DYNOSCALER_MIN_DYNOS", minimum=0, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env)
     if min_dynos > max_dynos:

@@ -6,7 +6,9 @@ original variables' reader (legacy_env) checks values with exactly the admin's r
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import boto3
@@ -51,6 +53,34 @@ queue_validator = RegexValidator(
     "Give the queue's name (letters, digits, “-”, “_”, up to 80, optionally ending in "
     "“.fifo”) or its full URL, https://sqs.REGION.amazonaws.com/ACCOUNT_ID/NAME.",
 )
+
+# The region in an AWS queue URL's host: sqs.REGION.amazonaws.com (also -fips, VPC endpoints
+# and China's .com.cn), the older REGION.queue.amazonaws.com, and queue.amazonaws.com for
+# us-east-1. A URL of another host (a local endpoint) says nothing of its region.
+_REGION = r"[a-z]{2}(?:-[a-z]+)+-\d+"
+_URL_REGION = re.compile(
+    rf"(?:^|\.)sqs(?:-fips)?\.(?P<a>{_REGION})\.(?:vpce\.)?amazonaws\.com(?:\.cn)?$"
+    rf"|^(?P<b>{_REGION})\.queue\.amazonaws\.com(?:\.cn)?$"
+)
+
+
+def queue_url_region(queue: str) -> str | None:
+    """The region an AWS queue URL names, or None for a queue name or a non-AWS endpoint."""
+    if not queue.startswith(("https://", "http://")):
+        return None
+    host = (urlsplit(queue).hostname or "").lower()
+    if host == "queue.amazonaws.com":
+        return "us-east-1"
+    found = _URL_REGION.search(host)
+    return (found.group("a") or found.group("b")) if found else None
+
+
+def queue_region_problem(queue: str, region: str) -> str | None:
+    """Why a queue given by URL cannot be read in `region`, or None when it can."""
+    named = queue_url_region(queue)
+    if named is None or named == region:
+        return None
+    return f"the queue's URL is in {named}, not {region}: set the region to {named}"
 
 
 weekdays_validator = RegexValidator(

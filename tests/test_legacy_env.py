@@ -167,3 +167,10 @@ def test_sync_env_pair_command_says_what_it_did(monkeypatch: Any) -> None:
         monkeypatch.setenv(name, value)
     call_command("sync_env_pair", stdout=out)
     assert "'orders-app/worker (env)' is up to date" in out.getvalue()
+
+
+def test_a_queue_url_in_another_region_than_aws_sqs_region_is_named() -> None:
+    with pytest.raises(EnvError) as caught:
+        legacy_config_from_env({**LEGACY_ENV, "AWS_SQS_NAME": "https://sqs.eu-west-1.amazonaws.com/123456789012/orders"})
+    assert str(caught.value) == ("AWS_SQS_REGION: the queue's URL is in eu-west-1, not us-east-1: set the region to "
+                                 "eu-west-1 (AWS_SQS_NAME is the queue's URL)")

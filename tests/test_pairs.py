@@ -85,6 +85,27 @@ def test_a_well_shaped_region_that_does_not_exist_is_refused(make_pair: Any) -> 
     PairQueue(pair=make_pair(name="other", app="other-app"), queue="billing", region="ap-southeast-2").full_clean()
 
 
+@pytest.mark.parametrize("url, region", [
+    ("https://sqs.eu-west-1.amazonaws.com/123456789012/orders", "eu-west-1"),
+    ("https://sqs-fips.us-gov-west-1.amazonaws.com/123456789012/orders", "us-gov-west-1"),
+    ("https://vpce-0a1b2c3d-e4f5.sqs.ap-south-1.vpce.amazonaws.com/123456789012/orders", "ap-south-1"),
+    ("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/orders", "cn-north-1"),
+    ("https://eu-central-1.queue.amazonaws.com/123456789012/orders", "eu-central-1"),
+    ("https://queue.amazonaws.com/123456789012/orders", "us-east-1"),
+])
+def test_a_queue_url_in_another_region_than_the_pairs_is_refused_on_the_region(make_pair: Any, url: str,
+                                                                               region: str) -> None:
+    other = "us-west-2"
+    errors = errors_of(PairQueue(pair=make_pair(), queue=url, region=other))
+    assert list(errors) == ["region"]
+    assert errors["region"] == [f"The queue's URL is in {region}, not {other}: set the region to {region}."]
+    PairQueue(pair=make_pair(name="other", app="other-app"), queue=url, region=region).full_clean()
+
+
+def test_a_local_endpoints_queue_url_says_nothing_of_its_region(make_pair: Any) -> None:
+    PairQueue(pair=make_pair(), queue="http://127.0.0.1:5000/123456789012/orders", region="eu-west-1").full_clean()
+
+
 def test_aws_account_needs_a_key_pair_or_the_default_chain() -> None:
     assert set(errors_of(AwsAccount(description="x"))) == {"access_key_id", "secret_access_key"}
     assert "use_default_chain" in errors_of(AwsAccount(description="x", use_default_chain=True, access_key_id="AKIAIOSFODNN7EXAMPLE"))

@@ -253,6 +253,16 @@ def test_every_problem_is_listed_one_line_each(world: Any, secrets_in_env: None,
     assert lines[3] == "3 problems; nothing was imported."
 
 
+def test_a_queue_url_in_another_region_is_named_in_the_file(world: Any, secrets_in_env: None, tmp_path: Path) -> None:
+    data = yaml.safe_load(pairs("export"))
+    data["pairs"][0]["queues"][0]["region"] = "us-east-1"  # billing's queue URL is in eu-west-1
+    path = tmp_path / "pairs.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    assert import_error(str(path)) == (f"{path}: pair 'billing', queue 1, field region: The queue's URL is in "
+                                       "eu-west-1, not us-east-1: set the region to eu-west-1. (nothing was imported)")
+
+
 def test_an_unset_secret_variable_is_named_and_nothing_is_written(world: Any, secrets_in_env: None, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "pairs.yaml"

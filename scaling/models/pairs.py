@@ -19,6 +19,7 @@ from scaling.validators import (
     HEROKU_MAX_DYNOS_PER_APP,
     app_name_validator,
     process_type_validator,
+    queue_region_problem,
     queue_validator,
     region_validator,
     timezone_validator,
@@ -321,6 +322,11 @@ class PairQueue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.queue} ({self.region})"
+
+    def clean(self) -> None:
+        problem = queue_region_problem(self.queue, self.region) if self.queue and self.region else None
+        if problem:
+            raise ValidationError({"region": problem[0].upper() + problem[1:] + "."})
 
 
 class PairSchedule(models.Model):
