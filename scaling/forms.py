@@ -14,6 +14,10 @@ from scaling.models import HEROKU_MAX_DYNOS_PER_APP, AwsAccount, HerokuAccount, 
 from scaling.schedules import first_overlap
 
 
+RETYPE_SECRET = ("Type it again: it was not saved because of the other errors on this page, and a secret is "
+                 "never sent back to the page.")
+
+
 def secret_hint(value: str | UnreadableSecret) -> str:
     if isinstance(value, UnreadableSecret):
         return CANNOT_BE_READ
@@ -39,6 +43,17 @@ class WriteOnlySecretsForm(forms.ModelForm):
             elif stored:
                 field.required = False
                 field.help_text = f"Currently {secret_hint(stored)}. Leave empty to keep it. {field.help_text}"
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        if not self.is_bound or not self.errors:
+            return
+        # A typed secret is never sent back to the page, so on a form that failed elsewhere its
+        # field comes back empty: say so, or a second submit keeps the old one (or none) unnoticed.
+        for name in self.secret_fields:
+            typed = str(self.data.get(self.add_prefix(name)) or "").strip()
+            if typed and name not in self.errors:
+                self.add_error(name, ValidationError(RETYPE_SECRET, code="retype"))
 
     def _clean_secret(self, name: str) -> str:
         value = (self.cleaned_data.get(name) or "").strip()

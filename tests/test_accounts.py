@@ -89,3 +89,25 @@ def test_the_upgrade_renames_duplicate_descriptions_and_says_so(tmp_path: Path) 
     with sqlite3.connect(tmp_path / "db.sqlite3") as db:
         names = db.execute("SELECT id, description FROM scaling_herokuaccount ORDER BY id").fetchall()
     assert names == [(1, "production"), (2, "production (3)"), (3, "production (4)"), (4, "production (2)")]
+
+
+@pytest.mark.django_db
+def test_a_typed_secret_that_was_not_saved_asks_to_be_typed_again(admin_client: Any) -> None:
+    HerokuAccount.objects.create(description="production", api_token=HEROKU_TOKEN)
+    new_token = "hk-new-token-0123456789abcdef"
+    page = admin_client.post("/admin/scaling/herokuaccount/add/", {"description": "production", "api_token": new_token})
+    html = page.content.decode()
+    assert "Type it again: it was not saved" in field_errors(html, "api_token")
+    assert new_token not in html
+
+    account = HerokuAccount.objects.get()
+    page = admin_client.post(f"/admin/scaling/herokuaccount/{account.pk}/change/",
+                             {"description": "", "api_token": new_token})
+    assert "Type it again: it was not saved" in field_errors(page.content.decode(), "api_token")
+    account.refresh_from_db()
+    assert account.api_token == HEROKU_TOKEN and account.description == "production"
+
+    # Nothing typed, nothing to retype: only the real problem is shown.
+    page = admin_client.post(f"/admin/scaling/herokuaccount/{account.pk}/change/", {"description": "", "api_token": ""})
+    assert field_errors(page.content.decode(), "api_token") == ""
+
