@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 
 from dynoscaler_site.env import EnvError, env_float, env_int, env_optional, env_str
 from scaling.models import AwsAccount, HerokuAccount, PairQueue, ScalingPair, accounts_with_unreadable_secrets
+from scaling.models.accounts import secret_problem
 from scaling.services.controls import pair_first_cycle
 from scaling.services.pairs import pair_apply_settings, pair_schedule_sync
 from scaling.validators import (
@@ -78,12 +79,16 @@ def legacy_config_from_env(env: Mapping[str, str] = os.environ) -> LegacyConfig 
         return None
 
     token = env_str("MY_HEROKU_AUTH_TOKEN", env=env)
+    if secret_problem(token):
+        raise EnvError("MY_HEROKU_AUTH_TOKEN", f"a Heroku API token {secret_problem(token)}")
     app = _checked("MY_HEROKU_AS_APP", env_str("MY_HEROKU_AS_APP", env=env), app_name_validator)
     process = _checked("MY_HEROKU_AS_PROCESS", env_str("MY_HEROKU_AS_PROCESS", env=env), process_type_validator)
     key, secret = env_optional("AWS_KEY", env=env), env_optional("AWS_SECRET", env=env)
     if bool(key) != bool(secret):
         missing = "AWS_SECRET" if key else "AWS_KEY"
         raise EnvError(missing, "AWS_KEY and AWS_SECRET go together; set both, or neither to use the default AWS credential chain")
+    if secret_problem(secret):
+        raise EnvError("AWS_SECRET", f"a secret access key {secret_problem(secret)}")
     queue = _checked("AWS_SQS_NAME", env_str("AWS_SQS_NAME", env=env), queue_validator)
     region = _checked("AWS_SQS_REGION", env_str("AWS_SQS_REGION", env=env), region_validator)
     mismatch = queue_region_problem(queue, region)

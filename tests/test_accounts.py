@@ -111,3 +111,28 @@ def test_a_typed_secret_that_was_not_saved_asks_to_be_typed_again(admin_client: 
     page = admin_client.post(f"/admin/scaling/herokuaccount/{account.pk}/change/", {"description": "", "api_token": ""})
     assert field_errors(page.content.decode(), "api_token") == ""
 
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("pasted", ["hk-token 0123456789abcdef", "hk-token-0123\n456789abcdef"])
+def test_a_secret_pasted_with_a_space_or_break_inside_is_refused_without_quoting_it(admin_client: Any,
+                                                                                      pasted: str) -> None:
+    page = admin_client.post("/admin/scaling/herokuaccount/add/", {"description": "production", "api_token": pasted})
+    errors = field_errors(page.content.decode(), "api_token")
+    assert "A Heroku API token has no spaces or line breaks inside" in errors
+    assert "0123" not in page.content.decode() and not HerokuAccount.objects.exists()
+    page = admin_client.post("/admin/scaling/awsaccount/add/",
+                             {"description": "queues", "access_key_id": AWS_KEY, "secret_access_key": pasted})
+    assert "A secret access key has no spaces" in field_errors(page.content.decode(), "secret_access_key")
+    assert not AwsAccount.objects.exists()
+
+
+def test_the_original_variables_refuse_a_token_with_a_space_naming_it() -> None:
+    from dynoscaler_site.env import EnvError
+    from scaling.legacy_env import legacy_config_from_env
+
+    with pytest.raises(EnvError) as caught:
+        legacy_config_from_env({**LEGACY_ENV, "MY_HEROKU_AUTH_TOKEN": "hk-token 0123456789abcdef"})
+    assert str(caught.value) == ("MY_HEROKU_AUTH_TOKEN: a Heroku API token has no spaces or line breaks inside; "
+                                 "paste it again, whole")
+    with pytest.raises(EnvError, match="^AWS_SECRET: a secret access key has no spaces"):
+        legacy_config_from_env({**LEGACY_ENV, "AWS_SECRET": "wJalrXUtnFEMI K7MDENG"})

@@ -50,6 +50,11 @@ class HerokuAccount(EncryptedSecretsMixin):
     def __str__(self) -> str:
         return self.description
 
+    def clean(self) -> None:
+        problem = secret_problem(stored_secret(self, "api_token"))
+        if problem:
+            raise ValidationError({"api_token": f"A Heroku API token {problem}."})
+
     def backing_off_until(self, now: datetime) -> datetime | None:
         """When this account's pairs may call Heroku again, if they must wait now."""
         if self.rate_limited_until is not None and self.rate_limited_until > now:
@@ -100,12 +105,22 @@ class AwsAccount(EncryptedSecretsMixin):
                 )
             return
         errors = {}
+        problem = secret_problem(secret)
+        if problem:
+            errors["secret_access_key"] = f"A secret access key {problem}."
         if not self.access_key_id:
             errors["access_key_id"] = "Required unless the default credential chain is used."
         if not secret:
             errors["secret_access_key"] = "Required unless the default credential chain is used."
         if errors:
             raise ValidationError(errors)
+
+
+def secret_problem(value: object) -> str | None:
+    """What is wrong with a pasted secret (never quoting it), or None."""
+    if isinstance(value, str) and any(c.isspace() for c in value.strip()):
+        return "has no spaces or line breaks inside; paste it again, whole"
+    return None
 
 
 def accounts_with_unreadable_secrets() -> list[HerokuAccount | AwsAccount]:
