@@ -269,8 +269,8 @@ class ScalingPair(models.Model):
             errors["provider"] = "The sandbox is off here (set DYNOSCALER_SANDBOX=1 to allow it)."
         if self.interval_seconds is not None and self.interval_seconds < settings.MIN_INTERVAL_SECONDS:
             errors["interval_seconds"] = (
-                f"At least {settings.MIN_INTERVAL_SECONDS} s (DYNOSCALER_MIN_INTERVAL): each cycle spends "
-                "Heroku API calls from the account's hourly pool."
+                f"At least {settings.MIN_INTERVAL_SECONDS} s (DYNOSCALER_MIN_INTERVAL): SQS's counts are "
+                "approximate and settle over seconds, so a closer look sees nothing new."
             )
         if errors:
             raise ValidationError(errors)
