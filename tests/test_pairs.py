@@ -60,7 +60,11 @@ def test_a_second_pair_for_the_same_app_and_process_is_refused(make_pair: Any) -
     first = make_pair()
     twin = ScalingPair(name="twin", heroku_account=first.heroku_account, aws_account=first.aws_account,
                        app_name=first.app_name, process_type=first.process_type)
-    assert "already scales this app's process type" in str(errors_of(twin))
+    assert errors_of(twin) == {"app_name": ["The pair 'orders' already scales this app's worker dynos: edit that pair, "
+                                            "or choose another app or process type."]}
+    twin.process_type = "urgent"
+    twin.full_clean()
+    first.full_clean()  # a pair is not its own twin
 
 
 @pytest.mark.parametrize("queue, ok", [

@@ -3,6 +3,7 @@ schedules, and (for the sandbox) its simulated queue and formation."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -250,6 +251,11 @@ class ScalingPair(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def validate_constraints(self, exclude: Collection[str] | None = None) -> None:
+        # unique_app_process is checked by clean(), on the app name's field and naming the other
+        # pair; the database still enforces it against a race.
+        super().validate_constraints(exclude={*(exclude or ()), "process_type"})
+
     def clean(self) -> None:
         """Every problem at once, each on its field, so the operator fixes them in one go."""
         errors: dict[str, str] = {}
@@ -267,6 +273,12 @@ class ScalingPair(models.Model):
                     errors[name] = "Required for a Heroku + SQS pair."
         elif not settings.SANDBOX_ENABLED:
             errors["provider"] = "The sandbox is off here (set DYNOSCALER_SANDBOX=1 to allow it)."
+        if self.app_name and self.process_type:
+            other = (ScalingPair.objects.filter(app_name=self.app_name, process_type=self.process_type)
+                     .exclude(pk=self.pk).values_list("name", flat=True).first())
+            if other is not None:
+                errors["app_name"] = (f"The pair {other!r} already scales this app's {self.process_type} dynos: "
+                                      "edit that pair, or choose another app or process type.")
         if self.interval_seconds is not None and self.interval_seconds < settings.MIN_INTERVAL_SECONDS:
             errors["interval_seconds"] = (
                 f"At least {settings.MIN_INTERVAL_SECONDS} s (DYNOSCALER_MIN_INTERVAL): SQS's counts are "
