@@ -10,6 +10,18 @@ _CREDENTIAL_SHAPES = (
     re.compile(r"(?i)\b(api[_-]?key|token|password|secret)(\s*[=:]\s*)[^\s,;\"']{4,}"),
 )
 MASK = "****"
+_CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}
+
+
+def _masked(match: re.Match[str]) -> str:
+    """The key and separator kept, the value masked. A value ending in a bracket that closes
+    one opened before the key ("(token=abc123)") keeps that bracket: it is the text's, not
+    the secret's."""
+    end = match.group(0)[-1]
+    opener = _CLOSERS.get(end)
+    before = match.string[: match.start()]
+    keep = end if opener and before.count(opener) > before.count(end) else ""
+    return f"{match.group(1)}{match.group(2)}{MASK}{keep}"
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -20,7 +32,7 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
         text = text.replace(secret, MASK)
     for shape in _CREDENTIAL_SHAPES:
-        text = shape.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+        text = shape.sub(_masked, text)
     return text
 
 
