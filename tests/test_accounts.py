@@ -136,3 +136,10 @@ def test_the_original_variables_refuse_a_token_with_a_space_naming_it() -> None:
                                  "paste it again, whole")
     with pytest.raises(EnvError, match="^AWS_SECRET: a secret access key has no spaces"):
         legacy_config_from_env({**LEGACY_ENV, "AWS_SECRET": "wJalrXUtnFEMI K7MDENG"})
+
+
+@pytest.mark.django_db
+def test_the_pair_form_names_the_accounts_as_operators_know_them(admin_client: Any) -> None:
+    html = admin_client.get("/admin/scaling/scalingpair/add/").content.decode()
+    labels = dict(re.findall(r'<label[^>]*for="id_(heroku_account|aws_account)"[^>]*>([^<]+)</label>', html))
+    assert labels == {"heroku_account": "Heroku account:", "aws_account": "AWS account:"}

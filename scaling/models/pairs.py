@@ -57,11 +57,11 @@ class ScalingPair(models.Model):
         "without an account (only where DYNOSCALER_SANDBOX is on).",
     )
     heroku_account = models.ForeignKey(
-        HerokuAccount, on_delete=models.PROTECT, related_name="pairs", null=True, blank=True,
+        HerokuAccount, verbose_name="Heroku account", on_delete=models.PROTECT, related_name="pairs", null=True, blank=True,
         help_text="Whose token scales the app.",
     )
     aws_account = models.ForeignKey(
-        AwsAccount, on_delete=models.PROTECT, related_name="pairs", null=True, blank=True,
+        AwsAccount, verbose_name="AWS account", on_delete=models.PROTECT, related_name="pairs", null=True, blank=True,
         help_text="Whose credentials read the queues.",
     )
     app_name = models.CharField(
