@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -31,6 +32,7 @@ from scaling.validators import (
 )
 
 log = logging.getLogger("dynoscaler.startup")
+T = TypeVar("T")
 
 # Any of these set means the user runs the original tool's single-pair configuration.
 TRIGGERS = (
@@ -73,48 +75,78 @@ class LegacyConfig:
 def legacy_config_from_env(env: Mapping[str, str] = os.environ) -> LegacyConfig | None:
     """The pair the original variables describe, or None when none of them is set.
 
-    Raises EnvError naming the first missing or malformed variable.
+    Raises EnvError naming every missing or malformed variable, in one line, so a user of
+    the old tool fixes them in one go.
     """
     if not legacy_variables_set(env):
         return None
+    found: list[EnvError] = []
 
-    token = env_str("MY_HEROKU_AUTH_TOKEN", env=env)
-    if secret_problem(token):
-        raise EnvError("MY_HEROKU_AUTH_TOKEN", f"a Heroku API token {secret_problem(token)}")
-    app = _checked("MY_HEROKU_AS_APP", env_str("MY_HEROKU_AS_APP", env=env), app_name_validator)
-    process = _checked("MY_HEROKU_AS_PROCESS", env_str("MY_HEROKU_AS_PROCESS", env=env), process_type_validator)
+    def read(reader: Callable[[], T]) -> T | None:
+        try:
+            return reader()
+        except EnvError as exc:
+            found.append(exc)
+            return None
+
+    def problem(name: str, text: str) -> None:
+        found.append(EnvError(name, text))
+
+    token = read(lambda: env_str("MY_HEROKU_AUTH_TOKEN", env=env))
+    if token is not None and secret_problem(token):
+        problem("MY_HEROKU_AUTH_TOKEN", f"a Heroku API token {secret_problem(token)}")
+    app = read(lambda: _checked("MY_HEROKU_AS_APP", env_str("MY_HEROKU_AS_APP", env=env), app_name_validator))
+    process = read(lambda: _checked("MY_HEROKU_AS_PROCESS", env_str("MY_HEROKU_AS_PROCESS", env=env),
+                                    process_type_validator))
     key, secret = env_optional("AWS_KEY", env=env), env_optional("AWS_SECRET", env=env)
     if bool(key) != bool(secret):
-        missing = "AWS_SECRET" if key else "AWS_KEY"
-        raise EnvError(missing, "AWS_KEY and AWS_SECRET go together; set both, or neither to use the default AWS credential chain")
+        problem("AWS_SECRET" if key else "AWS_KEY",
+                "AWS_KEY and AWS_SECRET go together; set both, or neither to use the default AWS credential chain")
     if secret_problem(secret):
-        raise EnvError("AWS_SECRET", f"a secret access key {secret_problem(secret)}")
-    queue = _checked("AWS_SQS_NAME", env_str("AWS_SQS_NAME", env=env), queue_validator)
-    region = _checked("AWS_SQS_REGION", env_str("AWS_SQS_REGION", env=env), region_validator)
-    mismatch = queue_region_problem(queue, region)
+        problem("AWS_SECRET", f"a secret access key {secret_problem(secret)}")
+    queue = read(lambda: _checked("AWS_SQS_NAME", env_str("AWS_SQS_NAME", env=env), queue_validator))
+    region = read(lambda: _checked("AWS_SQS_REGION", env_str("AWS_SQS_REGION", env=env), region_validator))
+    mismatch = queue_region_problem(queue, region) if queue and region else None
     if mismatch:
-        raise EnvError("AWS_SQS_REGION", f"{mismatch} (AWS_SQS_NAME is the queue's URL)")
-    max_dynos = env_int("DYNOSCALER_MAX_DYNOS", minimum=1, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env)
-    min_dynos = env_int("DYNOSCALER_MIN_DYNOS", minimum=0, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env)
-    if min_dynos > max_dynos:
-        raise EnvError("DYNOSCALER_MIN_DYNOS", f"({min_dynos}) cannot be above DYNOSCALER_MAX_DYNOS ({max_dynos})")
+        problem("AWS_SQS_REGION", f"{mismatch} (AWS_SQS_NAME is the queue's URL)")
+    max_dynos = read(lambda: env_int("DYNOSCALER_MAX_DYNOS", minimum=1, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env))
+    min_dynos = read(lambda: env_int("DYNOSCALER_MIN_DYNOS", minimum=0, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env))
+    if min_dynos is not None and max_dynos is not None and min_dynos > max_dynos:
+        problem("DYNOSCALER_MIN_DYNOS", f"({min_dynos}) cannot be above DYNOSCALER_MAX_DYNOS ({max_dynos})")
+    up_cycles = read(lambda: env_int("DYNOSCALER_UP_CYCLES", minimum=1, maximum=1000, env=env))
+    down_cycles = read(lambda: env_int("DYNOSCALER_DOWN_CYCLES", minimum=1, maximum=1000, env=env))
+    threshold = read(lambda: env_float("DYNOSCALER_BACKLOG_THRESHOLD", greater_than=0, env=env))
+    # Not one of the original variables (it ran on an outside scheduler); 60 s by default.
+    interval = read(lambda: env_int("DYNOSCALER_INTERVAL_SECONDS", 60, minimum=10, maximum=86400, env=env))
+    if found:
+        raise EnvErrors(found)
+    assert None not in (token, app, process, queue, region, max_dynos, min_dynos, up_cycles, down_cycles,
+                        threshold, interval)  # each None came with a problem found above
     return LegacyConfig(
         heroku_description=env_str("MY_HEROKU_AUTH_DES", "from MY_HEROKU_AUTH_TOKEN", env=env),
-        heroku_token=token,
-        app_name=app,
-        process_type=process,
+        heroku_token=cast(str, token),
+        app_name=cast(str, app),
+        process_type=cast(str, process),
         aws_key=key,
         aws_secret=secret,
-        queue=queue,
-        region=region,
-        max_dynos=max_dynos,
-        min_dynos=min_dynos,
-        up_cycles=env_int("DYNOSCALER_UP_CYCLES", minimum=1, maximum=1000, env=env),
-        down_cycles=env_int("DYNOSCALER_DOWN_CYCLES", minimum=1, maximum=1000, env=env),
-        backlog_threshold=env_float("DYNOSCALER_BACKLOG_THRESHOLD", greater_than=0, env=env),
-        # Not one of the original variables (it ran on an outside scheduler); 60 s by default.
-        interval_seconds=env_int("DYNOSCALER_INTERVAL_SECONDS", 60, minimum=10, maximum=86400, env=env),
+        queue=cast(str, queue),
+        region=cast(str, region),
+        max_dynos=cast(int, max_dynos),
+        min_dynos=cast(int, min_dynos),
+        up_cycles=cast(int, up_cycles),
+        down_cycles=cast(int, down_cycles),
+        backlog_threshold=cast(float, threshold),
+        interval_seconds=cast(int, interval),
     )
+
+
+class EnvErrors(EnvError):
+    """Several variables are missing or malformed: all of them, in one line."""
+
+    def __init__(self, errors: list[EnvError]) -> None:
+        self.errors = errors
+        self.name = errors[0].name
+        ValueError.__init__(self, "; ".join(str(e) for e in errors))
 
 
 def _checked(name: str, value: str, validator: object) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -156,6 +157,22 @@ def test_scale_once_names_a_malformed_original_variable(monkeypatch: Any) -> Non
     monkeypatch.setenv("DYNOSCALER_MIN_DYNOS", "some")
     with pytest.raises(CommandError, match="DYNOSCALER_MIN_DYNOS: expected a whole number, got 'some'"):
         call_command("scale_once")
+
+
+@pytest.mark.django_db
+def test_every_bad_original_variable_is_named_at_once_in_one_line(monkeypatch: Any) -> None:
+    env = {**LEGACY_ENV, "MY_HEROKU_AS_APP": "Orders App", "DYNOSCALER_MAX_DYNOS": "ten", "AWS_SQS_REGION": ""}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(CommandError) as caught:
+        call_command("sync_env_pair")
+    message = str(caught.value)
+    assert "\n" not in message
+    named = re.findall(r"\b([A-Z][A-Z0-9_]+): ", message)
+    assert named == ["MY_HEROKU_AS_APP", "AWS_SQS_REGION", "DYNOSCALER_MAX_DYNOS"]
+    assert "DYNOSCALER_MAX_DYNOS: expected a whole number, got 'ten'" in message
+    assert "AWS_SQS_REGION: is required but not set" in message
+    assert ScalingPair.objects.count() == 0
 
 
 @pytest.mark.django_db
