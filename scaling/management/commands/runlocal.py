@@ -48,7 +48,7 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         user, password = self.ensure_admin()
         # Set but malformed, the original variables still say the user wants real work: the
-        # log line above names the variable, and no demo pair gets in the way.
+        # sync logs one line naming each bad variable, and no demo pair gets in the way.
         real_wanted = legacy_variables_set()
         legacy_pair_sync_at_start()
         if real_wanted or services.real_setup_exists():
