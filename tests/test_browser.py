@@ -127,7 +127,7 @@ def test_an_operator_sets_up_a_pair_watches_it_scale_and_stops_everything(
                 "queues-0-queue": "orders", "queues-0-region": "us-east-1"})
     page.click("input[name=_continue]")
     page.wait_for_selector(".messagelist .success")
-    assert "orders: its first cycle is queued for a worker" in page.inner_text(".messagelist").lower()
+    assert "pair “orders”: its first cycle is queued for a worker" in page.inner_text(".messagelist").lower()
     pair = ScalingPair.objects.get(name="orders")
     worker_has_run(lambda: Decision.objects.filter(pair=pair).exists())
     assert Decision.objects.get(pair=pair).outcome == "applied" and heroku.quantity("orders-app") > 1
@@ -140,7 +140,7 @@ def test_an_operator_sets_up_a_pair_watches_it_scale_and_stops_everything(
     page.select_option("select[name=action]", "run_cycle_now")
     page.click("button[name=index]")
     message = page.inner_text(".messagelist").lower()  # the admin's CSS capitalises messages
-    assert "orders: a cycle is queued for a worker" in message
+    assert "pair “orders”: a cycle is queued for a worker" in message
     worker_has_run(lambda: Decision.objects.filter(pair=pair).count() == 2)
     assert Decision.objects.filter(pair=pair).latest("id").reason.startswith("cycle asked for by admin: ")
 

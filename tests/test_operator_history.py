@@ -162,7 +162,7 @@ def test_the_kill_switch_says_who_engaged_and_released_it(admin_client: Any, adm
 @pytest.mark.django_db(transaction=True)
 def test_a_cycle_asked_for_in_the_admin_says_who_asked(busy: Any, admin_client: Any, celery_worker: Any) -> None:
     pair, _ = busy
-    assert "orders: a cycle is queued for a worker" in act(admin_client, pair, "run_cycle_now")
+    assert "pair “orders”: a cycle is queued for a worker" in act(admin_client, pair, "run_cycle_now")
     wait_for(lambda: Decision.objects.filter(pair=pair).exists(), what="run the queued cycle")
     decision = Decision.objects.get(pair=pair)
     assert decision.reason.startswith("cycle asked for by admin: ") and decision.outcome == Decision.Outcome.APPLIED
@@ -172,7 +172,7 @@ def test_with_the_task_queue_down_the_cycle_runs_here_and_still_says_who(
     busy: Any, admin_client: Any, task_queue_down: None
 ) -> None:
     pair, heroku = busy
-    assert "orders (the task queue is unreachable, so a cycle ran here): applied" in act(admin_client, pair, "run_cycle_now")
+    assert "pair “orders” (the task queue is unreachable, so a cycle ran here): applied" in act(admin_client, pair, "run_cycle_now")
     decision = Decision.objects.get(pair=pair)
     assert decision.reason.startswith("cycle asked for by admin: ") and heroku.quantity("orders-app") == 2
     assert "Asked for a cycle now (the task queue was unreachable, so it ran here: applied)" in history(admin_client, pair)
@@ -225,7 +225,8 @@ def test_a_pair_added_in_the_admin_has_its_first_cycle_at_once(
                          policy="classic", backlog_threshold="10", up_cycles="1", max_dynos="3",
                          **{"queues-0-queue": "billing", "queues-0-region": REGION})
     response = admin_client.post("/admin/scaling/scalingpair/add/", data, follow=True)
-    assert "billing: its first cycle is queued for a worker" in said(response)
+    assert "pair “billing”: its first cycle is queued for a worker" in said(response)
+    assert "Pair “billing”: its first cycle" in response.content.decode()  # the name as the operator spelt it
 
     pair = ScalingPair.objects.get(name="billing")
     wait_for(lambda: Decision.objects.filter(pair=pair).exists(), what="run the new pair's first cycle")

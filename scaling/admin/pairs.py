@@ -180,7 +180,7 @@ class ScalingPairAdmin(GuardedAdmin):
         checks = services.pair_check_connection(pair=pair)
         for check in checks:
             level = messages.SUCCESS if check.ok else messages.ERROR
-            self.message_user(request, f"{pair.name}: {check.what}: {'OK' if check.ok else 'FAILED'} — {check.detail}", level)
+            self.message_user(request, f"{_named(pair)}: {check.what}: {'OK' if check.ok else 'FAILED'} — {check.detail}", level)
         self.log_change(request, pair, "Checked the connection: " + "; ".join(
             f"{check.what} OK" if check.ok else f"{check.what} FAILED ({check.detail})" for check in checks))
 
@@ -211,17 +211,17 @@ class ScalingPairAdmin(GuardedAdmin):
                 decision = services.pair_scale_now(pair=pair, quantity=quantity, user=request.user.get_username())
             except (AdapterError, SecretUnreadable) as exc:
                 problem = exc.message if isinstance(exc, AdapterError) else str(exc)
-                self.message_user(request, f"{pair.name}: not scaled — {problem}", messages.ERROR)
+                self.message_user(request, f"{_named(pair)}: not scaled — {problem}", messages.ERROR)
                 self.log_change(request, pair, f"Asked to scale now to {quantity} dynos: not scaled ({problem})")
                 continue
-            self.message_user(request, f"{pair.name}: {decision.reason}.", messages.SUCCESS)
+            self.message_user(request, f"{_named(pair)}: {decision.reason}.", messages.SUCCESS)
             self.log_change(request, pair, f"Scaled now to {decision.applied_quantity} dynos "
                                            f"(from {decision.quantity_before}); decision #{decision.pk}")
 
     def _do_pause(self, request: HttpRequest, pairs: list[ScalingPair], minutes: int) -> None:
         for pair in pairs:
             until = services.pair_pause(pair=pair, minutes=minutes, user=request.user.get_username())
-            self.message_user(request, f"{pair.name}: paused until {_when(until)}; cycles observe and record only.",
+            self.message_user(request, f"{_named(pair)}: paused until {_when(until)}; cycles observe and record only.",
                               messages.SUCCESS)
             self.log_change(request, pair, f"Paused for {minutes} minute{'s' if minutes != 1 else ''} (until {_when(until)})")
 
@@ -315,7 +315,7 @@ class ScalingPairAdmin(GuardedAdmin):
     def run_cycle_now(self, request: HttpRequest, queryset: QuerySet[ScalingPair]) -> None:
         for pair in queryset:
             if not pair.enabled:
-                self.message_user(request, f"{pair.name}: not run: the pair is disabled.", messages.WARNING)
+                self.message_user(request, f"{_named(pair)}: not run: the pair is disabled.", messages.WARNING)
                 self.log_change(request, pair, "Asked for a cycle now: not run, the pair is disabled")
                 continue
             asked = services.pair_cycle_ask(pair_id=pair.pk, requested_by=request.user.get_username())
@@ -327,16 +327,16 @@ class ScalingPairAdmin(GuardedAdmin):
         cycle = "its first cycle" if first else "a cycle"
         decision = asked.decision
         if asked.queued:
-            self.message_user(request, f"{pair.name}: {cycle} is queued for a worker; its decision appears in the "
+            self.message_user(request, f"{_named(pair)}: {cycle} is queued for a worker; its decision appears in the "
                               "pair's latest decisions within seconds.", messages.SUCCESS)
             done = "queued for a worker"
         elif decision is None:
-            self.message_user(request, f"{pair.name}: the task queue is unreachable, and a cycle of this pair is "
+            self.message_user(request, f"{_named(pair)}: the task queue is unreachable, and a cycle of this pair is "
                               "already running.", messages.WARNING)
             done = "the task queue was unreachable, and a cycle of the pair was already running"
         else:
             level = messages.ERROR if decision.outcome == Decision.Outcome.ERROR else messages.SUCCESS
-            text = (f"{pair.name} (the task queue is unreachable, so {cycle} ran here): "
+            text = (f"{_named(pair)} (the task queue is unreachable, so {cycle} ran here): "
                     f"{decision.get_outcome_display()}: {decision.reason}")
             self.message_user(request, text + (f" [{decision.error}]" if decision.error else ""), level)
             done = f"the task queue was unreachable, so it ran here: {decision.get_outcome_display()}"
@@ -351,3 +351,9 @@ def _when(moment: datetime | None) -> str:
     moment = moment.astimezone(UTC)
     same_day = moment.date() == timezone.now().astimezone(UTC).date()
     return f"{moment:%H:%M} UTC" if same_day else f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _named(pair: ScalingPair) -> str:
+    """A pair as a message names it. The admin capitalises a message's first letter, so a
+    message never starts with the operator's own spelling of the name."""
+    return f"Pair “{pair.name}”"
