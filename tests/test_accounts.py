@@ -4,11 +4,8 @@ admin, and older databases with duplicate names brought in line by the migration
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +15,8 @@ from scaling.legacy_env import legacy_pair_sync_at_start
 from scaling.models import AwsAccount, HerokuAccount, ScalingPair
 from scaling.services.pairs_as_code import pairs_export
 from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN
+from tests.test_commands_without_config import manage
 from tests.test_legacy_env import LEGACY_ENV
-
-BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def field_errors(html: str, field: str) -> str:
@@ -67,23 +63,17 @@ def test_the_original_variables_account_steps_aside_from_an_admin_accounts_name(
 
 
 def test_the_upgrade_renames_duplicate_descriptions_and_says_so(tmp_path: Path) -> None:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "DEBUG": "1",
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-
-    def manage(*args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    manage("migrate", "scaling", "0007")
-    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+    laptop = {"DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    assert manage("migrate", "scaling", "0007", **laptop).returncode == 0
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:  # as an older DynoScaler left it
         for when in ("2026-01-01", "2026-02-01", "2026-03-01"):
             db.execute("INSERT INTO scaling_herokuaccount (description, api_token, managed_by_env, created_at, "
                        "updated_at) VALUES ('production', 'stored', 0, ?, ?)", (when, when))
         db.execute("INSERT INTO scaling_herokuaccount (description, api_token, managed_by_env, created_at, "
                    "updated_at) VALUES ('production (2)', 'stored', 0, '2026-04-01', '2026-04-01')")
-    out = manage("migrate")
+    done = manage("migrate", **laptop)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     assert "heroku account #2: renamed 'production' to 'production (3)'" in out.lower()
     assert "heroku account #3: renamed 'production' to 'production (4)'" in out.lower()
     with sqlite3.connect(tmp_path / "db.sqlite3") as db:

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import free_port
+from tests.test_commands_without_config import manage
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PASSWORD = "laptop-login-for-tests"
@@ -131,10 +132,7 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("port", ["eighty", "70000"])
 def test_a_malformed_port_variable_is_named(tmp_path: Path, port: str) -> None:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "DEBUG": "1", "PORT": port,
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
-    done = subprocess.run([sys.executable, "manage.py", "runlocal"], cwd=BASE_DIR, env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = manage("runlocal", DEBUG="1", PORT=port, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
     assert done.returncode == 1
     assert done.stderr.startswith("CommandError: PORT: ")
     assert "Traceback" not in done.stderr
