@@ -9,7 +9,8 @@
   rate (a figure that moves the estimate but never proves it: see ``proven``). The
   operator's figure is a prior of weight ``PRIOR`` dyno-minutes.
 * **Boot time**: the ``starting → up`` durations the cycle saw (webhooks or the dyno list);
-  the 90th percentile, so plans are made for a slow boot, not an average one.
+  the 90th percentile, so plans are made for a slow boot, not an average one; and, for a
+  deadline that even slow boots miss, how long the quick ones serve before it.
 * **Concurrency** (messages a dyno works on at once): in-flight ÷ running is never above it
   (from the first look after dynos come up: a count older than a rise only shows fewer
   dynos' work; not within a lag of dynos stopping, whose messages a count may still hold);
@@ -341,6 +342,15 @@ class Learner:
         recent = self.boots[-KEEP_BOOTS:]
         value = percentile(recent, 0.9)
         return Estimate("boot", value, operator, "learned", None, len(recent), f"p90 of {len(recent)} boots")
+
+    def serving_before(self, deadline: float) -> float | None:
+        """How long a dyno started now serves before ``deadline`` seconds from now, on
+        average over the boots seen (None before two): where the slow boots miss the
+        deadline the fast ones may not, and a p90 cannot say by how much."""
+        if len(self.boots) < 2:
+            return None
+        recent = self.boots[-KEEP_BOOTS:]
+        return sum(max(0.0, deadline - b) for b in recent) / len(recent)
 
     def concurrency(self, operator: int, rate: float, *, pinned: bool) -> Estimate:
         if pinned:

@@ -92,7 +92,9 @@ class TargetWaitPolicy:
       * growth: while the backlog grows faster than the formation (up and starting)
         completes, the dynos the backlog a dyno added now meets after its boot needs;
         from zero (no dyno up), every arrival until the boot ends counts, asked for at
-        once when a later look would be too late or the boot was never measured;
+        once when a later look would be too late or the boot was never measured; when
+        even that look's dynos boot past the oldest message's deadline, each counts only
+        for what the quick boots among those seen serve before it;
       * busy: dynos still working (in flight ÷ concurrency, never above the formation);
       * one dyno whenever anything is visible (wake from zero on the first message);
       * a pre-warm: dynos for a recurring burst that is due (``scaling.patterns``).
@@ -182,10 +184,20 @@ class TargetWaitPolicy:
         # of the target) or the boot time is only the operator's word.
         cold = obs.visible > 0 and obs.running == 0
         last_chance = cold and (drain - boot < cfg.interval_seconds or boot_est.source == "operator")
+        ahead_budget = up_drain
         if last_chance:
             growth = max(samples[-1], arrivals)
             ahead = obs.visible + growth * boot
-        ahead_need = ceil_count(ahead / (rate * up_drain)) if growth else 0
+            # When the slow boots end after the oldest message is due, what a dyno added
+            # now gives before then is what the quick ones give: measured over the boots
+            # seen, at the oldest message's usual deadline (its count half a lag and half a
+            # look old), and at least half a look (beyond that more dynos only buy luck).
+            if drain - boot < cfg.interval_seconds and boot_est.source == "learned":
+                served = learner.serving_before(
+                    cfg.target_wait_seconds - (cfg.lag_seconds + cfg.interval_seconds) / 2)
+                if served is not None:
+                    ahead_budget = min(up_drain, max(served, cfg.interval_seconds / 2))
+        ahead_need = ceil_count(ahead / (rate * ahead_budget)) if growth else 0
         growing = ahead_need > up_need
         up_need = max(up_need, ahead_need)
         # Probe: with the rate never seen at saturation and the queue empty for a whole
@@ -266,6 +278,9 @@ class TargetWaitPolicy:
         if growing and last_chance:
             rule += (f"; no dyno is up, so until the first boot ends every arrival (≈ {growth:,.1f}/s) adds to the "
                      f"backlog: dynos added now come up to ≈ {ahead:,.0f} visible")
+            if ahead_budget < up_drain:
+                rule += (f", and only the quickest boots seen end before the oldest message is due: a dyno added "
+                         f"now serves ≈ {ahead_budget:.0f} s before then")
         elif growing:
             rule += (f"; the backlog grows ≈ {growth:,.1f}/s beyond what {quantity} dyno(s) complete: a dyno added now "
                      f"comes up to ≈ {ahead:,.0f} visible")

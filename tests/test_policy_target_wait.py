@@ -271,6 +271,27 @@ def test_a_short_measured_boot_leaves_later_looks_time_so_a_cold_start_asks_only
     assert "until the first boot ends" not in verdicts[-1].reason
 
 
+def test_when_slow_boots_end_after_the_oldest_is_due_a_cold_start_counts_what_the_quick_ones_serve() -> None:
+    # Ten boots of 81-99 s measured (p90 97 s), looks every 15 s: no dyno added now comes
+    # up within the 75 s a cold start leaves, so the plan cannot rest on the p90 boot. The
+    # oldest message is usually due in 120 - (30 + 15) / 2 = 97.5 s; over the boots seen a
+    # dyno added now serves 7.65 s of that on average (16.5 s for the 81 s boot, 0 for 99 s).
+    # The dynos come up to 1,500 + 40/s x 97 s = 5,380 visible: 5,380 / (10/s x 7.65 s) = 71
+    # dynos, where counting 15 s for each (the floor of the budget) asked for 36.
+    settings = {**SETTINGS, "interval_seconds": 15}
+    verdicts = cold_start([0, 300, 1_500], settings, boots=tuple(float(b) for b in range(81, 100, 2)))
+    assert verdicts[-1].desired == 71
+    assert "only the quickest boots seen end before the oldest message is due: a dyno added now serves ≈ 8 s " \
+           "before then" in verdicts[-1].reason
+    check_reason(verdicts[-1].reason, verdicts[-2].desired, 71)
+    # Boots that all take 97 s leave nothing but luck: half a look each is the most it counts on.
+    assert cold_start([0, 300, 1_500], settings, boots=(97.0,) * 10)[-1].desired == 72
+    # Boots of 50 s leave 25 s of the 75: a later look still comes in time, so this one asks
+    # for what it sees, 1,500 / (10/s x 25 s) = 6.
+    short = cold_start([0, 300, 1_500], settings, boots=(50.0,) * 10)[-1]
+    assert short.desired == 6 and "quickest boots" not in short.reason
+
+
 def test_a_backlog_that_holds_level_keeps_its_busy_dynos() -> None:
     # Arrivals match what the ten dynos complete: nothing is falling, nothing is released.
     pinned = {**SETTINGS, "pin_dyno_rate": True}
