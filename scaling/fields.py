@@ -4,7 +4,9 @@ Keys come from DYNOSCALER_ENCRYPTION_KEYS: comma-separated Fernet keys, the firs
 encrypts, all of them decrypt, so a key is rotated by putting a new one first, running
 `manage.py rotate_encryption_key`, then dropping the old one. Without the variable a key
 is derived from SECRET_KEY (fine on a laptop; set the variable in production so that
-changing SECRET_KEY does not make the stored secrets unreadable).
+changing SECRET_KEY does not make the stored secrets unreadable); with it, that derived
+key still decrypts, last, so the secrets saved before the variable was set stay readable
+until the rotation re-encrypts them.
 
 A secret that no configured key decrypts (the key was lost or changed) must not take
 whole pages down with it: its row loads as usual and holds an ``UnreadableSecret``.
@@ -65,11 +67,11 @@ def _fernet(keys: tuple[str, ...]) -> MultiFernet:
 
 
 def configured_keys() -> tuple[str, ...]:
-    keys = tuple(settings.ENCRYPTION_KEYS)
-    if keys:
-        return keys
+    """The listed keys (the first encrypts), then the key derived from SECRET_KEY: the one
+    that encrypts when none is listed, and that still reads what was saved with it once
+    keys are listed, so moving off it is setting the variable and rotating."""
     derived = base64.urlsafe_b64encode(hashlib.sha256(("dynoscaler-fields:" + settings.SECRET_KEY).encode()).digest())
-    return (derived.decode(),)
+    return tuple(dict.fromkeys([*settings.ENCRYPTION_KEYS, derived.decode()]))
 
 
 def encrypt(value: str) -> str:

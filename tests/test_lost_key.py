@@ -22,9 +22,9 @@ from django.utils import timezone
 from scaling import services
 from scaling.alerts.delivery import channel_drain
 from scaling.alerts.evaluation import alerts_evaluate
-from scaling.models import AlertChannel, AlertDelivery, AwsAccount, Decision, HerokuAccount, ScalingPair
+from scaling.models import AlertChannel, AlertDelivery, AwsAccount, Decision, HerokuAccount, HerokuApp, ScalingPair
 from scaling.legacy_env import legacy_pair_sync_at_start
-from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN
+from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN, SIGNING_SECRET
 from tests.test_legacy_env import LEGACY_ENV
 
 SAVED_WITH = Fernet.generate_key().decode()
@@ -175,6 +175,37 @@ def test_rotation_reencrypts_what_it_can_read_and_names_what_it_cannot(settings:
     assert HerokuAccount.objects.get(description="kept").api_token == HEROKU_TOKEN
     settings.ENCRYPTION_KEYS = [SAVED_WITH]
     assert HerokuAccount.objects.get(description="lost").api_token == TEAM_TOKEN  # left as it was
+
+
+@pytest.mark.django_db
+def test_moving_off_the_laptop_key_as_the_readme_says_keeps_every_secret(
+        settings: Any, make_pair: Any, make_channel: Any) -> None:
+    # Saved with no key listed (the key derived from SECRET_KEY), as `make run` does.
+    settings.ENCRYPTION_KEYS = []
+    pair = make_pair()
+    channel = make_channel("webhook")
+    app = HerokuApp.objects.create(name=pair.app_name, account=pair.heroku_account, webhook_secret="whsec-0123456789abcdef")
+    # The README: set DYNOSCALER_ENCRYPTION_KEYS, run rotate_encryption_key. There is no
+    # old key to list: the derived one must still read what it saved.
+    settings.ENCRYPTION_KEYS = [NOW_SET]
+    out = io.StringIO()
+    call_command("rotate_encryption_key", stdout=out)
+    assert "5 secret(s) re-encrypted with the first key" in out.getvalue()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT webhook_secret FROM scaling_herokuapp")
+        (stored,) = cursor.fetchone()
+    assert "whsec-" not in stored
+    # Re-encrypted with the listed key: SECRET_KEY can now change without losing any.
+    settings.SECRET_KEY = "a-different-secret-key-for-this-test"
+    assert HerokuAccount.objects.get().api_token == HEROKU_TOKEN
+    assert AwsAccount.objects.get().secret_access_key == AWS_SECRET
+    channel = AlertChannel.objects.get(pk=channel.pk)
+    assert channel.url.endswith("/hooks/dynoscaler") and channel.signing_secret == SIGNING_SECRET
+    assert HerokuApp.objects.get(pk=app.pk).webhook_secret == "whsec-0123456789abcdef"
+    # A secret no key reads is named with the row and the field it sits in.
+    settings.ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    with pytest.raises(CommandError, match="the webhook URL of alert channel “webhook” "):
+        call_command("rotate_encryption_key", stdout=io.StringIO())
 
 
 def test_an_alert_channel_that_cannot_be_read_keeps_its_messages_until_entered_again(
