@@ -121,3 +121,30 @@ def env_database(name: str, default: str, *, env: Mapping[str, str] = os.environ
     except ValueError:
         raise EnvError(name, f"{example}; it is not a URL that can be read (is the port a number, "
                              "and are special characters in the password percent-encoded?)") from None
+
+
+def env_http_url(name: str, *, default_port: int, env: Mapping[str, str] = os.environ) -> str | None:
+    """An http(s) endpoint in `name`, or None when unset. Checked here, at start-up, not by
+    the first request: a client library's error would quote the URL, and its password."""
+    url = env_optional(name, env=env)
+    if url is None:
+        return None
+    example = f"expected http(s)://HOST:PORT, e.g. https://search.example.com:{default_port}"
+    if any(c.isspace() for c in url):
+        raise EnvError(name, f"{example}; it has a space in it")
+    try:
+        parts = urlsplit(url) if "://" in url else None
+    except ValueError:  # a bracket that opens an IPv6 host and never closes
+        raise EnvError(name, f"{example}; it is not a URL that can be read") from None
+    if parts is None or parts.scheme not in ("http", "https"):
+        found = f"its scheme is {parts.scheme!r}" if parts and parts.scheme else "it has no http:// or https://"
+        raise EnvError(name, f"{example}; {found}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise EnvError(name, f"{example}; its port is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise EnvError(name, f"{example}; it has no host")
+    if port is None and parts.scheme == "http":
+        raise EnvError(name, f"{example}; an http:// URL needs its port (Elasticsearch listens on {default_port})")
+    return url

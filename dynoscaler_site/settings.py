@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from dynoscaler_site.env import EnvError, env_bool, env_database, env_int, env_optional, env_str
+from dynoscaler_site.env import EnvError, env_bool, env_database, env_http_url, env_int, env_optional, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ try:
     # so DynoScaler never drains the tokens the team's own tools (deploys, CI) need.
     HEROKU_RATE_LIMIT_RESERVE = env_int("HEROKU_RATE_LIMIT_RESERVE", 100, minimum=0, maximum=4500)
 
-    ELK_ELASTIC_URL = env_optional("ELK_ELASTIC_URL")
+    ELK_ELASTIC_URL = env_http_url("ELK_ELASTIC_URL", default_port=9200)
     ELK_ELASTIC_USER = env_optional("ELK_ELASTIC_USER")
     ELK_ELASTIC_PASS = env_optional("ELK_ELASTIC_PASS")
     ELK_INDEX_AS = env_str("ELK_INDEX_AS", "dynoscaler-decisions")

@@ -86,6 +86,19 @@ def test_wrong_elasticsearch_password_keeps_decisions_and_hides_the_password(
     assert "wrong-password-123" not in caplog.text and "es-pass-s3cret-XYZ" not in caplog.text
 
 
+def test_an_elasticsearch_url_the_client_cannot_use_keeps_decisions_and_hides_its_password(
+    decisions: list[Decision], settings: Any, caplog: Any
+) -> None:
+    # Start-up refuses such a URL (see test_commands_without_config); this is the shipper's
+    # own guard, for a URL that reaches it anyway: the client's error quoted it whole.
+    settings.ELK_ELASTIC_URL = "http://elastic:Pw-s3cret-URL@es invalid:9200"
+    caplog.set_level(logging.DEBUG)
+    assert services.audit_ship_pending() == 0
+    assert Decision.objects.filter(shipped_at__isnull=True).count() == 3
+    assert "decisions wait for Elasticsearch: Elasticsearch: ELK_ELASTIC_URL cannot be used" in caplog.text
+    assert "Pw-s3cret-URL" not in caplog.text
+
+
 def test_without_elasticsearch_each_decision_is_one_json_line_on_the_terminal(decisions: list[Decision], settings: Any) -> None:
     settings.ELK_ELASTIC_URL = None
     stream = io.StringIO()

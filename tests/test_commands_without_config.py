@@ -68,3 +68,27 @@ def test_a_malformed_database_url_is_named_in_one_line_without_its_password(url:
     assert lines[0].startswith("DynoScaler is not configured: DATABASE_URL: expected postgres://")
     assert problem in lines[0]
     assert "s3cret-pw" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("http://elastic:s3cret-pw@es invalid:9200", "it has a space in it"),
+    ("elastic:s3cret-pw@es.example.com:9200", "it has no http:// or https://"),
+    ("ftp://elastic:s3cret-pw@es.example.com:9200", "its scheme is 'ftp'"),
+    ("https://elastic:s3cret-pw@es.example.com:92OO", "its port is not a number"),
+    ("http://elastic:s3cret-pw@es.example.com", "an http:// URL needs its port"),
+])
+def test_a_malformed_elasticsearch_url_stops_start_up_in_one_line_without_its_password(url: str, problem: str) -> None:
+    # The original tool's variable: before, the worker logged the client's traceback, URL
+    # and password included, every few seconds.
+    done = manage("check", ELK_ELASTIC_URL=url, DEBUG="1")
+    assert done.returncode != 0
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("DynoScaler is not configured: ELK_ELASTIC_URL: expected http(s)://HOST:PORT")
+    assert problem in lines[0]
+    assert "s3cret-pw" not in done.stdout + done.stderr
+
+
+def test_an_https_elasticsearch_url_may_leave_its_port_out() -> None:
+    done = manage("check", ELK_ELASTIC_URL="https://elastic:s3cret-pw@es.example.com", DEBUG="1")
+    assert done.returncode == 0, done.stderr

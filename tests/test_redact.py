@@ -16,6 +16,11 @@ from scaling.adapters.errors import AdapterError, redact
     # A bracket inside the value, with none open before it, is the secret's: masked with it.
     ("password=ab)cdefgh", "password=****"),
     ("(password=ab)cd)", "(password=****)"),
+    # The password in a URL's user part, with the user and host kept.
+    ("Could not parse URL 'http://elastic:Pw-s3cret@es invalid:9200'",
+     "Could not parse URL 'http://elastic:****@es invalid:9200'"),
+    ("redis://:pw-0123@cache.internal:6379/0 refused", "redis://:****@cache.internal:6379/0 refused"),
+    ("see https://example.com/a:b@c", "see https://example.com/a:b@c"),
 ])
 def test_credentials_are_masked_and_the_brackets_around_them_kept(said: str, shown: str) -> None:
     assert redact(said) == shown

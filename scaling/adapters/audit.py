@@ -10,12 +10,13 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from elasticsearch import Elasticsearch, helpers
 from elasticsearch import exceptions as es_exceptions
 from elastic_transport import TransportError
 
-from scaling.adapters.errors import AdapterError
+from scaling.adapters.errors import AdapterError, redact
 
 SYSTEM = "Elasticsearch"
 decision_log = logging.getLogger("dynoscaler.decisions")
@@ -65,14 +66,19 @@ class ElasticsearchSink:
                 index,
             )
         self.index = index
-        self._secrets = [s for s in (password, user and password and f"{user}:{password}") if s]
-        self._client = Elasticsearch(
-            url,
-            basic_auth=(user, password) if user and password else None,
-            request_timeout=timeout_seconds,
-            max_retries=0,  # the shipper retries on its own schedule
-            retry_on_timeout=False,
-        )
+        in_url = urlsplit(url).password if "://" in url else None
+        self._secrets = [s for s in (password, user and password and f"{user}:{password}", in_url) if s]
+        try:
+            self._client = Elasticsearch(
+                url,
+                basic_auth=(user, password) if user and password else None,
+                request_timeout=timeout_seconds,
+                max_retries=0,  # the shipper retries on its own schedule
+                retry_on_timeout=False,
+            )
+        except ValueError as exc:  # the client's words quote the URL, password and all
+            raise AdapterError(SYSTEM, f"ELK_ELASTIC_URL cannot be used: {redact(str(exc), [url, *self._secrets])}",
+                               permanent=True) from None
 
     def send(self, documents: Sequence[Mapping[str, Any]]) -> set[str]:
         actions = [

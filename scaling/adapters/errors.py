@@ -3,11 +3,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# Credentials an outside system may echo back: an Authorization header's value, or a
-# "token=…" / "password: …" pair.
+# Credentials an outside system may echo back: an Authorization header's value, a
+# "token=…" / "password: …" pair, or the password in a URL.
 _CREDENTIAL_SHAPES = (
     re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=:-]{8,}"),
     re.compile(r"(?i)\b(api[_-]?key|token|password|secret)(\s*[=:]\s*)[^\s,;\"']{4,}"),
+    # The password of a URL's user part: scheme://user:PASSWORD@host
+    re.compile(r"(://[^/\s:@]*)(:)[^/\s@]+(?=@)"),
 )
 MASK = "****"
 _CLOSERS = {")": "(", "]": "[", "}": "{", ">": "<"}

@@ -69,7 +69,12 @@ def audit_ship_pending(
     each batch, so a shipper killed mid-batch holds the trail up for one lease at most.
     Returns how many were delivered.
     """
-    sink = sink or audit_sink()
+    if sink is None:
+        try:
+            sink = audit_sink()
+        except AdapterError as exc:
+            log.warning("audit: decisions wait for Elasticsearch: %s", exc)
+            return 0
     batch_size = batch_size or settings.AUDIT_SHIP_BATCH
     lease_seconds = settings.AUDIT_LEASE_SECONDS
     holder = lease_acquire(key=AUDIT_LEASE, seconds=lease_seconds, now=now)
