@@ -122,7 +122,7 @@ try:
     ALERT_MAX_ATTEMPTS = env_int("DYNOSCALER_ALERT_ATTEMPTS", 5, minimum=1, maximum=20)
     DYNOSCALER_PUBLIC_URL = env_optional("DYNOSCALER_PUBLIC_URL")
     if DYNOSCALER_PUBLIC_URL and not DYNOSCALER_PUBLIC_URL.startswith(("https://", "http://")):
-        raise EnvError("DYNOSCALER_PUBLIC_URL", "expected a URL starting with https://, e.g. https://my-dynoscaler.herokuapp.com")
+        raise EnvError("DYNOSCALER_PUBLIC_URL", "expected a URL starting with https:// (or http:// for a local one), e.g. https://my-dynoscaler.herokuapp.com")
     EMAIL_HOST = env_str("EMAIL_HOST", "")
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
     EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)

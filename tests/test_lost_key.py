@@ -112,7 +112,7 @@ def test_saving_an_account_unchanged_keeps_the_secret_for_its_old_key(settings: 
 @pytest.mark.django_db
 def test_check_connection_and_scale_now_say_the_secret_cannot_be_read(admin_client: Any, lost_key: ScalingPair,
                                                                       heroku: Any) -> None:
-    check = admin_client.get(f"/admin/scaling/scalingpair/{lost_key.pk}/check/", follow=True)
+    check = admin_client.post(f"/admin/scaling/scalingpair/{lost_key.pk}/check/", follow=True)
     assert check.status_code == 200 and "credentials: FAILED" in check.content.decode()
     scaled = admin_client.post(f"/admin/scaling/scalingpair/{lost_key.pk}/scale-now/", {"number": 3, "apply": "1"},
                                follow=True)

@@ -122,7 +122,7 @@ def test_every_list_action_is_on_the_pairs_history_page_with_who_did_it(
 
 def test_the_pair_pages_buttons_are_on_its_history_page_too(busy: Any, admin_client: Any) -> None:
     pair, heroku = busy
-    admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/check/")
+    admin_client.post(f"/admin/scaling/scalingpair/{pair.pk}/check/")
     admin_client.post(f"/admin/scaling/scalingpair/{pair.pk}/pause/", {"apply": "1", "number": "15"})
     services.pair_resume(pair=pair)
     admin_client.post(f"/admin/scaling/scalingpair/{pair.pk}/scale-now/", {"apply": "1", "number": "4"})
@@ -137,10 +137,21 @@ def test_the_pair_pages_buttons_are_on_its_history_page_too(busy: Any, admin_cli
     assert page.count(" admin ") >= 4 and heroku.quantity("orders-app") == 4
 
 
+def test_a_plain_get_of_check_connection_calls_nothing_and_records_nothing(busy: Any, admin_client: Any) -> None:
+    # A link prefetcher or a crawler follows links: the check is a button (a POST) since
+    # it calls Heroku and AWS and goes on the pair's history.
+    pair, heroku = busy
+    calls = len(heroku.requests)
+    assert admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/check/").status_code == 405
+    assert len(heroku.requests) == calls and "Checked the connection" not in history(admin_client, pair)
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+    assert re.search(r'<form method="post" action="/admin/scaling/scalingpair/\d+/check/"', page)
+
+
 def test_a_failed_check_is_on_record_with_what_failed(busy: Any, admin_client: Any) -> None:
     pair, _ = busy
     PairQueue.objects.filter(pair=pair).update(queue="missing-queue")
-    admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/check/")
+    admin_client.post(f"/admin/scaling/scalingpair/{pair.pk}/check/")
     assert "SQS queue missing-queue (us-east-1) FAILED (" in history(admin_client, pair)
 
 

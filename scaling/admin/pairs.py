@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html_join
+from django.views.decorators.http import require_POST
 
 from scaling import selectors, services
 from scaling.admin.apps import report_webhooks
@@ -125,7 +126,10 @@ class ScalingPairAdmin(GuardedAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         own = [
-            path("<int:pk>/check/", self.admin_site.admin_view(self.check_view), name="scaling_scalingpair_check"),
+            # A POST: it calls Heroku and AWS (Heroku's calls count against the account's
+            # budget) and goes on the pair's history, which a prefetched link must not do.
+            path("<int:pk>/check/", self.admin_site.admin_view(require_POST(self.check_view)),
+                 name="scaling_scalingpair_check"),
             path("<int:pk>/scale-now/", self.admin_site.admin_view(self.scale_now_view), name="scaling_scalingpair_scale_now"),
             path("<int:pk>/pause/", self.admin_site.admin_view(self.pause_view), name="scaling_scalingpair_pause"),
         ]

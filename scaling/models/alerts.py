@@ -109,7 +109,7 @@ class AlertChannel(EncryptedSecretsMixin):
             if not self.url:
                 errors["url"] = "Required for a Slack or webhook channel."
             elif not self.url.startswith(("https://", "http://")) or " " in self.url.strip():
-                errors["url"] = "Give the full URL, starting with https://."
+                errors["url"] = "Give the full URL, starting with https:// (or http:// for a receiver on your own network)."
         if self.kind == self.Kind.WEBHOOK and len(self.signing_secret or "") < 16:
             errors["signing_secret"] = "Required for a webhook channel: at least 16 characters, so the receiver can check each message came from DynoScaler."
         if self.kind == self.Kind.EMAIL and not self.recipients.strip():

@@ -32,7 +32,7 @@ class Command(BaseCommand):
             raise CommandError("--url: DynoScaler's public address is needed (or set DYNOSCALER_PUBLIC_URL), "
                                "e.g. https://my-dynoscaler.herokuapp.com")
         if public_url and not str(public_url).startswith(("https://", "http://")):
-            raise CommandError(f"--url: expected an address starting with https://, got {public_url!r}")
+            raise CommandError(f"--url: expected an address starting with https:// (or http:// for a local one), got {public_url!r}")
         try:
             apps = services.apps_of(chosen)
         except SecretUnreadable as exc:
