@@ -102,6 +102,15 @@ def env_bool(name: str, default: bool, *, env: Mapping[str, str] = os.environ) -
 DATABASE_SCHEMES = ("postgres", "postgresql", "pgsql", "sqlite")
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...], *, env: Mapping[str, str] = os.environ) -> str:
+    """One of ``choices`` (any case; returned as listed)."""
+    value = env_str(name, default, env=env)
+    for choice in choices:
+        if value.lower() == choice.lower():
+            return choice
+    raise EnvError(name, f"expected one of {', '.join(choices)}, got {value!r}")
+
+
 def env_database(name: str, default: str, *, env: Mapping[str, str] = os.environ, **options: Any) -> dict[str, Any]:
     """Django's DATABASES entry for the URL in `name`.
 

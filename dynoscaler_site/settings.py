@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from dynoscaler_site.env import EnvError, env_bool, env_database, env_http_url, env_int, env_optional, env_str
+from dynoscaler_site.env import EnvError, env_bool, env_choice, env_database, env_http_url, env_int, env_optional, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ try:
     BEAT_MAX_QUEUED = env_int("DYNOSCALER_BEAT_MAX_QUEUED", 100, minimum=1)
     # A file that gets one line per task beat sends (due, sent, held, name): for bench/scale.py.
     BEAT_DISPATCH_LOG = env_optional("DYNOSCALER_BEAT_DISPATCH_LOG")
-    LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+    LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     # Celery's "received" and "succeeded" lines, two per task (8,000 a minute at 1,000 pairs
     # every 15 s), are off: each cycle that does something logs its own line, and a failing
     # task is still logged, at ERROR.

@@ -92,3 +92,12 @@ def test_a_malformed_elasticsearch_url_stops_start_up_in_one_line_without_its_pa
 def test_an_https_elasticsearch_url_may_leave_its_port_out() -> None:
     done = manage("check", ELK_ELASTIC_URL="https://elastic:s3cret-pw@es.example.com", DEBUG="1")
     assert done.returncode == 0, done.stderr
+
+
+def test_a_log_level_that_is_not_one_is_named_in_one_line() -> None:
+    done = manage("pairs", "export", LOG_LEVEL="LOUD", DEBUG="1")
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == [
+        "DynoScaler is not configured: LOG_LEVEL: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"
+    ]
+    assert manage("check", LOG_LEVEL="warning", DEBUG="1").returncode == 0
