@@ -16,7 +16,9 @@ from django_celery_beat.models import PeriodicTask
 
 from scaling import services
 from scaling.models import AwsAccount, HerokuAccount, PairQueue, PairSchedule, ScalingPair
+from scaling.adapters.sandbox import DEMO_SETTINGS as SANDBOX_DEMO_SETTINGS
 from scaling.pairs_file import PAIR_FIELDS
+from scaling.services.pairs import SANDBOX_DEMO_NAME
 from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN
 
 pytestmark = pytest.mark.django_db
@@ -405,3 +407,32 @@ def test_the_readmes_example_file_imports_as_shown(db: None, tmp_path: Path, mon
     assert 'pair "orders": new (orders-app/worker, target_wait, 1–20 dynos)' in said
     assert ScalingPair.objects.get(name="reports").aws_account == AwsAccount.objects.get(use_default_chain=True)
     assert pairs("import", str(path)) == "No changes.\n"
+
+
+def test_a_laptops_export_leaves_the_sandbox_demo_out_so_it_imports_where_the_sandbox_is_off(
+        world: Any, secrets_in_env: None, tmp_path: Path, settings: Any) -> None:
+    # The demo an earlier `make run` made, kept (switched off) once real pairs were added.
+    demo = ScalingPair.objects.create(name=SANDBOX_DEMO_NAME, provider=ScalingPair.Provider.SANDBOX,
+                                      app_name="sandbox-app", **SANDBOX_DEMO_SETTINGS)
+    err = io.StringIO()
+    path = tmp_path / "pairs.yaml"
+    call_command("pairs", "export", "--output", str(path), stdout=io.StringIO(), stderr=err)
+    assert [p["name"] for p in yaml.safe_load(path.read_text())["pairs"]] == ["billing", "orders", "reports"]
+    assert f"Left out pair {demo.name!r}: it is the laptop's sandbox demo" in err.getvalue()
+    # On the laptop itself, --prune leaves the demo where it is.
+    assert f'pair "{demo.name}": the sandbox demo; left as it is' in pairs("import", str(path), "--prune")
+    assert ScalingPair.objects.filter(pk=demo.pk).exists()
+    # In production, with the sandbox off, the same file imports whole.
+    settings.SANDBOX_ENABLED = False
+    ScalingPair.objects.all().delete()
+    assert pairs("import", str(path)).splitlines()[-1] == f"Imported {path}."
+    assert sorted(ScalingPair.objects.values_list("name", flat=True)) == ["billing", "orders", "reports"]
+
+
+def test_a_file_that_cannot_be_written_or_read_is_named_in_one_line(world: Any, tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match=r"^--output: cannot write /nonexistent/dir/p.yaml \(No such file"):
+        pairs("export", "--output", "/nonexistent/dir/p.yaml")
+    binary = tmp_path / "pairs.yaml"
+    binary.write_bytes(b"pairs:\n  - name: \xff\xfe\n")
+    assert import_error(str(binary)) == (f"{binary}: not a UTF-8 text file (byte 18 cannot be read); a pairs file is "
+                                         "YAML or JSON")

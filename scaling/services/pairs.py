@@ -96,6 +96,11 @@ def sandbox_demo_ensure() -> ScalingPair | None:
     return pair
 
 
+def is_sandbox_demo(pair: ScalingPair) -> bool:
+    """The demo pair DynoScaler makes itself on a laptop (not a sandbox pair someone added)."""
+    return pair.name == SANDBOX_DEMO_NAME and pair.provider == ScalingPair.Provider.SANDBOX
+
+
 def sandbox_demo_switch_off() -> ScalingPair | None:
     """Once real work is configured, the demo an earlier run made stops cycling; it stays,
     with its history, until someone deletes it. Returns it if it was running until now."""

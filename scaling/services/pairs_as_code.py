@@ -25,7 +25,7 @@ from scaling.pairs_file import (
 )
 from scaling.schedules import first_overlap
 from scaling.services.controls import CycleAsked, pair_first_cycle
-from scaling.services.pairs import pair_apply_settings, pair_delete
+from scaling.services.pairs import is_sandbox_demo, pair_apply_settings, pair_delete
 
 # The file's names for model fields where they differ, so errors name what the file says.
 FILE_NAMES = {"description": "name", "api_token": "api_token_env", "access_key_id": "access_key_id_env",
@@ -36,9 +36,14 @@ REPOINTING = frozenset({"app_name", "process_type", "provider"})
 # --- export -------------------------------------------------------------------------------
 
 
-def pairs_export() -> tuple[PairsFile, list[str]]:
-    """Every pair and account as a PairsFile, and the names of the pairs left out (those the
-    original variables describe). Secrets are not even read: only their variables' names."""
+ENV_PAIR = "the original variables (MY_HEROKU_*, AWS_SQS_*) describe it"
+DEMO_PAIR = "it is the laptop's sandbox demo, which DynoScaler makes itself wherever the sandbox is on"
+
+
+def pairs_export() -> tuple[PairsFile, list[tuple[str, str]]]:
+    """Every pair and account as a PairsFile, and the pairs left out, each with why: those
+    the original variables describe, and the sandbox demo (a file made on a laptop must
+    import where the sandbox is off). Secrets are not even read: only their variables' names."""
     taken: set[str] = set()
     # Pairs name their accounts by description, which is unique.
     heroku_names = dict(HerokuAccount.objects.values_list("id", "description"))
@@ -56,7 +61,11 @@ def pairs_export() -> tuple[PairsFile, list[str]]:
         .values_list("description", "use_default_chain")
     ]
     pairs = []
-    for pair in ScalingPair.objects.filter(managed_by_env=False).order_by("name").prefetch_related("queues", "schedules"):
+    left_out: list[tuple[str, str]] = []
+    for pair in ScalingPair.objects.order_by("name").prefetch_related("queues", "schedules"):
+        if pair.managed_by_env or is_sandbox_demo(pair):
+            left_out.append((pair.name, ENV_PAIR if pair.managed_by_env else DEMO_PAIR))
+            continue
         pairs.append(PairSpec(
             name=pair.name,
             heroku_account=heroku_names.get(pair.heroku_account_id) if pair.heroku_account_id else None,
@@ -66,7 +75,6 @@ def pairs_export() -> tuple[PairsFile, list[str]]:
                                 key=lambda q: (q.queue, q.region))),
             schedules=tuple(sorted((_schedule_spec(s) for s in pair.schedules.all()), key=_schedule_key)),
         ))
-    left_out = list(ScalingPair.objects.filter(managed_by_env=True).order_by("name").values_list("name", flat=True))
     return PairsFile(tuple(heroku), tuple(aws), tuple(pairs)), left_out
 
 
@@ -228,6 +236,8 @@ class _Importer:
         for pair in ScalingPair.objects.exclude(name__in=in_file).order_by("name"):
             if pair.managed_by_env:
                 self.report.notes.append(f'pair "{pair.name}": made from the original variables; left as it is')
+            elif is_sandbox_demo(pair):
+                self.report.notes.append(f'pair "{pair.name}": the sandbox demo; left as it is')
             elif self.prune:
                 pair_delete(pair=pair)
                 self.report.changes.append(f'pair "{pair.name}": deleted (not in the file, and --prune)')

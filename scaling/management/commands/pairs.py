@@ -46,20 +46,26 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         text = dump(exported, fmt)
         if output:
-            Path(output).write_text(text)
+            try:
+                Path(output).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise CommandError(f"--output: cannot write {output} ({exc.strerror or exc})") from None
             self.stdout.write(f"Wrote {len(exported.pairs)} pair(s), {len(exported.heroku_accounts)} Heroku and "
                               f"{len(exported.aws_accounts)} AWS account(s) to {output}.")
         else:
             self.stdout.write(text, ending="")
-        for name in left_out:  # on stderr, so that standard output stays a clean file
-            self.stderr.write(f"Left out pair {name!r}: the original variables (MY_HEROKU_*, AWS_SQS_*) describe it.")
+        for name, why in left_out:  # on stderr, so that standard output stays a clean file
+            self.stderr.write(f"Left out pair {name!r}: {why}.")
 
     def import_file(self, path: Path, *, dry_run: bool, prune: bool, env: Mapping[str, str] = os.environ) -> None:
         source = "<stdin>" if str(path) == "-" else str(path)
         try:
-            text = sys.stdin.read() if source == "<stdin>" else path.read_text()
+            text = sys.stdin.read() if source == "<stdin>" else path.read_text(encoding="utf-8")
         except OSError as exc:
             raise CommandError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"{source}: not a UTF-8 text file (byte {exc.start + 1} cannot be read); a pairs "
+                               "file is YAML or JSON") from None
         try:
             # YAML reads JSON too, so standard input needs no format.
             spec = load(text, source=source, fmt=format_of(source))
