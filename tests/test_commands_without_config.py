@@ -101,3 +101,22 @@ def test_a_log_level_that_is_not_one_is_named_in_one_line() -> None:
         "DynoScaler is not configured: LOG_LEVEL: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'LOUD'"
     ]
     assert manage("check", LOG_LEVEL="warning", DEBUG="1").returncode == 0
+
+
+def test_export_decisions_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    laptop = {"DEBUG": "1", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    assert manage("migrate", **laptop).returncode == 0
+    made = manage("shell", "-c", (
+        "from scaling.models import Decision\n"
+        "Decision.objects.bulk_create([Decision(pair_name='orders', app_name='orders-app', process_type='worker', "
+        "policy='classic', outcome='no_change', reason='quiet ' * 40, duration_ms=1) for _ in range(3000)])"), **laptop)
+    assert made.returncode == 0, made.stderr
+    # `export_decisions | head -c 600`: the reader closes the pipe after 600 bytes.
+    command = subprocess.Popen([sys.executable, "manage.py", "export_decisions"], cwd=BASE_DIR, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={"PATH": os.environ.get("PATH", ""), **laptop})
+    assert command.stdout is not None and command.stderr is not None
+    first = command.stdout.read(600)
+    command.stdout.close()
+    errors = command.stderr.read().decode()
+    assert command.wait(timeout=60) == 0, errors
+    assert first.startswith(b'{"') and errors == ""

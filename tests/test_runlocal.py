@@ -138,6 +138,13 @@ def test_a_malformed_port_variable_is_named(tmp_path: Path, port: str) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_port_option_out_of_range_is_named(tmp_path: Path) -> None:
+    done = manage("runlocal", "--port", "99999", DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    assert done.returncode == 1
+    assert done.stderr == "CommandError: --port: expected a number from 1 to 65535, got 99999\n"
+    assert not (tmp_path / "db.sqlite3").exists()
+
+
 def test_a_process_that_dies_stops_the_others_and_the_run_fails(tmp_path: Path) -> None:
     port = free_port()
     run = RunLocal(tmp_path, "--port", str(port))

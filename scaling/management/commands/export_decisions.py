@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,8 +21,14 @@ class Command(BaseCommand):
         parser.add_argument("--since", metavar="ISO", help="only decisions at or after this time, e.g. 2026-11-01T00:00:00Z")
 
     def handle(self, *args: Any, pair: str | None = None, since: str | None = None, **options: Any) -> None:
-        for decision in self.decisions(pair=pair, since=parse_since(since)).iterator(chunk_size=2000):
-            self.stdout.write(json.dumps(decision.as_document(), sort_keys=True, default=str))
+        try:
+            for decision in self.decisions(pair=pair, since=parse_since(since)).iterator(chunk_size=2000):
+                self.stdout.write(json.dumps(decision.as_document(), sort_keys=True, default=str))
+            self.stdout.flush()
+        except BrokenPipeError:
+            # The reader has what it wanted (`| head`): stop quietly, as other Unix tools do.
+            # What is still buffered goes nowhere, so closing stdout at exit does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     def decisions(self, *, pair: str | None, since: datetime | None) -> Any:
         qs = Decision.objects.order_by("created_at", "id")

@@ -40,6 +40,8 @@ class Command(BaseCommand):
                 port = env_int("PORT", 8000, minimum=1, maximum=65535)
             except EnvError as exc:
                 raise CommandError(str(exc)) from None
+        elif not 1 <= port <= 65535:
+            raise CommandError(f"--port: expected a number from 1 to 65535, got {port}")
         port_is_free(port)
         if isinstance(sys.stdout, io.TextIOWrapper):
             # The three processes' lines, relayed as they come even into a pipe or a file, and
