@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 
 from scaling.fields import CANNOT_BE_READ, UnreadableSecret, stored_secret
 from scaling.models import HEROKU_MAX_DYNOS_PER_APP, AwsAccount, HerokuAccount, ScalingPair
@@ -22,6 +23,14 @@ def secret_hint(value: str | UnreadableSecret) -> str:
     if isinstance(value, UnreadableSecret):
         return CANNOT_BE_READ
     return f"set, ending …{value[-4:]}" if len(value) >= 8 else ("set" if value else "not set")
+
+
+def raise_floor(field: forms.IntegerField, floor: int, message: str | None = None) -> None:
+    """``field`` refuses every value under ``floor`` with one message (its HTML ``min`` is
+    left alone, so the server's messages for the other fields still come back with it)."""
+    field.min_value = floor
+    field.validators = [v for v in field.validators if not isinstance(v, MinValueValidator)]
+    field.validators.append(MinValueValidator(floor, message=message) if message else MinValueValidator(floor))
 
 
 class WriteOnlySecretsForm(forms.ModelForm):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
@@ -117,7 +118,10 @@ def legacy_config_from_env(env: Mapping[str, str] = os.environ) -> LegacyConfig 
     down_cycles = read(lambda: env_int("DYNOSCALER_DOWN_CYCLES", minimum=1, maximum=1000, env=env))
     threshold = read(lambda: env_float("DYNOSCALER_BACKLOG_THRESHOLD", greater_than=0, env=env))
     # Not one of the original variables (it ran on an outside scheduler); 60 s by default.
-    interval = read(lambda: env_int("DYNOSCALER_INTERVAL_SECONDS", 60, minimum=10, maximum=86400, env=env))
+    interval = read(lambda: env_int("DYNOSCALER_INTERVAL_SECONDS", 60, minimum=1, maximum=86400, env=env))
+    if interval is not None and interval < settings.MIN_INTERVAL_SECONDS:  # the floor every pair has
+        problem("DYNOSCALER_INTERVAL_SECONDS", f"must be at least {settings.MIN_INTERVAL_SECONDS} "
+                                               f"(DYNOSCALER_MIN_INTERVAL), got {interval}")
     if found:
         raise EnvErrors(found)
     assert None not in (token, app, process, queue, region, max_dynos, min_dynos, up_cycles, down_cycles,

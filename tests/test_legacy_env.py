@@ -73,11 +73,18 @@ def test_a_missing_variable_is_named(name: str) -> None:
     ("MY_HEROKU_AS_APP", "My_App", "Heroku app name"),
     ("AWS_SQS_REGION", "virginia", "AWS region"),
     ("AWS_SQS_NAME", "orders queue", "queue's name"),
+    ("DYNOSCALER_INTERVAL_SECONDS", "3", "must be at least 5 (DYNOSCALER_MIN_INTERVAL), got 3"),
 ])
 def test_a_malformed_variable_is_named(name: str, value: str, says: str) -> None:
     with pytest.raises(EnvError) as caught:
         legacy_config_from_env({**LEGACY_ENV, name: value})
     assert str(caught.value).startswith(f"{name}:") and says in str(caught.value)
+
+
+def test_the_interval_variable_has_the_floor_every_pair_has() -> None:
+    # The admin takes 5 s (DYNOSCALER_MIN_INTERVAL); the variable refused anything under 10.
+    config = legacy_config_from_env({**LEGACY_ENV, "DYNOSCALER_INTERVAL_SECONDS": "7"})
+    assert config is not None and config.interval_seconds == 7
 
 
 def test_half_an_aws_key_pair_is_named() -> None:

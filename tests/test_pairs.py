@@ -238,6 +238,25 @@ def test_the_pair_form_names_each_bad_field(admin_client: Any, make_pair: Any) -
     assert not ScalingPair.objects.filter(name="bad").exists()
 
 
+@pytest.mark.parametrize("interval", [-5, 0, 1, 4])
+def test_an_interval_under_the_floor_gets_one_message_whatever_the_value(admin_client: Any, make_pair: Any,
+                                                                          interval: int) -> None:
+    # Before, -5 was told "≥ 0", 0 "≥ 1" and "at least 5 s" together, 1 only "at least 5 s".
+    response = admin_client.post("/admin/scaling/scalingpair/add/", pair_form(make_pair(), interval_seconds=interval))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["interval_seconds"]
+    assert errors == ["At least 5 s (DYNOSCALER_MIN_INTERVAL): SQS's counts are approximate and settle over seconds, "
+                      "so a closer look sees nothing new."]
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_dynos", -3), ("max_dynos", 0), ("up_cycles", -1), ("up_cycles", 0)])
+def test_a_number_under_a_fields_lowest_value_is_told_that_value(admin_client: Any, make_pair: Any, field: str,
+                                                                  value: int) -> None:
+    response = admin_client.post("/admin/scaling/scalingpair/add/", pair_form(make_pair(), policy="classic",
+                                                                              **{field: value}))
+    assert response.context["adminform"].form.errors[field] == ["Ensure this value is greater than or equal to 1."]
+
+
 def test_healthz_answers_for_the_web_dyno(client: Any) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200

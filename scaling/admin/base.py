@@ -6,15 +6,19 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+
+from scaling.forms import raise_floor
 
 
 def _lookup_problem(exc: Exception) -> str:
@@ -33,6 +37,20 @@ class GuardedAdmin(admin.ModelAdmin):
     database as they come, where PostgreSQL refuses a NUL byte. Every model admin on the
     site derives from this, Django's own user and group admins included.
     """
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        floors = [v.limit_value for v in db_field.validators if isinstance(v, MinValueValidator)]
+        if isinstance(field, forms.IntegerField) and floors:
+            # The form checks a number against the model's own lowest value, so -5 and 0 get
+            # the same message as 1 would (a positive field's form stops at 0 otherwise).
+            floor, message = self.number_floor(db_field.name, max(floors))
+            raise_floor(field, floor, message)
+        return field
+
+    def number_floor(self, name: str, floor: int) -> tuple[int, str | None]:
+        """The lowest value of a number field, and its message (None: Django's own)."""
+        return floor, None
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         # Django turns IncorrectLookupParameters into a redirect to the plain list (?e=1);

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -26,6 +27,7 @@ from scaling.charts import line_chart
 from scaling.fields import CANNOT_BE_READ, SecretUnreadable
 from scaling.forms import AccountChoiceField, NumberStepForm, PauseForm, QueueFormSet, ScaleNowForm, ScheduleFormSet
 from scaling.models import Decision, PairQueue, PairSchedule, ScalingPair
+from scaling.models.pairs import interval_floor_problem
 
 
 def learned_context(pair: ScalingPair) -> dict[str, Any]:
@@ -118,6 +120,11 @@ class ScalingPairAdmin(GuardedAdmin):
         if not problems:
             return "ok"
         return format_html_join("; ", '<a href="{}" style="color:#b30000">{} ' + CANNOT_BE_READ + "</a>", problems)
+
+    def number_floor(self, name: str, floor: int) -> tuple[int, str | None]:
+        if name == "interval_seconds":
+            return settings.MIN_INTERVAL_SECONDS, interval_floor_problem()
+        return super().number_floor(name, floor)
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name in ("heroku_account", "aws_account"):

@@ -39,6 +39,12 @@ class ScalingPairQuerySet(models.QuerySet["ScalingPair"]):
         return self.filter(enabled=True)
 
 
+def interval_floor_problem() -> str:
+    """What a cycle interval under the floor (DYNOSCALER_MIN_INTERVAL) is told, whatever its value."""
+    return (f"At least {settings.MIN_INTERVAL_SECONDS} s (DYNOSCALER_MIN_INTERVAL): SQS's counts are approximate "
+            "and settle over seconds, so a closer look sees nothing new.")
+
+
 class ScalingPair(models.Model):
     """One Heroku app's process type, scaled on the backlog of one or more SQS queues."""
 
@@ -280,10 +286,7 @@ class ScalingPair(models.Model):
                 errors["app_name"] = (f"The pair {other!r} already scales this app's {self.process_type} dynos: "
                                       "edit that pair, or choose another app or process type.")
         if self.interval_seconds is not None and self.interval_seconds < settings.MIN_INTERVAL_SECONDS:
-            errors["interval_seconds"] = (
-                f"At least {settings.MIN_INTERVAL_SECONDS} s (DYNOSCALER_MIN_INTERVAL): SQS's counts are "
-                "approximate and settle over seconds, so a closer look sees nothing new."
-            )
+            errors["interval_seconds"] = interval_floor_problem()
         if errors:
             raise ValidationError(errors)
 
