@@ -91,6 +91,15 @@ def test_scale_now_sets_the_formation_records_it_and_holds_the_policy_off(busy: 
     assert heroku.quantity("orders-app") == 4
 
 
+def test_scale_now_past_the_bounds_says_the_policy_will_bring_it_back(busy: Any) -> None:
+    pair, heroku = busy  # bounds 1–5
+    decision = services.pair_scale_now(pair=pair, quantity=8, user="alice")
+    assert heroku.quantity("orders-app") == 8
+    assert decision.reason.endswith("8 is outside the pair's bounds (1–5), so the first cycle after that brings it "
+                                    "back within them")
+    assert "outside" not in services.pair_scale_now(pair=pair, quantity=5, user="alice").reason
+
+
 def test_check_connection_says_what_works_and_changes_nothing(busy: Any, sqs: Any) -> None:
     pair, heroku = busy
     checks = services.pair_check_connection(pair=pair)

@@ -64,10 +64,14 @@ def pair_scale_now(*, pair: ScalingPair, quantity: int, user: str, now: datetime
         claim_release(pair, claim, **({"unconfirmed_quantity": quantity} if lost else {}))
         raise
     hold = now + timedelta(seconds=pair.manual_hold_seconds)
+    # A person may go past the bounds (an emergency); the first cycle after the hold will not.
+    outside = (f"; {applied} is outside the pair's bounds ({pair.min_dynos}–{pair.max_dynos}), so the first cycle "
+               "after that brings it back within them"
+               if not pair.min_dynos <= applied <= pair.max_dynos else "")
     result = CycleResult(
         outcome=Decision.Outcome.APPLIED,
         reason=f"scaled by {user} from {before.quantity} to {applied} dynos (scale now); "
-        f"the policy holds off until {hold:%H:%M} UTC",
+        f"the policy holds off until {hold:%H:%M} UTC{outside}",
         process=before, desired=quantity, applied=applied, rate_limit_remaining=remaining,
         expected_quantity=applied, paused_until=hold, paused_by=user, refusal=FORGET_REFUSAL, heroku_calls=calls,
     )
