@@ -160,8 +160,9 @@ def _checked(name: str, value: str, validator: object) -> str:
         raise EnvError(name, " ".join(str(m) for m in exc.messages)) from None
     return value
 
-def legacy_pair_save(*, config: LegacyConfig) -> ScalingPair:
-    """Make the env-described pair and its credentials match the variables.
+def legacy_pair_save(*, config: LegacyConfig) -> tuple[ScalingPair, str]:
+    """Make the env-described pair and its credentials match the variables; and what that
+    did, in a word: "created", "updated" or "unchanged".
 
     Idempotent and safe to race (worker and beat both call it at start-up): the loser of
     a simultaneous first creation retries and finds the winner's rows.
@@ -182,7 +183,7 @@ def legacy_pair_save(*, config: LegacyConfig) -> ScalingPair:
         pair_schedule_sync(pair=pair)
     if created:  # the first start with these variables scales at once, not an interval later
         pair_first_cycle(pair=pair)
-    return pair
+    return pair, "created" if created else "updated" if changed else "unchanged"
 
 
 def _own_description(model: type[HerokuAccount] | type[AwsAccount], wanted: str) -> str:
@@ -255,8 +256,16 @@ class LegacySync:
     no configured key decrypts (the key was lost or changed)."""
 
     pair: ScalingPair | None
+    done: str = "unchanged"  # what happened to the pair: "created", "updated" or "unchanged"
     restored: tuple[str, ...] = ()  # the env pair's accounts, whose secrets the environment supplied again
     unreadable: tuple[str, ...] = ()  # accounts whose secret still cannot be read
+
+    def said(self) -> str | None:
+        """What happened to the pair, in one line (None when the variables describe none)."""
+        if self.pair is None:
+            return None
+        what = {"created": "was created from", "updated": "was updated from"}.get(self.done, "is up to date with")
+        return f"Pair {self.pair.name!r} {what} the environment (every {self.pair.interval_seconds} s)."
 
     def problem(self) -> str | None:
         """One line for the release phase's output and the worker's log, or None."""
@@ -289,10 +298,10 @@ def legacy_pair_sync(env: Mapping[str, str] = os.environ, *, config: LegacyConfi
     race (worker and beat both call it as they start)."""
     config = config or legacy_config_from_env(env)
     before = {(type(a), a.pk): a for a in accounts_with_unreadable_secrets()}
-    pair = legacy_pair_save(config=config) if config is not None else None
+    pair, done = legacy_pair_save(config=config) if config is not None else (None, "unchanged")
     after = {(type(a), a.pk): a for a in accounts_with_unreadable_secrets()}
     restored = tuple(_label(a) for key, a in before.items() if a.managed_by_env and key not in after)
-    return LegacySync(pair=pair, restored=restored, unreadable=tuple(_label(a) for a in after.values()))
+    return LegacySync(pair=pair, done=done, restored=restored, unreadable=tuple(_label(a) for a in after.values()))
 
 
 def legacy_variables_set(env: Mapping[str, str] = os.environ) -> bool:
@@ -317,8 +326,9 @@ def legacy_pair_sync_at_start(env: Mapping[str, str] = os.environ) -> bool:
     problem = report.problem()
     if problem:
         log.warning("%s", problem)
-    if report.pair is not None:
-        log.info("Pair %r is up to date with the environment (every %d s)", report.pair.name, report.pair.interval_seconds)
+    said = report.said()
+    if said:
+        log.info("%s", said)
     return described
 
 

@@ -189,8 +189,16 @@ def test_sync_env_pair_command_says_what_it_did(monkeypatch: Any) -> None:
     assert "not set; nothing to do" in out.getvalue()
     for name, value in LEGACY_ENV.items():
         monkeypatch.setenv(name, value)
+    out = io.StringIO()
     call_command("sync_env_pair", stdout=out)
-    assert "'orders-app/worker (env)' is up to date" in out.getvalue()
+    assert out.getvalue() == "Pair 'orders-app/worker (env)' was created from the environment (every 60 s).\n"
+    out = io.StringIO()
+    call_command("sync_env_pair", stdout=out)
+    assert out.getvalue() == "Pair 'orders-app/worker (env)' is up to date with the environment (every 60 s).\n"
+    monkeypatch.setenv("DYNOSCALER_MAX_DYNOS", "9")
+    out = io.StringIO()
+    call_command("sync_env_pair", stdout=out)
+    assert out.getvalue() == "Pair 'orders-app/worker (env)' was updated from the environment (every 60 s).\n"
 
 
 def test_a_queue_url_in_another_region_than_aws_sqs_region_is_named() -> None:

@@ -146,7 +146,7 @@ def test_the_release_phase_says_what_is_wrong_in_one_line(settings: Any) -> None
     result = subprocess.run([sys.executable, "manage.py", "sync_env_pair"], env=env, capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "Pair 'orders-app/worker (env)' is up to date with the environment."
+    assert result.stdout.strip() == "Pair 'orders-app/worker (env)' is up to date with the environment (every 60 s)."
     assert "Traceback" not in result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "Heroku account “dynoscaler”" in line and "stored again from the environment" in line

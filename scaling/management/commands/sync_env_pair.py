@@ -19,10 +19,7 @@ class Command(BaseCommand):
             report = legacy_pair_sync()
         except EnvError as exc:
             raise CommandError(f"the original DynoScaler variables: {exc}") from None
-        if report.pair is None:
-            self.stdout.write("The original DynoScaler variables are not set; nothing to do.")
-        else:
-            self.stdout.write(f"Pair {report.pair.name!r} is up to date with the environment.")
+        self.stdout.write(report.said() or "The original DynoScaler variables are not set; nothing to do.")
         problem = report.problem()
         if problem:
             # A warning, not a failure: the release must go out so that the secrets can be
