@@ -11,7 +11,7 @@ simulator and in table-driven tests.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from scaling.policy_types import (
@@ -139,6 +139,19 @@ def _describe_load(visible: int, running: int, bpi: float | None) -> str:
 POLICIES: dict[str, Policy] = {p.name: p for p in (ClassicPolicy(), TargetWaitPolicy())}
 
 
+def setting_names(policy: Policy) -> tuple[list[str], list[str]]:
+    """The settings ``policy`` reads, and those of them it has no default for: a peer's
+    documented defaults (``scaling.baselines``), or the fields of our policies' settings."""
+    defaults: Mapping[str, Any] | None = getattr(policy, "defaults", None)
+    if defaults is not None:
+        return list(defaults), []
+    kind = {ClassicPolicy: ClassicSettings, TargetWaitPolicy: TargetWaitSettings}.get(type(policy))
+    if kind is None:
+        return [], []
+    every = fields(kind)
+    return [f.name for f in every], [f.name for f in every if f.default is MISSING and f.default_factory is MISSING]
+
+
 def get_policy(name: str) -> Policy:
     try:
         return POLICIES[name]
@@ -149,4 +162,5 @@ def get_policy(name: str) -> Policy:
 __all__ = [
     "POLICIES", "Bounds", "ClassicPolicy", "ClassicSettings", "Observation", "Policy", "TargetWaitPolicy",
     "TargetWaitSettings", "Verdict", "backlog_per_instance", "bounded", "ceil_count", "get_policy", "outcome",
+    "setting_names",
 ]

@@ -12,7 +12,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from scaling.baselines import KedaSqsHpa
 from scaling.models import Decision, ScalingPair
+from tests.test_commands_without_config import manage
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +31,15 @@ def simulate_json(*args: str) -> Any:
     out = io.StringIO()
     call_command("simulate", *args, "--json", stdout=out)
     return json.loads(out.getvalue())
+
+
+def refusal(*args: str) -> str:
+    """The error a run with these arguments stops on; it must have printed nothing first."""
+    out = io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("simulate", *args, stdout=out)
+    assert out.getvalue() == ""
+    return str(refused.value)
 
 
 def test_simulate_a_policy_on_a_trace_prints_cost_and_wait(burst_csv: Path) -> None:
@@ -118,3 +129,86 @@ def test_with_cloudwatch_the_simulation_says_what_the_policy_learned(burst_csv: 
     result = simulate_json("--trace", str(burst_csv), "--policy", "target_wait", "--set", "dyno_rate=10", "--rate", "5",
                            "--cloudwatch")
     assert result["learned"]["rate"]["operator"] == 10 and result["learned"]["rate"]["value"] < 10
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--rate", "-3", "--rate: must be greater than 0, got -3"),
+    ("--rate", "0", "--rate: must be greater than 0, got 0"),
+    ("--rate", "nan", "--rate: expected a finite number, got nan"),
+    ("--concurrency", "0", "--concurrency: must be at least 1, got 0"),
+    ("--boot", "-5", "--boot: cannot be negative, got -5"),
+    ("--lag", "-1", "--lag: cannot be negative, got -1"),
+    ("--target", "-5", "--target: must be greater than 0, got -5"),
+    ("--set", "dyno_rate=0", "--set dyno_rate: must be greater than 0, got 0"),
+    ("--set", "interval_seconds=0", "--set: interval_seconds must be greater than 0"),
+])
+def test_a_world_figure_out_of_range_is_refused_naming_its_option(burst_csv: Path, option: str, value: str,
+                                                                 says: str) -> None:
+    assert refusal("--trace", str(burst_csv), "--policy", "keda", option, value) == says
+
+
+@pytest.mark.parametrize("days, says", [
+    ("-1", "--days: must be greater than 0 (fractions allowed: 0.5 is 12 hours), got -1"),
+    ("0", "--days: must be greater than 0 (fractions allowed: 0.5 is 12 hours), got 0"),
+    ("1e9", "--days: 1e+09 days back is before the calendar starts"),
+])
+def test_days_back_must_be_a_span_of_time(make_pair: Any, days: str, says: str) -> None:
+    make_pair()
+    assert refusal("--from-history", "orders", "--days", days) == says
+
+
+def test_an_unknown_setting_is_refused_with_the_policys_own_settings(burst_csv: Path) -> None:
+    said = refusal("--trace", str(burst_csv), "--policy", "target_wait", "--set", "dyno_rate=1",
+                   "--set", "target_wait=30")
+    assert said.startswith("--set: the target_wait policy has no setting 'target_wait' "
+                           "(did you mean target_wait_seconds?); its settings: boot_seconds, ")
+    said = refusal("--trace", str(burst_csv), "--policy", "keda", "--set", "nosuch=1")
+    assert said.startswith("--set: the keda policy has no setting 'nosuch'; its settings: ")
+    assert all(key in said for key in KedaSqsHpa.defaults)
+    # The settings the command reads for the simulated world stay accepted with any policy.
+    assert simulate_json("--trace", str(burst_csv), "--policy", "keda", "--set", "dyno_rate=10",
+                         "--set", "queue_length=5")["settings"] == {"dyno_rate": 10, "queue_length": 5}
+
+
+def test_the_classic_policy_says_which_settings_it_needs(burst_csv: Path) -> None:
+    assert refusal("--trace", str(burst_csv), "--policy", "classic") == (
+        "--set: the classic policy needs backlog_threshold, up_cycles and down_cycles "
+        "(e.g. --set backlog_threshold=100 --set up_cycles=2 --set down_cycles=5)")
+    assert refusal("--trace", str(burst_csv), "--policy", "classic", "--set", "up_cycles=1",
+                   "--set", "down_cycles=1") == (
+        "--set: the classic policy needs backlog_threshold (e.g. --set backlog_threshold=100)")
+
+
+def test_a_trace_that_is_not_utf8_text_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"\xff\xfe\x00")
+    assert refusal("--trace", str(path), "--policy", "keda") == f"--trace: {path} is not a UTF-8 text file"
+
+
+def test_a_spreadsheets_byte_order_mark_does_not_hide_the_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf0,5\n1,3\n")
+    assert simulate_json("--trace", str(path), "--policy", "keda")["messages"] == 8
+
+
+@pytest.mark.parametrize("name, says", [
+    ("missing/run.png", "--plot: no directory {tmp}/missing"),
+    ("run.txt", "--plot: {tmp}/run.txt must end in one of .avif, .eps, "),
+    ("run", "--plot: {tmp}/run must end in one of "),
+])
+def test_a_plot_that_cannot_be_written_is_refused_before_the_run(burst_csv: Path, tmp_path: Path, name: str,
+                                                                 says: str) -> None:
+    said = refusal("--trace", str(burst_csv), "--policy", "keda", "--plot", str(tmp_path / name))
+    assert said.startswith(says.format(tmp=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["burst.csv"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--rate", "-3"], "--rate: must be greater than 0, got -3"),
+    (["--set", "target_wait=30"], "--set: the keda policy has no setting 'target_wait'"),
+    (["--plot", "/nonexistent/dir/x.png"], "--plot: no directory /nonexistent/dir"),
+])
+def test_on_the_command_line_a_refusal_is_one_line(burst_csv: Path, args: list[str], says: str) -> None:
+    done = manage("simulate", "--trace", str(burst_csv), "--policy", "keda", *args, SECRET_KEY="test-only-key")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith(f"CommandError: {says}") and done.stderr.count("\n") == 1

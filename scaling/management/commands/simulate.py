@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
 import sys
+from collections.abc import Mapping
 from datetime import timedelta
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +18,13 @@ from django.utils import timezone
 
 from scaling.baselines import BASELINES
 from scaling.models import Decision, PairSample, ScalingPair
-from scaling.policies import POLICIES, Bounds, Policy
+from scaling.policies import POLICIES, Bounds, Policy, setting_names
 from scaling.schedules import ScheduleWindow
 from scaling.simulator import FLAP_SECONDS, Result, World, simulate, trace_from_history
 
 BOUND_KEYS = ("min_dynos", "max_dynos", "interval_seconds")
+# Settings this command reads for the simulated world whatever the policy (see ``world``).
+WORLD_KEYS = ("dyno_rate", "dyno_concurrency", "boot_seconds", "target_wait_seconds")
 
 
 class Command(BaseCommand):
@@ -47,17 +53,12 @@ class Command(BaseCommand):
         parser.add_argument("--plot", metavar="OUT.png", help="draw queue, dynos and wait over time")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        if opts["plot"]:
+            check_plot_path(Path(opts["plot"]))  # before the run, not after it
         pair = self.find_pair(opts["pair"] or opts["from_history"]) if (opts["pair"] or opts["from_history"]) else None
         name, policy, settings, bounds, interval, windows = self.configure(pair, opts)
+        world = self.world(opts, settings, pair)
         trace = self.load_trace(Path(opts["trace"])) if opts["trace"] else self.history_trace(pair, opts["days"], settings)
-        world = World(
-            dyno_rate=opts["rate"] or float(settings.get("dyno_rate") or (pair.dyno_rate if pair else 1.0)),
-            dyno_concurrency=opts["concurrency"] or int(settings.get("dyno_concurrency") or 1),
-            boot_seconds=opts["boot"] if opts["boot"] is not None else float(settings.get("boot_seconds", 45)),
-            lag_seconds=opts["lag"] if opts["lag"] is not None else 30.0,
-            target_wait_seconds=opts["target"] or float(settings.get("target_wait_seconds", 120)),
-            cloudwatch=bool(opts["cloudwatch"]),
-        )
         show_progress = not opts["json"] and len(trace) >= 6 * 3600
         result = simulate(trace, policy=policy, settings=settings, bounds=bounds, interval=interval, world=world,
                           windows=windows, progress=self.progress if show_progress else None)
@@ -89,10 +90,13 @@ class Command(BaseCommand):
         settings: dict[str, Any] = dict(pair.policy_settings()) if pair and pair.policy == name else {}
         limits: dict[str, float] = {"min_dynos": pair.min_dynos if pair else 0, "max_dynos": pair.max_dynos if pair else 100,
                                     "interval_seconds": pair.interval_seconds if pair else float(getattr(policy, "interval", 30))}
+        known = setting_names(policy)[0]
         for item in opts["overrides"]:
             key, sep, raw = item.partition("=")
             if not sep or not key:
                 raise CommandError(f"--set: expected KEY=VALUE, got {item!r}")
+            if key not in {*known, *BOUND_KEYS, *WORLD_KEYS}:
+                raise CommandError(_unknown_setting(name, key, known))
             value = _number(raw, key)
             if key in BOUND_KEYS:
                 limits[key] = value
@@ -102,17 +106,38 @@ class Command(BaseCommand):
             settings.setdefault("interval_seconds", limits["interval_seconds"])
         try:
             bounds = Bounds(int(limits["min_dynos"]), int(limits["max_dynos"]))
+            if not limits["interval_seconds"] > 0:
+                raise ValueError("interval_seconds must be greater than 0")
             policy.decide(_probe(), bounds, settings, {})  # reject bad settings before a long run
-        except (ValueError, KeyError, TypeError) as exc:
+        except KeyError as exc:
+            raise CommandError(_missing_settings(name, policy, settings) or f"--set: {name} needs {exc}") from None
+        except (ValueError, TypeError) as exc:
             raise CommandError(f"--set: {exc}") from None
         windows = pair.schedule_windows() if pair and pair.policy == name else []
         return name, policy, settings, bounds, float(limits["interval_seconds"]), windows
 
+    def world(self, opts: dict[str, Any], settings: Mapping[str, Any], pair: ScalingPair | None) -> World:
+        """The simulated world: each figure from its option, else the settings, else a default."""
+        return World(
+            dyno_rate=_figure(opts, "rate", settings, "dyno_rate", pair.dyno_rate if pair else 1.0, low=0, strict=True),
+            dyno_concurrency=int(_figure(opts, "concurrency", settings, "dyno_concurrency", 1, low=1)),
+            boot_seconds=_figure(opts, "boot", settings, "boot_seconds", 45.0, low=0),
+            lag_seconds=_figure(opts, "lag", {}, "lag_seconds", 30.0, low=0),  # the settings' lag is the policy's belief
+            target_wait_seconds=_figure(opts, "target", settings, "target_wait_seconds", 120.0, low=0, strict=True),
+            cloudwatch=bool(opts["cloudwatch"]),
+        )
+
     def load_trace(self, path: Path) -> list[float]:
         try:
-            rows = list(csv.reader(path.open(newline="")))
+            # utf-8-sig: a spreadsheet's byte-order mark must not turn the first row into a "header".
+            with path.open(newline="", encoding="utf-8-sig") as file:
+                rows = list(csv.reader(file))
         except OSError as exc:
             raise CommandError(f"--trace: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"--trace: {path} is not a UTF-8 text file") from None
+        except csv.Error as exc:
+            raise CommandError(f"--trace: {path} is not a CSV of second,arrivals: {exc}") from None
         seconds: dict[int, float] = {}
         for line, row in enumerate(rows, 1):
             if not row or (line == 1 and not row[0].strip().lstrip("-").isdigit()):
@@ -135,7 +160,12 @@ class Command(BaseCommand):
 
     def history_trace(self, pair: ScalingPair | None, days: float, settings: dict[str, Any]) -> list[float]:
         assert pair is not None
-        since = timezone.now() - timedelta(days=days)
+        if not (math.isfinite(days) and days > 0):
+            raise CommandError(f"--days: must be greater than 0 (fractions allowed: 0.5 is 12 hours), got {days:g}")
+        try:
+            since = timezone.now() - timedelta(days=days)
+        except OverflowError:
+            raise CommandError(f"--days: {days:g} days back is before the calendar starts") from None
         # Every cycle's sample while they are kept; the decisions (one per change or quiet run) before.
         samples = list(PairSample.objects.filter(pair=pair, at__gte=since).order_by("at")
                        .values_list("at", "visible", "in_flight", "running"))
@@ -181,15 +211,73 @@ class Command(BaseCommand):
 
 def _number(raw: str, key: str) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        raise CommandError(f"--set {key}: expected a number, got {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise CommandError(f"--set {key}: expected a number, got {raw!r}")
+    return value
+
+
+def _unknown_setting(name: str, key: str, known: list[str]) -> str:
+    also = [k for k in (*BOUND_KEYS, *WORLD_KEYS) if k not in known]
+    guess = get_close_matches(key, [*known, *also], n=1)
+    return (f"--set: the {name} policy has no setting {key!r}" + (f" (did you mean {guess[0]}?)" if guess else "")
+            + f"; its settings: {', '.join(sorted(known)) or 'none'}; also {', '.join(also)}")
+
+
+def _missing_settings(name: str, policy: Policy, settings: Mapping[str, Any]) -> str | None:
+    """A sentence naming the settings the policy has no default for and were not given."""
+    needed = [key for key in setting_names(policy)[1] if key not in settings]
+    if not needed:
+        return None
+    # Example values: the same rule's documented defaults, where the bench has them.
+    examples: Mapping[str, Any] = getattr(BASELINES.get(name), "defaults", {})
+    given = " ".join(f"--set {k}={examples[k]:g}" if k in examples else f"--set {k}=VALUE" for k in needed)
+    listed = needed[0] if len(needed) == 1 else f"{', '.join(needed[:-1])} and {needed[-1]}"
+    return f"--set: the {name} policy needs {listed} (e.g. {given})"
+
+
+def _figure(opts: Mapping[str, Any], option: str, settings: Mapping[str, Any], key: str, default: float,
+            *, low: float, strict: bool = False) -> float:
+    """One figure of the simulated world: ``--option``, else the setting ``key``, else ``default``;
+    refused, naming where it came from, below ``low`` (or at it, when ``strict``)."""
+    if opts[option] is not None:
+        value, source = float(opts[option]), f"--{option}"
+    elif settings.get(key) is not None:
+        value, source = float(settings[key]), f"--set {key}"
+    else:
+        return float(default)
+    if not math.isfinite(value):
+        raise CommandError(f"{source}: expected a finite number, got {value:g}")
+    if strict and not value > low:
+        raise CommandError(f"{source}: must be greater than {low:g}, got {value:g}")
+    if value < low:
+        raise CommandError(f"{source}: " + (f"must be at least {low:g}" if low else "cannot be negative") + f", got {value:g}")
+    return value
 
 
 def _probe() -> Any:
     from scaling.policies import Observation
 
     return Observation(visible=0, in_flight=0, delayed=0, quantity=1, running=1)
+
+
+def check_plot_path(path: Path) -> None:
+    """Refuse a plot file matplotlib cannot write, or a place it cannot write to, before a long run."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    # pgf runs xelatex, rarely installed where this runs: it would fail only after the run.
+    formats = sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"})
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise CommandError(f"--plot: {path} must end in one of .{', .'.join(formats)}")
+    folder = path.parent
+    if path.is_dir():
+        raise CommandError(f"--plot: {path} is a directory")
+    if not folder.is_dir():
+        raise CommandError(f"--plot: no directory {folder}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CommandError(f"--plot: cannot write to {path}")
 
 
 def plot(result: Result, world: World, path: Path, *, title: str) -> None:
