@@ -113,7 +113,7 @@ def legacy_config_from_env(env: Mapping[str, str] = os.environ) -> LegacyConfig 
     max_dynos = read(lambda: env_int("DYNOSCALER_MAX_DYNOS", minimum=1, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env))
     min_dynos = read(lambda: env_int("DYNOSCALER_MIN_DYNOS", minimum=0, maximum=HEROKU_MAX_DYNOS_PER_APP, env=env))
     if min_dynos is not None and max_dynos is not None and min_dynos > max_dynos:
-        problem("DYNOSCALER_MIN_DYNOS", f"({min_dynos}) cannot be above DYNOSCALER_MAX_DYNOS ({max_dynos})")
+        problem("DYNOSCALER_MIN_DYNOS", f"{min_dynos} cannot be above DYNOSCALER_MAX_DYNOS ({max_dynos})")
     up_cycles = read(lambda: env_int("DYNOSCALER_UP_CYCLES", minimum=1, maximum=1000, env=env))
     down_cycles = read(lambda: env_int("DYNOSCALER_DOWN_CYCLES", minimum=1, maximum=1000, env=env))
     threshold = read(lambda: env_float("DYNOSCALER_BACKLOG_THRESHOLD", greater_than=0, env=env))
@@ -150,7 +150,7 @@ class EnvErrors(EnvError):
     def __init__(self, errors: list[EnvError]) -> None:
         self.errors = errors
         self.name = errors[0].name
-        ValueError.__init__(self, "; ".join(str(e) for e in errors))
+        ValueError.__init__(self, "; ".join(str(e).rstrip(".") for e in errors))
 
 
 def _checked(name: str, value: str, validator: object) -> str:

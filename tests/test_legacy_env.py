@@ -65,7 +65,7 @@ def test_a_missing_variable_is_named(name: str) -> None:
     ("DYNOSCALER_MAX_DYNOS", "0", "must be at least 1"),
     ("DYNOSCALER_MAX_DYNOS", "500", "must be at most 100"),
     ("DYNOSCALER_MIN_DYNOS", "-1", "must be at least 0"),
-    ("DYNOSCALER_MIN_DYNOS", "9", "cannot be above DYNOSCALER_MAX_DYNOS"),
+    ("DYNOSCALER_MIN_DYNOS", "9", "DYNOSCALER_MIN_DYNOS: 9 cannot be above DYNOSCALER_MAX_DYNOS (4)"),
     ("DYNOSCALER_UP_CYCLES", "1.5", "expected a whole number"),
     ("DYNOSCALER_BACKLOG_THRESHOLD", "lots", "expected a number"),
     ("DYNOSCALER_BACKLOG_THRESHOLD", "0", "must be greater than 0"),
@@ -158,6 +158,19 @@ def test_scale_once_with_only_the_original_variables_scales_the_pair(sqs: Any, h
 
 
 @pytest.mark.django_db
+def test_scale_once_says_a_cycles_error_once(sqs: Any, heroku: Any, monkeypatch: Any) -> None:
+    for name, value in LEGACY_ENV.items():
+        monkeypatch.setenv(name, value)
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)  # and no queue "orders"
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="at least one cycle failed"):
+        call_command("scale_once", stdout=out)
+    line = out.getvalue().splitlines()[0]
+    assert line == ("orders-app/worker (env): error: could not read the queues; formation held [SQS: "
+                    "AWS.SimpleQueueService.NonExistentQueue: queue 'orders' does not exist in this account and region]")
+
+
+@pytest.mark.django_db
 def test_scale_once_names_a_malformed_original_variable(monkeypatch: Any) -> None:
     for name, value in LEGACY_ENV.items():
         monkeypatch.setenv(name, value)
@@ -199,6 +212,12 @@ def test_sync_env_pair_command_says_what_it_did(monkeypatch: Any) -> None:
     out = io.StringIO()
     call_command("sync_env_pair", stdout=out)
     assert out.getvalue() == "Pair 'orders-app/worker (env)' was updated from the environment (every 60 s).\n"
+
+
+def test_several_bad_variables_read_as_one_sentence() -> None:
+    with pytest.raises(EnvError) as caught:
+        legacy_config_from_env({**LEGACY_ENV, "AWS_SQS_REGION": "virginia", "DYNOSCALER_UP_CYCLES": "x"})
+    assert ".;" not in str(caught.value) and str(caught.value).count("; ") == 1
 
 
 def test_a_queue_url_in_another_region_than_aws_sqs_region_is_named() -> None:

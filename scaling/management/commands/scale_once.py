@@ -58,6 +58,7 @@ class Command(BaseCommand):
 
 def format_decision(d: Decision) -> str:
     line = f"{d.pair_name}: {d.outcome}: {d.reason}"
-    if d.error:
-        line += f" [error: {d.error}]"
+    # The error is "System: what it said"; a reason that already says it is not repeated.
+    if d.error and d.error.split(": ", 1)[-1] not in d.reason:
+        line += f" [{d.error}]"
     return line
