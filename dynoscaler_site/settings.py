@@ -39,7 +39,7 @@ try:
 
     # Celery: Redis in production; on a laptop, a broker that needs no server.
     _redis_url = env_optional("REDIS_URL")
-    CELERY_BROKER_URL = _redis_url or "filesystem://"
+    CELERY_BROKER_URL = _redis_url or "filesystem://localhost/"  # (a host, or Kombu warns at every send)
     HEROKU_API_URL = env_str("HEROKU_API_URL", "https://api.heroku.com")
     HEROKU_TIMEOUT_SECONDS = env_int("HEROKU_TIMEOUT_SECONDS", 10, minimum=1)
     AWS_TIMEOUT_SECONDS = env_int("AWS_TIMEOUT_SECONDS", 10, minimum=1)

@@ -120,3 +120,16 @@ def test_export_decisions_into_a_reader_that_stops_early_ends_quietly(tmp_path: 
     errors = command.stderr.read().decode()
     assert command.wait(timeout=60) == 0, errors
     assert first.startswith(b'{"') and errors == ""
+
+
+def test_the_laptop_broker_sends_without_a_warning(tmp_path: Path) -> None:
+    # Every task sent on a laptop logged "No hostname was supplied" (Kombu, on a URL with no host).
+    done = manage("shell", "-c", (
+        "from django.conf import settings\n"
+        "from celery import current_app\n"
+        "with current_app.connection_for_write() as connection:\n"
+        "    print(connection.info()['hostname'], connection.transport_cls)"),
+        DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "localhost filesystem"
+    assert "No hostname" not in done.stderr and "WARNING" not in done.stderr
