@@ -134,13 +134,19 @@ class AccountChoiceField(forms.ModelChoiceField):
 
 class QueueFormSet(forms.BaseInlineFormSet):
     """A Heroku + SQS pair reads at least one queue, and is told so by name when it has
-    none; a sandbox pair has none to read (its queue is simulated), so it needs no row."""
+    none; a sandbox pair has none to read (its queue is simulated), and is told so when
+    it is given one."""
 
     def clean(self) -> None:
         super().clean()
-        if self.instance.provider != ScalingPair.Provider.HEROKU or any(form.errors for form in self.forms):
+        if any(form.errors for form in self.forms):
             return
         kept = [form for form in self.forms if form.cleaned_data and not form.cleaned_data.get("DELETE")]
+        if self.instance.provider == ScalingPair.Provider.SANDBOX:
+            if kept:
+                raise forms.ValidationError("A sandbox pair reads no queue (its queue is simulated): delete these rows.",
+                                            code="sandbox_queue")
+            return
         if not kept:
             raise forms.ValidationError("A Heroku + SQS pair needs at least one SQS queue: fill in its name (or URL) "
                                         "and region below.", code="no_queue")

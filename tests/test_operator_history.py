@@ -324,6 +324,26 @@ def test_the_sandbox_pair_saves_from_its_own_page(admin_client: Any, settings: A
     assert ScalingPair.objects.get(pk=pair.pk).max_dynos == 6
 
 
+def test_a_sandbox_pair_given_accounts_or_a_queue_is_told_it_uses_none(admin_client: Any, make_pair: Any,
+                                                                       settings: Any) -> None:
+    # Kept, they suggested the pair reads or scales something real, and travelled in exports.
+    settings.SANDBOX_ENABLED = True
+    existing = make_pair()
+    data = pair_add_form(admin_client, name="demo", app_name="demo-app", provider="sandbox",
+                         heroku_account=str(existing.heroku_account_id), aws_account=str(existing.aws_account_id),
+                         **{"queues-0-queue": "orders", "queues-0-region": "us-east-1"})
+    response = admin_client.post("/admin/scaling/scalingpair/add/", data)
+    page = response.content.decode()
+    assert response.status_code == 200 and not ScalingPair.objects.filter(name="demo").exists()
+    assert page.count("A sandbox pair uses no account") == 2
+    assert "A sandbox pair reads no queue (its queue is simulated): delete these rows." in page
+    del data["heroku_account"], data["aws_account"]
+    data["queues-0-queue"], data["queues-0-region"] = [""], [""]
+    response = admin_client.post("/admin/scaling/scalingpair/add/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ScalingPair.objects.get(name="demo").queues.count() == 0
+
+
 def test_a_heroku_pair_without_a_queue_is_told_to_name_one(admin_client: Any, make_pair: Any) -> None:
     existing = make_pair()
     data = pair_add_form(admin_client, name="billing", app_name="billing-app",

@@ -255,6 +255,20 @@ def test_every_problem_is_listed_one_line_each(world: Any, secrets_in_env: None,
     assert lines[3] == "3 problems; nothing was imported."
 
 
+def test_a_sandbox_pair_in_the_file_with_accounts_or_queues_is_refused(world: Any, secrets_in_env: None,
+                                                                       tmp_path: Path, settings: Any) -> None:
+    settings.SANDBOX_ENABLED = True
+    data = yaml.safe_load(pairs("export"))
+    data["pairs"][1]["provider"] = "sandbox"  # orders, with its accounts and queue
+    path = tmp_path / "pairs.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    lines = import_error(str(path)).splitlines()
+    assert f"{path}: pair 'orders', field queues: a sandbox pair reads no queue (its queue is simulated): leave it out" \
+        in lines
+    assert any("field heroku_account: A sandbox pair uses no account" in line for line in lines)
+    assert ScalingPair.objects.get(name="orders").provider == "heroku"
+
+
 def test_a_queue_url_in_another_region_is_named_in_the_file(world: Any, secrets_in_env: None, tmp_path: Path) -> None:
     data = yaml.safe_load(pairs("export"))
     data["pairs"][0]["queues"][0]["region"] = "us-east-1"  # billing's queue URL is in eu-west-1

@@ -279,6 +279,11 @@ class ScalingPair(models.Model):
                     errors[name] = "Required for a Heroku + SQS pair."
         elif not settings.SANDBOX_ENABLED:
             errors["provider"] = "The sandbox is off here (set DYNOSCALER_SANDBOX=1 to allow it)."
+        else:
+            # Kept, they would suggest the pair reads or scales something real (and travel in exports).
+            for name in ("heroku_account", "aws_account"):
+                if getattr(self, name + "_id") is not None:
+                    errors[name] = "A sandbox pair uses no account (its queue and formation are simulated): leave it empty."
         if self.app_name and self.process_type:
             other = (ScalingPair.objects.filter(app_name=self.app_name, process_type=self.process_type)
                      .exclude(pk=self.pk).values_list("name", flat=True).first())

@@ -302,6 +302,9 @@ class _Importer:
         if not spec.queues and pair.provider == ScalingPair.Provider.HEROKU:
             self.error(f"{place}, field queues", "a Heroku + SQS pair needs at least one queue")
             return False
+        if spec.queues and pair.provider == ScalingPair.Provider.SANDBOX:
+            self.error(f"{place}, field queues", "a sandbox pair reads no queue (its queue is simulated): leave it out")
+            return False
         return ok
 
     def schedules_valid(self, spec: PairSpec, place: str) -> bool:
