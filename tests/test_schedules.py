@@ -27,6 +27,14 @@ def test_a_schedule_can_run_past_midnight_and_in_its_own_time_zone() -> None:
     assert not night.applies_at(TRACE_EPOCH + 23 * 3600)
 
 
+def test_a_schedule_ending_at_its_start_lasts_a_whole_day_from_it() -> None:
+    # What the end field's help says: Monday 08:00 to Tuesday 08:00.
+    day = ScheduleWindow(weekdays=frozenset({0}), start=time(8), end=time(8), min_dynos=2, max_dynos=4)
+    assert not day.applies_at(TRACE_EPOCH + 7 * 3600)
+    assert day.applies_at(TRACE_EPOCH + 8 * 3600) and day.applies_at(TRACE_EPOCH + 31 * 3600)
+    assert not day.applies_at(TRACE_EPOCH + 32 * 3600)
+
+
 def test_overlapping_schedules_are_found() -> None:
     evening = ScheduleWindow(weekdays=frozenset({4}), start=time(17), end=time(23), min_dynos=0, max_dynos=2)
     late = ScheduleWindow(weekdays=frozenset({5}), start=time(0), end=time(6), min_dynos=0, max_dynos=2)

@@ -360,7 +360,8 @@ class PairSchedule(models.Model):
         help_text="Days it applies: 0 = Monday … 6 = Sunday, comma-separated (0,1,2,3,4 = weekdays).",
     )
     start_time = models.TimeField(help_text="Local time it starts (HH:MM).")
-    end_time = models.TimeField(help_text="Local time it ends (exclusive). At or before the start: runs past midnight.")
+    end_time = models.TimeField(help_text="Local time it ends (exclusive). Before the start: runs past midnight; "
+                                          "equal to the start: a whole day (24 hours from the start).")
     timezone = models.CharField(max_length=64, default="UTC", validators=[timezone_validator], help_text="e.g. UTC, Europe/Berlin.")
     min_dynos = models.PositiveSmallIntegerField(
         validators=[MaxValueValidator(HEROKU_MAX_DYNOS_PER_APP)], help_text="Dynos, never fewer, while it applies."
