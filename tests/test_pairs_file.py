@@ -255,6 +255,21 @@ def test_every_problem_is_listed_one_line_each(world: Any, secrets_in_env: None,
     assert lines[3] == "3 problems; nothing was imported."
 
 
+def test_an_unknown_account_does_not_hide_the_pairs_other_problems(world: Any, secrets_in_env: None,
+                                                                    tmp_path: Path) -> None:
+    data = yaml.safe_load(pairs("export"))
+    data["pairs"][1]["heroku_account"] = "Team C"
+    data["pairs"][1]["min_dynos"] = 9
+    data["pairs"][1]["queues"] = [{"queue": "bad queue name", "region": "us-east-1"}]
+    path = tmp_path / "pairs.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    lines = import_error(str(path)).splitlines()
+    assert lines[0] == f"{path}: pair 'orders', field heroku_account: no Heroku account named 'Team C' in the file or the database"
+    assert lines[1] == f"{path}: pair 'orders', field min_dynos: Min dynos (9) cannot be above max dynos (5)."
+    assert lines[2].startswith(f"{path}: pair 'orders', queue 1, field queue: Give the queue's name")
+    assert lines[3] == "3 problems; nothing was imported."
+
+
 def test_a_sandbox_pair_in_the_file_with_accounts_or_queues_is_refused(world: Any, secrets_in_env: None,
                                                                        tmp_path: Path, settings: Any) -> None:
     settings.SANDBOX_ENABLED = True

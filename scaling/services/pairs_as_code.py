@@ -253,14 +253,14 @@ class _Importer:
             return
         heroku_ok, heroku_id = self.account_id(spec.heroku_account, "Heroku", f"{place}, field heroku_account")
         aws_ok, aws_id = self.account_id(spec.aws_account, "AWS", f"{place}, field aws_account")
-        if not (heroku_ok and aws_ok):
-            return
+        # An unknown account is one problem among the pair's others: every one is said at once.
+        unknown = [name for name, ok in (("heroku_account", heroku_ok), ("aws_account", aws_ok)) if not ok]
         pair = found or ScalingPair(name=spec.name)
         before = self.values(pair) if found else {}
         for name in PAIR_FIELDS:
             setattr(pair, name, spec.settings[name] if name in spec.settings else _default(name))
         pair.heroku_account_id, pair.aws_account_id = heroku_id, aws_id
-        valid = self.valid(pair, place)
+        valid = self.valid(pair, place, exclude=unknown) and not unknown
         valid = self.queues_valid(spec, pair, place) and valid
         valid = self.schedules_valid(spec, place) and valid
         if not valid:
@@ -349,6 +349,8 @@ class _Importer:
             obj.full_clean(exclude=exclude)
         except ValidationError as exc:
             for name, messages in exc.message_dict.items():
+                if name in (exclude or ()):
+                    continue  # already said, in the file's own terms (an unknown account's name)
                 where = place if name == NON_FIELD_ERRORS else f"{place}, field {FILE_NAMES.get(name, name)}"
                 for message in messages:
                     self.error(where, message)
