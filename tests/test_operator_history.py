@@ -389,6 +389,22 @@ def test_a_run_of_quiet_cycles_shows_its_span_and_count(admin_client: Any, make_
     assert f'<strong class="decision-run">59 cycles {span}</strong> 300 visible within capacity: no change</span>' in row
 
 
+def test_a_run_of_one_cycle_reads_like_the_other_runs(admin_client: Any, make_pair: Any) -> None:
+    # It was shown as its whole reason, "1 more cycle like the one at …; the last: …".
+    pair = make_pair()
+    now = timezone.now()
+    Decision.objects.create(
+        pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker", policy="classic",
+        outcome="no_change", duration_ms=3, cycles=1, first_cycle_at=now, created_at=now, visible_min=120,
+        visible_max=120, quantity_before=2, desired_quantity=2,
+        reason="1 more cycle like the one at 11:59:45, 12:00:00–12:00:00 UTC, saw 120–120 visible; the last: "
+               "120 visible within capacity: no change",
+    )
+    row = admin_client.get("/admin/scaling/decision/").content.decode().split("<tbody>")[1]
+    assert f'<strong class="decision-run">1 cycle {now:%H:%M:%S}</strong> 120 visible within capacity: no change' in row
+    assert "more cycle" not in row.split('title="')[1].split('">', 1)[1]
+
+
 def test_a_page_of_the_history_costs_the_same_queries_whatever_it_shows(admin_client: Any, make_pair: Any) -> None:
     pair = make_pair()
 

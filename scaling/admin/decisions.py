@@ -115,9 +115,12 @@ class DecisionAdmin(GuardedAdmin):
         whole = decision.reason + (f"\n\nerror: {decision.error}" if decision.error else "")
         text = decision.reason + (f" [{decision.error}]" if decision.error else "")
         run = ""
-        if decision.cycles > 1 and decision.first_cycle_at is not None:
-            # A run's reason leads with its span and counts in words: say them in short, then what it decided.
-            run = f"{decision.cycles} cycles {decision.first_cycle_at:%H:%M:%S}–{decision.created_at:%H:%M:%S}"
+        if decision.first_cycle_at is not None and _RUN_HEAD.match(text):
+            # A run's reason leads with its span and counts in words: say them in short, then what it decided
+            # (a run of one cycle too, so that every run row in the list reads the same way).
+            n = decision.cycles
+            span = f"{decision.first_cycle_at:%H:%M:%S}" + (f"–{decision.created_at:%H:%M:%S}" if n > 1 else "")
+            run = f"{n} cycle{'s' if n != 1 else ''} {span}"
             text = _RUN_HEAD.sub("", text)
         short = text if len(text) <= SHORT_REASON else text[:SHORT_REASON - 1].rstrip() + "…"
         if run:
