@@ -133,3 +133,20 @@ def test_the_laptop_broker_sends_without_a_warning(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "localhost filesystem"
     assert "No hostname" not in done.stderr and "WARNING" not in done.stderr
+
+
+def test_a_log_line_or_traceback_never_carries_a_urls_password(tmp_path: Path) -> None:
+    # What a library raises quotes the URL it was given; the log format masks its password.
+    done = manage("shell", "-c", (
+        "import logging\n"
+        "log = logging.getLogger('scaling.test')\n"
+        "log.warning('connecting to %s', 'redis://:s3cret-one@cache.internal:6379/0')\n"
+        "try:\n"
+        "    raise ValueError(\"Could not parse URL 'http://elastic:s3cret-two@es invalid:9200'\")\n"
+        "except ValueError:\n"
+        "    log.exception('shipping failed (token=s3cret-three)')\n"),
+        DEBUG="1", DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    assert done.returncode == 0, done.stderr
+    assert "connecting to redis://:****@cache.internal:6379/0" in done.stderr
+    assert "Could not parse URL 'http://elastic:****@es invalid:9200'" in done.stderr and "Traceback" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
