@@ -213,6 +213,30 @@ def test_a_cycle_asked_for_is_a_row_of_its_own_amid_quiet_cycles(sqs: Any, herok
     assert sum(r.cycles for r in rows) == 7  # every cycle on record
 
 
+@pytest.mark.parametrize("how", ["deleted", "disabled"])
+def test_a_pair_deleted_or_disabled_keeps_every_cycle_on_record(sqs: Any, heroku: Any, make_pair: Any,
+                                                                how: str) -> None:
+    # The quiet cycles after the last row wait in the pair's open run: deleting the pair lost
+    # them, and disabling it left them off the record until the hourly sweep.
+    sqs.create_queue(QueueName="orders")
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+    pair = make_pair()
+    start = timezone.now() - timedelta(minutes=10)
+    for i in range(6):
+        services.pair_run_cycle(pair_id=pair.pk, force=True, now=start + timedelta(seconds=15 * i))
+    assert sum(Decision.objects.filter(pair_name=pair.name).values_list("cycles", flat=True)) < 6
+    if how == "deleted":
+        services.pair_delete(pair=ScalingPair.objects.get(pk=pair.pk))
+    else:
+        pair = ScalingPair.objects.get(pk=pair.pk)
+        pair.enabled = False
+        pair.save()
+        services.pair_apply_settings(pair=pair)
+    rows = Decision.objects.filter(pair_name=pair.name)
+    assert sum(rows.values_list("cycles", flat=True)) == 6
+    assert rows.order_by("-created_at").values_list("created_at", flat=True)[0] == start + timedelta(seconds=75)
+
+
 # --- a new pair's first cycle --------------------------------------------------------------
 
 

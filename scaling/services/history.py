@@ -117,6 +117,18 @@ def _write_run(pair: ScalingPair, run: dict[str, Any]) -> Decision:
     )
 
 
+def run_flush(*, pair: ScalingPair) -> Decision | None:
+    """Write the pair's open run now (its cycles after the last row), if it has one: before
+    the pair goes, or stops cycling, so none of its cycles is off the record."""
+    fresh = ScalingPair.objects.filter(pk=pair.pk).values_list("quiet_run", flat=True).first() or {}
+    if not fresh.get("cycles") or _time(fresh.get("last_at")) is None:
+        return None
+    with transaction.atomic():
+        if ScalingPair.objects.filter(pk=pair.pk, quiet_run=fresh).update(quiet_run={}) == 1:
+            return _write_run(pair, fresh)
+    return None
+
+
 def runs_flush_stale(*, now: datetime | None = None) -> int:
     """Write the open runs of pairs that stopped cycling (disabled, or stalled), so no cycle
     stays off the record. Each pair's run is taken with a conditional UPDATE."""

@@ -13,6 +13,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scaling.adapters.sandbox import DEMO_SETTINGS as SANDBOX_DEMO_SETTINGS
 from scaling.models import AwsAccount, HerokuAccount, ScalingPair
+from scaling.services.history import run_flush
 
 CYCLE_TASK = "scaling.tasks.run_pair_cycle"
 SANDBOX_DEMO_NAME = "Sandbox demo (simulated, no account)"
@@ -64,10 +65,14 @@ def pair_apply_settings(*, pair: ScalingPair, repointed: bool = False) -> None:
     reset["updated_at"] = timezone.now()
     ScalingPair.objects.filter(id=pair.pk).update(**reset)
     pair_schedule_sync(pair=pair)
+    if not pair.enabled:  # it stops cycling: its last quiet cycles go on the record now, not an hour later
+        run_flush(pair=pair)
 
 
 @transaction.atomic
 def pair_delete(*, pair: ScalingPair) -> None:
+    """The pair goes; its decisions stay (they keep its name), the cycles of its open run with them."""
+    run_flush(pair=pair)
     task = pair.periodic_task
     pair.delete()
     if task is not None:
