@@ -72,11 +72,14 @@ def pair_is_stalled(pair: ScalingPair, now: datetime) -> bool:
 def pairs_status(now: datetime | None = None) -> StatusRows:
     now = now or timezone.now()
     latest = Decision.objects.filter(pair=OuterRef("pk")).order_by("-created_at", "-id")
+    # How often a pair cycles is read from its samples (one per cycle), not its decisions: quiet
+    # cycles fold into one decision row, whose gaps would make an on-time pair look late.
+    cycles = PairSample.objects.filter(pair=OuterRef("pk")).order_by("-at")
     pairs = ScalingPair.objects.order_by("name").annotate(
         last_outcome=Subquery(latest.values("outcome")[:1]), last_reason=Subquery(latest.values("reason")[:1]),
-        last_at=Subquery(latest.values("created_at")[:1]),
-        # Read from the (pair, -created_at) index: a few rows per pair, however long the history.
-        earlier_at=Subquery(latest.values("created_at")[LATE_CYCLES:LATE_CYCLES + 1]),
+        # Read from the (pair, at) index: a few rows per pair, however long the history.
+        last_at=Subquery(cycles.values("at")[:1]),
+        earlier_at=Subquery(cycles.values("at")[LATE_CYCLES:LATE_CYCLES + 1]),
     )
     rows = StatusRows()
     for p in pairs:

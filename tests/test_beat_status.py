@@ -8,16 +8,17 @@ from typing import Any
 
 from django.utils import timezone
 
-from scaling.models import Decision, ScalingPair
+from scaling.models import Decision, PairSample, ScalingPair
 
 
 def cycles_every(pair: ScalingPair, seconds: float, count: int = 8) -> None:
-    """Record ``count`` decisions ``seconds`` apart, the last one now."""
+    """Record ``count`` cycles ``seconds`` apart, the last one now: a sample each, as every
+    cycle stores, and one decision (quiet cycles fold into one row)."""
     now = timezone.now()
     for i in range(count):
-        Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",
-                                created_at=now - timedelta(seconds=seconds * i), policy="classic",
-                                outcome="no_change", reason="r", duration_ms=1)
+        PairSample.objects.create(pair=pair, at=now - timedelta(seconds=seconds * i), visible=0, in_flight=0)
+    Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",
+                            created_at=now, policy="classic", outcome="no_change", reason="r", duration_ms=1)
     ScalingPair.objects.filter(pk=pair.pk).update(last_cycle_at=now)
 
 
@@ -47,3 +48,19 @@ def test_a_pair_back_on_time_or_just_enabled_again_is_not_called_late(admin_clie
 
     cycles_every(pair, 15, count=8)
     assert "cycling every" not in admin_client.get("/admin/status/").content.decode()
+
+
+def test_quiet_cycles_folded_into_one_row_are_not_taken_for_late_ones(admin_client: Any, make_pair: Any) -> None:
+    # Decision rows every ~40 s (runs of quiet cycles, broken by reconciles), cycles every 15 s:
+    # the page said the workers were behind.
+    pair = make_pair(name="orders", interval_seconds=15)
+    now = timezone.now()
+    for i in range(8):
+        Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",
+                                created_at=now - timedelta(seconds=40 * i), policy="classic", outcome="no_change",
+                                reason="r", duration_ms=1, cycles=3)
+    for i in range(24):
+        PairSample.objects.create(pair=pair, at=now - timedelta(seconds=15 * i), visible=0, in_flight=0)
+    ScalingPair.objects.filter(pk=pair.pk).update(last_cycle_at=now)
+    page = admin_client.get("/admin/status/").content.decode()
+    assert "cycling every" not in page and "ok" in row_of(page, "orders")
