@@ -65,7 +65,7 @@ class DynoScalerCollector:
         return list(
             ScalingPair.objects.order_by("name")
             .only("name", "provider", "app_name", "process_type", "policy", "enabled", "dry_run", "paused_until",
-                  "last_cycle_at", "created_at", "interval_seconds")
+                  "last_cycle_at", "created_at", "updated_at", "interval_seconds")
             .annotate(latest_decision_id=Subquery(latest))
         )
 

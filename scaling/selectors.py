@@ -61,12 +61,18 @@ def pair_cycling_every(pair: ScalingPair, *, last: datetime | None, earlier: dat
     return None
 
 
+def pair_stall_clock(pair: ScalingPair) -> datetime:
+    """Since when an enabled pair has been owed cycles: its last cycle (its creation when it
+    never ran), or its last edit if later: a pair just enabled again, or given a longer
+    interval, has missed nothing yet."""
+    return max(pair.last_cycle_at or pair.created_at, pair.updated_at)
+
+
 def pair_is_stalled(pair: ScalingPair, now: datetime) -> bool:
-    """An enabled pair with no cycle for three intervals (counted from its creation when it never ran)."""
+    """An enabled pair with no cycle for three intervals (see ``pair_stall_clock``)."""
     if not pair.enabled:
         return False
-    since = pair.last_cycle_at or pair.created_at
-    return now - since > timedelta(seconds=STALL_INTERVALS * pair.interval_seconds)
+    return now - pair_stall_clock(pair) > timedelta(seconds=STALL_INTERVALS * pair.interval_seconds)
 
 
 def pairs_status(now: datetime | None = None) -> StatusRows:
@@ -96,7 +102,7 @@ def unshipped_decision_count() -> int:
 def stalled_pair_count(now: datetime | None = None) -> int:
     now = now or timezone.now()
     return sum(pair_is_stalled(p, now) for p in ScalingPair.objects.enabled().only(
-        "enabled", "last_cycle_at", "created_at", "interval_seconds"))
+        "enabled", "last_cycle_at", "created_at", "updated_at", "interval_seconds"))
 
 
 Point = tuple[datetime, int | None, int | None, int | None, int | None]

@@ -70,6 +70,27 @@ def clear_condition(pair: ScalingPair, code: str) -> None:
 # --- one alert per problem, and its resolution ----------------------------------------------
 
 
+def test_a_pair_enabled_again_is_not_called_stalled_before_it_has_missed_a_cycle(
+    make_pair: Any, make_channel: Any, receiver: WebhookReceiver
+) -> None:
+    # Its last cycle was before it was disabled; enabling it made the alert fire at once.
+    pair = make_pair(interval_seconds=60, enabled=False)
+    ScalingPair.objects.filter(pk=pair.pk).update(last_cycle_at=timezone.now() - timedelta(hours=2))
+    channel = make_channel("webhook")
+    pair = ScalingPair.objects.get(pk=pair.pk)
+    pair.enabled = True
+    pair.save()
+    services.pair_apply_settings(pair=pair)
+    start = timezone.now()
+    for seconds in (5, 60, 150):
+        evaluate(start + timedelta(seconds=seconds))
+        drain(channel, start + timedelta(seconds=seconds))
+    assert events(receiver) == []
+    evaluate(start + timedelta(seconds=200))  # three intervals since it was enabled, and still no cycle
+    drain(channel, start + timedelta(seconds=200))
+    assert events(receiver) == [("opened", f"stalled:pair:{pair.pk}")]
+
+
 def test_a_stalled_pair_is_told_once_and_resolved_when_its_cycles_return(
     sqs: Any, heroku: Any, make_pair: Any, make_channel: Any, receiver: WebhookReceiver
 ) -> None:

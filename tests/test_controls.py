@@ -186,7 +186,8 @@ def test_old_decisions_are_pruned_after_the_retention_once_shipped(make_pair: An
 
 def test_status_page_flags_a_stalled_pair_in_red(admin_client: Any, make_pair: Any) -> None:
     pair = make_pair(interval_seconds=60)
-    ScalingPair.objects.filter(pk=pair.pk).update(last_cycle_at=timezone.now() - timedelta(minutes=4))
+    ScalingPair.objects.filter(pk=pair.pk).update(last_cycle_at=timezone.now() - timedelta(minutes=4),
+                                                  updated_at=timezone.now() - timedelta(days=1))
     page = admin_client.get("/admin/status/").content.decode()
     assert 'class="stalled"' in page and "STALLED" in page
     assert admin_client.get("/healthz").json()["stalled_pairs"] == 1

@@ -141,7 +141,7 @@ def test_stalled_pairs_the_age_of_each_last_cycle_and_the_kill_switch(
     now = timezone.now()
     ScalingPair.objects.filter(pk=fresh.pk).update(last_cycle_at=now - timedelta(seconds=30))
     ScalingPair.objects.filter(pk=stalled.pk).update(last_cycle_at=now - timedelta(seconds=600),
-                                                     created_at=now - timedelta(days=1))
+                                                     created_at=now - timedelta(days=1), updated_at=now - timedelta(days=1))
     services.kill_switch_set(engaged=True, user="ops")
 
     samples = scrape(client)

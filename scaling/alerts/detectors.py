@@ -19,7 +19,7 @@ from django.db.models import Count, Q
 
 from scaling.models.alerts import ProblemKind
 from scaling.models import Decision, HerokuAccount, KillSwitch, ScalingPair
-from scaling.selectors import STALL_INTERVALS, pair_is_stalled
+from scaling.selectors import STALL_INTERVALS, pair_is_stalled, pair_stall_clock
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def stalled_pairs(now: datetime) -> list[ActiveProblem]:
         if not pair_is_stalled(pair, now):
             continue
         last = pair.last_cycle_at
-        since = (last or pair.created_at) + timedelta(seconds=STALL_INTERVALS * pair.interval_seconds)
+        since = pair_stall_clock(pair) + timedelta(seconds=STALL_INTERVALS * pair.interval_seconds)
         seen = f"last cycle {_at(last)}" if last else "no cycle has run since it was created"
         problems.append(ActiveProblem(
             key=f"stalled:pair:{pair.pk}", kind=ProblemKind.STALLED, pair=pair, since=since,
