@@ -237,6 +237,23 @@ def test_a_pair_deleted_or_disabled_keeps_every_cycle_on_record(sqs: Any, heroku
     assert rows.order_by("-created_at").values_list("created_at", flat=True)[0] == start + timedelta(seconds=75)
 
 
+def test_the_reconcile_reads_of_a_quiet_pair_fold_into_its_run(sqs: Any, heroku: Any, make_pair: Any,
+                                                              settings: Any) -> None:
+    # Each reconcile read (every few minutes) changed the reason's words, so it broke the run
+    # into three rows: about 36 an hour on steady load where the README says 4.
+    settings.RECONCILE_SECONDS = 120
+    sqs.create_queue(QueueName="orders")
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+    pair = make_pair()
+    start = timezone.now() - timedelta(minutes=20)
+    for i in range(40):  # ten minutes at 15 s: four reconcile reads after the first look
+        services.pair_run_cycle(pair_id=pair.pk, force=True, now=start + timedelta(seconds=15 * i))
+    assert sum(1 for r in heroku.requests if r.method == "GET" and "/formation" in r.path) >= 4
+    services.pair_delete(pair=ScalingPair.objects.get(pk=pair.pk))  # writes the open run
+    rows = list(Decision.objects.filter(pair_name=pair.name).order_by("created_at"))
+    assert [r.cycles for r in rows] == [1, 39]
+
+
 # --- a new pair's first cycle --------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ Outcome = Decision.Outcome
 # Outcomes whose repeats are quiet time; an applied change is always a row of its own.
 _FOLDABLE = {Outcome.NO_CHANGE, Outcome.PAUSED, Outcome.HELD, Outcome.ERROR, Outcome.DRY_RUN}
 _NUMBERS = re.compile(r"\d[\d,.]*")
+_READ = re.compile(r"^formation read from Heroku \(.*?\); ")  # services.cycle's prefix for a cycle that read it
 # How the reason of a cycle a person asked for begins: such a cycle is a row of its own.
 ASKED_FOR = "cycle asked for by "
 # What a folded cycle updates in its run's summary row: the last cycle's view.
@@ -49,7 +50,10 @@ def run_key(decision: Decision) -> list[Any] | None:
     """What a cycle must share with the run's first to be folded into it (None: never folded)."""
     if decision.outcome not in _FOLDABLE or decision.reason.startswith(ASKED_FOR):
         return None
-    shape = _NUMBERS.sub("#", decision.reason)  # the same words, whatever the counts
+    # The same words, whatever the counts, and whether or not this cycle read the formation
+    # (a reconcile read every few minutes that finds what was expected changes nothing; one
+    # that finds another formation differs in quantity or outcome and starts a row anyway).
+    shape = _NUMBERS.sub("#", _READ.sub("", decision.reason))
     return [decision.outcome, decision.quantity_before, decision.desired_quantity, decision.error, decision.dry_run, shape]
 
 
