@@ -125,11 +125,15 @@ def run_flush(*, pair: ScalingPair) -> Decision | None:
     """Write the pair's open run now (its cycles after the last row), if it has one: before
     the pair goes, or stops cycling, so none of its cycles is off the record."""
     fresh = ScalingPair.objects.filter(pk=pair.pk).values_list("quiet_run", flat=True).first() or {}
-    if not fresh.get("cycles") or _time(fresh.get("last_at")) is None:
-        return None
+    return _take_and_write(pair, fresh) if fresh.get("cycles") and _time(fresh.get("last_at")) else None
+
+
+def _take_and_write(pair: ScalingPair, run: dict[str, Any]) -> Decision | None:
+    """Write ``run`` as a row if it is still the pair's open run (a conditional UPDATE takes
+    it, so a cycle or another flush that got there first wins and nothing is written twice)."""
     with transaction.atomic():
-        if ScalingPair.objects.filter(pk=pair.pk, quiet_run=fresh).update(quiet_run={}) == 1:
-            return _write_run(pair, fresh)
+        if ScalingPair.objects.filter(pk=pair.pk, quiet_run=run).update(quiet_run={}) == 1:
+            return _write_run(pair, run)
     return None
 
 
@@ -145,10 +149,8 @@ def runs_flush_stale(*, now: datetime | None = None) -> int:
             continue
         if now - last_at < timedelta(seconds=max(3 * pair.interval_seconds, settings.DECISION_RUN_SECONDS)):
             continue
-        with transaction.atomic():
-            if ScalingPair.objects.filter(pk=pair.pk, quiet_run=pair.quiet_run).update(quiet_run={}) == 1:
-                _write_run(pair, pair.quiet_run)
-                written += 1
+        if _take_and_write(pair, pair.quiet_run) is not None:
+            written += 1
     return written
 
 
