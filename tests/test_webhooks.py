@@ -14,6 +14,7 @@ import requests
 from django.utils import timezone
 
 from scaling import services
+from scaling.alerts.detectors import active_problems
 from scaling.models import FormationState, HerokuAccount, HerokuApp, ScalingPair, WebhookEvent
 from tests.conftest import cycle, send_messages
 from tests.standins.heroku_api import Delivery, HerokuStandIn
@@ -55,10 +56,16 @@ def test_a_persons_change_arrives_by_webhook_and_is_respected_without_polling(su
     heroku.flush()
     calls = heroku_calls(heroku)
     held = cycle(pair)
-    assert held.outcome == "paused" and "changed outside DynoScaler (expected 1, found 4)" in held.reason
+    assert held.outcome == "paused"
+    assert "changed outside DynoScaler by alice@example.com (expected 1, found 4)" in held.reason  # who, as Heroku said
     assert heroku_calls(heroku) == calls  # the webhook told us: no read
     state = FormationState.objects.get(process_type="worker")
     assert state.changed_by == "alice@example.com"
+    pair.refresh_from_db()
+    assert pair.paused_by == "alice@example.com (outside DynoScaler)"
+    assert "paused by alice@example.com (outside DynoScaler)" in cycle(pair).reason
+    (problem,) = [p for p in active_problems(timezone.now()).problems.values() if p.kind == "person_change"]
+    assert "by alice@example.com" in problem.summary and "(paused by" not in problem.summary  # said once
 
 
 def test_our_own_change_coming_back_by_webhook_is_not_a_persons(subscribed: Any, queue_and_app: Any) -> None:

@@ -41,6 +41,7 @@ class ProcessState:
     size: str
     running: int  # dynos in state "up"
     starting: int  # dynos booting ("starting", "restarting")
+    changed_by: str = ""  # who last changed the quantity, when Heroku named a person (webhooks)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def pair_conditions(now: datetime) -> list[ActiveProblem]:
                 continue
             text = str(entry.get("detail") or "").strip()
             detail = text.splitlines()[0] if text else kind.label
-            if kind == ProblemKind.PERSON_CHANGE and pair.paused_by:
+            if kind == ProblemKind.PERSON_CHANGE and pair.paused_by and pair.paused_by.split(" (")[0] not in detail:
                 detail = f"{detail} (paused by {pair.paused_by})"
             problems.append(ActiveProblem(key=f"{code}:pair:{pair.pk}", kind=kind, pair=pair, since=since,
                                           summary=detail, action=CONDITION_ACTIONS[kind]))

@@ -40,6 +40,8 @@ from scaling.services.pair_inputs import pair_inputs
 from scaling.services.results import CycleResult, Seen
 
 log = logging.getLogger(__name__)
+
+PAUSED_BY_MAX = ScalingPair._meta.get_field("paused_by").max_length or 150
 Outcome = Decision.Outcome
 
 
@@ -130,9 +132,10 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     people = defer_to_people(
         found=process.quantity, expected=pair.expected_quantity, unconfirmed=pair.unconfirmed_quantity,
         paused_until=pair.paused_until, paused_by=pair.paused_by, hold_seconds=pair.manual_hold_seconds, now=now,
+        changed_by=process.changed_by,
     )
     if people.hold_until is not None:  # a person's change, seen just now
-        return person_changed(observed, note=read + people.note, until=people.hold_until)
+        return person_changed(observed, note=read + people.note, until=people.hold_until, by=process.changed_by)
     if people.holds:  # a pause, or the hold after a person's change, still on: nothing was decided
         return replace(observed, reason=read + people.note, unsure=CODES)
 
@@ -186,9 +189,11 @@ def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dyno
     return tuple(found)
 
 
-def person_changed(observed: CycleResult, *, note: str, until: datetime) -> CycleResult:
-    """Someone changed the formation outside DynoScaler: hold off instead of undoing it."""
-    return replace(observed, outcome=Outcome.PAUSED, reason=note, paused_until=until, paused_by=PERSON_OUTSIDE,
+def person_changed(observed: CycleResult, *, note: str, until: datetime, by: str = "") -> CycleResult:
+    """Someone changed the formation outside DynoScaler: hold off instead of undoing it.
+    ``by``: the person Heroku named (webhooks), shown as who paused the pair."""
+    paused_by = f"{by} (outside DynoScaler)"[:PAUSED_BY_MAX] if by else PERSON_OUTSIDE
+    return replace(observed, outcome=Outcome.PAUSED, reason=note, paused_until=until, paused_by=paused_by,
                    state_after=None, conditions=((PERSON_CHANGE, note),), unsure=CODES - {PERSON_CHANGE})
 
 
@@ -201,11 +206,12 @@ class PeopleCheck:
 
 def defer_to_people(
     *, found: int, expected: int | None, unconfirmed: int | None, paused_until: datetime | None,
-    hold_seconds: int, now: datetime, paused_by: str = "",
+    hold_seconds: int, now: datetime, paused_by: str = "", changed_by: str = "",
 ) -> PeopleCheck:
     """Whether a person's pause or change must be respected this cycle. ``expected`` is what
     DynoScaler last saw or set; ``unconfirmed`` a write whose answer was lost, which the
-    formation may now show. Only a quantity that is neither is someone else's change."""
+    formation may now show. Only a quantity that is neither is someone else's change;
+    ``changed_by`` names its author when Heroku did (a webhook's actor)."""
     note = ""
     if unconfirmed is not None and found == unconfirmed != expected:
         note = f"the change to {found} asked for earlier was applied (its answer had been lost); "
@@ -215,7 +221,8 @@ def defer_to_people(
                                  f"formation left at {found}")
     if not note and expected is not None and found != expected:
         until = now + timedelta(seconds=hold_seconds)
-        return PeopleCheck(True, f"the formation was changed outside DynoScaler (expected {expected}, found {found}); "
+        by = f" by {changed_by}" if changed_by else ""
+        return PeopleCheck(True, f"the formation was changed outside DynoScaler{by} (expected {expected}, found {found}); "
                                  f"holding off until {until:%H:%M} UTC instead of undoing it", until)
     return PeopleCheck(False, note)
 

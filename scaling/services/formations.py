@@ -68,7 +68,8 @@ def known_with_app(app_name: str, process_type: str, *, account: HerokuAccount) 
 
 def process_state(state: FormationState) -> ProcessState:
     up, booting = state.dyno_counts()
-    return ProcessState(quantity=state.quantity, size=state.size, running=up, starting=booting)
+    person = state.changed_by if state.changed_by not in (DYNOSCALER, SEEN_WHEN_RECONCILING) else ""
+    return ProcessState(quantity=state.quantity, size=state.size, running=up, starting=booting, changed_by=person)
 
 
 def read_plan(app: HerokuApp, state: FormationState | None, *, now: datetime, boot_seconds: float,
