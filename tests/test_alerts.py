@@ -233,7 +233,9 @@ def test_channels_hear_only_their_pairs_their_kinds_and_global_problems_if_asked
     set_condition(orders, "not_helping", since=now, detail="no better")
     evaluate(now + timedelta(seconds=60))
     assert heard(billing_only) == {billing_key}
-    assert "The pair was deleted." in billing_only.deliveries.get(event="resolved").text
+    resolved = billing_only.deliveries.get(event="resolved")
+    assert "The pair was deleted." in resolved.text
+    assert f"RESOLVED {billing.name}: " in resolved.title  # which pair, though it is gone
 
 
 def test_a_resolution_goes_only_where_the_problem_was_told(make_pair: Any, make_channel: Any) -> None:

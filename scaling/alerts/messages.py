@@ -120,7 +120,10 @@ def problem_content(problem: AlertProblem, event: str) -> Content:
     """The message for a problem opening or resolving."""
     kind_label = ProblemKind(problem.kind).label
     pair = problem.pair
-    subject = f"{pair.name} ({pair.app_name}/{pair.process_type}): {kind_label}" if pair else kind_label
+    if pair is not None:
+        subject = f"{pair.name} ({pair.app_name}/{pair.process_type}): {kind_label}"
+    else:  # a deleted pair's problem keeps the name it had
+        subject = f"{problem.pair_name}: {kind_label}" if problem.pair_name else kind_label
     link = problem_link(problem)
     pair_line = _pair_line(pair, problem.pair_name)
     if event == AlertDelivery.Event.RESOLVED:
