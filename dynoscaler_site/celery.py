@@ -36,3 +36,18 @@ def _keep_healthy_connections(task: Any = None, **_: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@task_postrun.connect
+def _workers_seen(task: Any = None, **_: Any) -> None:
+    # Beat watches this note and tells of workers that stopped (scaling/alerts/watch.py).
+    if task is None or getattr(task.request, "is_eager", False):
+        return
+    from django.db import DatabaseError
+
+    from scaling.alerts.watch import workers_seen
+
+    try:
+        workers_seen()
+    except DatabaseError:
+        pass  # the task itself met the same database; its own error says so

@@ -23,6 +23,10 @@ seconds in which nothing is sent. This scheduler keeps what it does well and dro
   catch up the pair that waited longest goes first, and every pair still cycles, less
   often. Other tasks (audit shipping, alerts, pruning) are never held.
 
+Beat also watches the workers: alerts are evaluated and sent by a task the workers run, so
+when none has finished a task for a few minutes beat evaluates and sends them itself, with
+a "no worker running tasks" problem (``scaling.alerts.watch``), in a thread of its own.
+
 Every minute beat logs what it sent, what it held back and its dispatch lag (due time to
 send time, p50 and p99). ``DYNOSCALER_BEAT_DISPATCH_LOG`` names a file that gets one line
 per send (due, sent, held, name) for the benchmark.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import threading
 import time
 from datetime import datetime
 from datetime import timezone as dt_timezone
@@ -39,7 +44,7 @@ from typing import IO, Any
 
 from celery.beat import Scheduler
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.db.models import F
 from django.db.utils import DatabaseError, InterfaceError
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
@@ -47,6 +52,7 @@ from django_celery_beat.schedulers import ModelEntry
 from kombu.exceptions import OperationalError
 
 from scaling.adapters.broker import broker_errors, broker_queue_depth_reader, reuse_one_redis_client
+from scaling.alerts import watch
 from scaling.beat_tasks import CYCLE_TASK, Stats, Task, task_from_row
 
 __all__ = ["CYCLE_TASK", "DynoScalerScheduler"]
@@ -85,6 +91,10 @@ class DynoScalerScheduler(Scheduler):
         self._stats_since = time.monotonic()
         self._dispatch_log: IO[str] | None = None
         self._last_hold_told = -SUMMARY_SECONDS
+        self._watching_since = datetime.now(dt_timezone.utc)
+        self._next_watch = time.monotonic() + watch.WATCH_SECONDS
+        self._stand_in: threading.Thread | None = None
+        self._workers_silent = False
         super().__init__(*args, **kwargs)
         self.max_sleep = min(float(self.max_interval or 5.0), 5.0)
 
@@ -187,6 +197,9 @@ class DynoScalerScheduler(Scheduler):
             self._flush()
         if mono - self._stats_since >= SUMMARY_SECONDS:
             self._summarize(mono)
+        if mono >= self._next_watch:
+            self._next_watch = mono + watch.WATCH_SECONDS
+            self._watch_workers()
 
         self._send_due(self.heaps[False], now, hold=False)
         held = self._send_due(self.heaps[True], now, hold=True)
@@ -303,6 +316,47 @@ class DynoScalerScheduler(Scheduler):
             self._sent_since_depth = 0
             estimate = self._depth
         return estimate >= self.max_queued
+
+    # --- watching the workers ------------------------------------------------------------------
+
+    def _watch_workers(self) -> None:
+        """Stand in for the workers' alerts task while none finishes a task (see the module)."""
+        if self._stand_in is not None and self._stand_in.is_alive():
+            return  # the last one is still sending
+        try:
+            close_old_connections()
+            silence = watch.workers_silence(datetime.now(dt_timezone.utc), watching_since=self._watching_since)
+        except (DatabaseError, InterfaceError) as exc:
+            log.warning("beat: could not see whether the workers run tasks (tried again later): %s", exc)
+            return
+        if silence is None:
+            if self._workers_silent:
+                log.info("beat: a worker runs tasks again; the alerts are evaluated by the workers again")
+                self._workers_silent = False
+            return
+        if not self._workers_silent:
+            log.warning("beat: no worker has finished a task since %s; beat evaluates and sends the alerts "
+                        "itself until one does", f"{silence.last:%Y-%m-%d %H:%M:%S} UTC")
+            self._workers_silent = True
+        self._stand_in = threading.Thread(target=self._stand_in_run, args=(silence, self._broker_state()),
+                                          name="alerts-stand-in", daemon=True)
+        self._stand_in.start()
+
+    def _broker_state(self) -> str:
+        if self._sends_failed:
+            return "beat cannot reach the broker either"
+        if self._depth:
+            return f"{self._depth} tasks wait in the broker's queue"
+        return ""
+
+    @staticmethod
+    def _stand_in_run(silence: watch.Silence, broker: str) -> None:
+        try:
+            watch.stand_in(silence, broker=broker)
+        except Exception:
+            log.exception("beat: could not evaluate or send the alerts in the workers' place")
+        finally:
+            connection.close()  # this thread's own connection
 
     # --- writing back --------------------------------------------------------------------------
 

@@ -654,3 +654,10 @@ def test_a_real_worker_tells_a_webhook_once_when_the_kill_switch_is_engaged_and_
     assert all(WebhookReceiver.signature_ok(r, SIGNING_SECRET) for r in receiver.received)
     logs = "".join(p.read_text() for p in tmp_path.glob("*.log"))
     assert SIGNING_SECRET not in logs and "/hook" not in logs
+
+
+@pytest.mark.parametrize("kinds, hears", [([], True), (["stalled"], True), (["kill_switch"], False)])
+def test_no_worker_running_tasks_goes_where_stalled_pairs_go(kinds: list[str], hears: bool) -> None:
+    # When the workers stop every pair stalls; a channel that asked for stalls hears the cause.
+    channel = AlertChannel(name="c", kind="webhook", kinds=kinds, enabled=True, include_global=True)
+    assert channel.wants(kind="workers_silent", pair_id=None, pair_ids=frozenset()) is hears

@@ -339,3 +339,49 @@ def test_a_broker_restart_costs_beat_one_line_each_way_not_a_traceback_per_send(
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+# --- telling of workers that stopped ---------------------------------------------------------
+
+
+def test_with_no_worker_running_tasks_beat_tells_the_channels_itself_and_a_worker_back_clears_it(
+        make_channel: Any, receiver: Any, broker: redis.Redis, settings: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from celery.contrib.testing.worker import start_worker
+
+    from scaling.alerts import watch
+
+    settings.ALERT_WORKERS_SILENT_MINUTES = 0.02  # 1.2 s instead of minutes
+    settings.ALERT_EVALUATE_INTERVAL_SECONDS = 0.3
+    monkeypatch.setattr(watch, "WATCH_SECONDS", 0.2)
+    monkeypatch.setattr(watch, "SEEN_EVERY_SECONDS", 0.1)
+    make_channel("webhook")
+    saved = app.conf.beat_schedule
+    app.conf.update(CELERY_BEAT_SCHEDULE={
+        "dynoscaler-evaluate-alerts": {"task": "scaling.tasks.evaluate_alerts", "schedule": 0.3}})
+
+    def told(event: str) -> list[dict[str, Any]]:
+        return [b for b in receiver.bodies() if b["event"] == event and (b["problem"] or {}).get("key") == "workers_silent"]
+
+    try:
+        scheduler = DynoScalerScheduler(app=app)
+        # Nobody takes the alerts task beat sends: beat tells the channel in the workers' place.
+        run_beat(scheduler, lambda: bool(told("opened")), seconds=20)
+        (opened,) = told("opened")
+        assert opened["title"] == "[DynoScaler] PROBLEM no worker running tasks (told by beat)"
+        assert "no worker has finished a task for" in opened["text"] and "none has since beat started" in opened["text"]
+        assert "check that the worker process is running" in opened["text"]
+        assert broker.llen("celery") > 0  # the alerts tasks wait for a worker
+        assert any("beat evaluates and sends the alerts itself" in r.getMessage() for r in caplog.records)
+
+        # A worker starts: it runs what waited, its own evaluation clears the problem, and
+        # beat, hearing from it, stops standing in (no second "problem" while it runs).
+        with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+            run_beat(scheduler, lambda: bool(told("resolved")), seconds=20)
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                time.sleep(min(scheduler.tick(), 0.1))
+    finally:
+        app.conf.update(CELERY_BEAT_SCHEDULE=saved)
+    assert len(told("opened")) == 1 and len(told("resolved")) == 1
+    assert told("resolved")[0]["title"] == "[DynoScaler] RESOLVED no worker running tasks (told by beat)"

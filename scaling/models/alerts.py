@@ -26,10 +26,14 @@ class ProblemKind(models.TextChoices):
     KILL_SWITCH = "kill_switch", "kill switch engaged"
     RATE_LIMITED = "rate_limited", "Heroku API budget low or backing off"
     AUDIT_BEHIND = "audit_behind", "audit trail behind (Elasticsearch unreachable)"
+    WORKERS_SILENT = "workers_silent", "no worker running tasks (told by beat)"
 
 
 # Problems that concern DynoScaler as a whole or an account, not one pair.
-GLOBAL_KINDS = frozenset({ProblemKind.KILL_SWITCH, ProblemKind.RATE_LIMITED, ProblemKind.AUDIT_BEHIND})
+GLOBAL_KINDS = frozenset({ProblemKind.KILL_SWITCH, ProblemKind.RATE_LIMITED, ProblemKind.AUDIT_BEHIND,
+                          ProblemKind.WORKERS_SILENT})
+# A channel that asked for stalled pairs hears of their usual cause too.
+KINDS_ALSO_SENT_WITH = {ProblemKind.WORKERS_SILENT: ProblemKind.STALLED}
 
 
 class AlertChannel(EncryptedSecretsMixin):
@@ -76,7 +80,7 @@ class AlertChannel(EncryptedSecretsMixin):
         "global problems too",
         default=True,
         help_text="Also send problems that concern no single pair: the kill switch, a Heroku account's API "
-        "budget, the audit trail falling behind.",
+        "budget, the audit trail falling behind, no worker running tasks.",
     )
     kinds = models.JSONField(
         "problems",
@@ -126,7 +130,9 @@ class AlertChannel(EncryptedSecretsMixin):
     def wants(self, *, kind: str, pair_id: int | None, pair_ids: frozenset[int]) -> bool:
         """Whether a problem of ``kind`` (on ``pair_id``, None for a global one) is sent here.
         ``pair_ids`` are the channel's chosen pairs, passed in so callers load them once."""
-        if not self.enabled or (self.kinds and kind not in self.kinds):
+        if not self.enabled:
+            return False
+        if self.kinds and kind not in self.kinds and KINDS_ALSO_SENT_WITH.get(ProblemKind(kind)) not in self.kinds:
             return False
         if pair_id is None:
             return self.include_global

@@ -1,4 +1,4 @@
-"""Coordination between processes: named expiring leases and the kill switch."""
+"""Coordination between processes: named expiring leases, signs of life and the kill switch."""
 
 from __future__ import annotations
 
@@ -15,6 +15,18 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Heartbeat(models.Model):
+    """When a kind of process last showed it works: ``workers`` is written when a worker
+    finishes a task (at most every few seconds per process), and watched by beat
+    (``scaling.alerts.watch``)."""
+
+    key = models.CharField(max_length=50, primary_key=True)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.key} at {self.at:%Y-%m-%d %H:%M:%S}"
 
 
 class KillSwitch(models.Model):

@@ -1,0 +1,102 @@
+"""Who tells of workers that stopped? Alerts are evaluated and sent by tasks the workers
+run, so with no worker running tasks nothing would be told at all: every pair would stall
+in silence. Beat, which sends those tasks, watches for that instead:
+
+- A worker that finishes a task notes it (``workers_seen``, at most every
+  ``SEEN_EVERY_SECONDS`` per process: one UPDATE of one row).
+- Beat reads that note every ``WATCH_SECONDS``. When no worker has finished a task for
+  ``silent_after()`` (counted from beat's own start at the earliest: while beat was down,
+  the workers had nothing to do), beat evaluates the alerts itself, with one more problem,
+  ``workers_silent``, and sends the channels' messages, in a thread of its own so its
+  sends are not delayed (``stand_in``).
+- When a worker runs the alerts task again, its evaluation does not see ``workers_silent``
+  (its detector is not among the workers' own), so the problem resolves and the channels
+  that were told hear that it cleared.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from scaling.alerts.delivery import channel_drain
+from scaling.alerts.detectors import DETECTORS, ActiveProblem
+from scaling.alerts.evaluation import Evaluation, alerts_evaluate
+from scaling.alerts.messages import at, duration
+from scaling.models import Heartbeat
+from scaling.models.alerts import ProblemKind
+
+log = logging.getLogger(__name__)
+
+WORKERS = "workers"
+SEEN_EVERY_SECONDS = 10.0
+WATCH_SECONDS = 30.0
+_seen_noted = -SEEN_EVERY_SECONDS
+
+
+def silent_after() -> timedelta:
+    """How long without a finished task before beat speaks: DYNOSCALER_ALERT_WORKERS_MINUTES,
+    and at least three alert ticks (the alerts task alone keeps a worker heard from)."""
+    return timedelta(seconds=max(settings.ALERT_WORKERS_SILENT_MINUTES * 60, 3 * settings.ALERT_EVALUATE_INTERVAL_SECONDS))
+
+
+def workers_seen(now: datetime | None = None) -> None:
+    """A worker finished a task. Written at most every SEEN_EVERY_SECONDS by this process."""
+    global _seen_noted
+    mono = time.monotonic()
+    if mono - _seen_noted < SEEN_EVERY_SECONDS:
+        return
+    _seen_noted = mono
+    now = now or timezone.now()
+    if not Heartbeat.objects.filter(key=WORKERS).update(at=now):
+        Heartbeat.objects.get_or_create(key=WORKERS, defaults={"at": now})
+
+
+def workers_last_seen() -> datetime | None:
+    return Heartbeat.objects.filter(key=WORKERS).values_list("at", flat=True).first()
+
+
+@dataclass(frozen=True)
+class Silence:
+    last: datetime  # when a worker last finished a task, or when the watch began if later
+    heard: bool  # whether one did since the watch began
+
+
+def workers_silence(now: datetime, *, watching_since: datetime) -> Silence | None:
+    """No worker has finished a task for longer than ``silent_after()``; None while they
+    are heard from."""
+    seen = workers_last_seen()
+    heard = seen is not None and seen >= watching_since
+    last = seen if seen is not None and heard else watching_since
+    return Silence(last, heard) if now - last > silent_after() else None
+
+
+def workers_silent_problem(silence: Silence, now: datetime, *, broker: str) -> ActiveProblem:
+    last = silence.last
+    seen = f"the last one finished {at(last)}" if silence.heard else f"none has since beat started, {at(last)}"
+    return ActiveProblem(
+        key="workers_silent", kind=ProblemKind.WORKERS_SILENT, since=last + silent_after(),
+        summary=f"no worker has finished a task for {duration(last, now)} ({seen}){'; ' + broker if broker else ''}",
+        action="no pair cycles and nothing is scaled until a worker runs tasks again: check that the worker "
+        "process is running (heroku ps), restart it, or look at its log; beat sends the alerts meanwhile",
+    )
+
+
+def stand_in(silence: Silence, *, broker: str = "", now: datetime | None = None) -> Evaluation:
+    """Evaluate the alerts as the workers' task would, plus ``workers_silent``, and send
+    what is due on every channel. Run by beat while no worker runs tasks."""
+    now = now or timezone.now()
+    problem = workers_silent_problem(silence, now, broker=broker)
+
+    def workers_silent(_: datetime) -> list[ActiveProblem]:
+        return [problem]
+
+    result = alerts_evaluate(now=now, detectors=(*DETECTORS, workers_silent))
+    for channel_id in result.channels_due:
+        channel_drain(channel_id=channel_id)
+    return result
