@@ -40,6 +40,7 @@ import threading
 import time
 from datetime import datetime
 from datetime import timezone as dt_timezone
+from functools import cached_property
 from typing import IO, Any
 
 from celery.beat import Scheduler
@@ -112,8 +113,7 @@ class DynoScalerScheduler(Scheduler):
         self._depth_reader = broker_queue_depth_reader(self.app)
         if self._depth_reader is None:
             log.info("beat: the broker's queue depth cannot be read here; cycles are never held back")
-        reuse_one_redis_client(self.producer)
-        self._broker_errors = broker_errors(self.producer)
+        # The broker is not touched here: the producer is made at the first send (see producer).
         path = getattr(settings, "BEAT_DISPATCH_LOG", None)
         if path:
             self._dispatch_log = open(path, "a", buffering=1)  # noqa: SIM115  (line by line: a reader sees every send)
@@ -395,6 +395,23 @@ class DynoScalerScheduler(Scheduler):
         self._stats_since = mono
 
     # --- celery's Scheduler interface ------------------------------------------------------------
+
+    @cached_property
+    def producer(self) -> Any:
+        """Made at the first send, not while beat starts: celery's scheduler opened it in its
+        setup, retrying up to 100 times with an ERROR line each, and a SIGTERM or Ctrl-C
+        meanwhile made its handler build a second scheduler that retried again, so a beat
+        started before its broker could not be stopped. A send that cannot connect fails
+        as any send to a broker that is away does (one line per outage), and the next
+        send tries again."""
+        producer = self.app.amqp.Producer(self._ensure_connected(), auto_declare=False)
+        reuse_one_redis_client(producer)
+        self._broker_errors = broker_errors(producer)
+        return producer
+
+    def _ensure_connected(self) -> Any:
+        # One attempt; the retrying is the sends' own, each at its due time.
+        return self.connection.ensure_connection(max_retries=0)
 
     def should_sync(self) -> bool:
         return False  # tick flushes on its own clock

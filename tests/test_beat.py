@@ -385,3 +385,38 @@ def test_with_no_worker_running_tasks_beat_tells_the_channels_itself_and_a_worke
         app.conf.update(CELERY_BEAT_SCHEDULE=saved)
     assert len(told("opened")) == 1 and len(told("resolved")) == 1
     assert told("resolved")[0]["title"] == "[DynoScaler] RESOLVED no worker running tasks (told by beat)"
+
+
+def test_a_beat_started_before_its_broker_waits_quietly_sends_once_it_answers_and_stops_when_told(
+        make_pair: Any, beat_process: Any, tmp_path: Path) -> None:
+    port = free_port()
+    make_pair(name="orders", app="orders-app", interval_seconds=1)
+    proc = beat_process({"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    log = tmp_path / "beat.log"
+
+    def wait_for(what: Callable[[], bool], seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while not what():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"beat did not get there; its log:\n{log.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    wait_for(lambda: "the broker cannot be reached" in log.read_text())
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        client = redis.Redis(port=port)
+        wait_for(lambda: client.llen("celery") >= 2)  # the pair's cycles, once the broker answers
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    proc.terminate()  # Heroku's SIGTERM, with the broker gone again
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"beat did not stop on SIGTERM; its log:\n{log.read_text()[-3000:]}")
+    text = log.read_text()
+    assert " ERROR " not in text and "Traceback" not in text
+    assert text.count("the broker cannot be reached") <= 2  # once per outage
+    assert "reachable again" in text
