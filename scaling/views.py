@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from scaling import selectors, services
+from scaling.alerts.watch import workers_last_seen
 from scaling.models import KillSwitch
 
 
@@ -58,16 +59,21 @@ def kill_switch(request: HttpRequest) -> HttpResponse:
 def healthz(request: HttpRequest) -> JsonResponse:
     """The web dyno's health for Heroku: 200 while it and its database answer.
 
-    Also reports stalled pairs and the kill switch, for monitors; those do not make the
+    Also reports stalled pairs, the kill switch and how long ago a worker last finished a
+    task, for monitors; those do not make the
     web dyno unhealthy (restarting it would not help them)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         stalled = selectors.stalled_pair_count()
         engaged = KillSwitch.is_engaged()
+        seen = workers_last_seen()
     except Exception as exc:  # any database failure makes the dyno unhealthy
         return JsonResponse({"ok": False, "database": type(exc).__name__}, status=503)
-    return JsonResponse({"ok": True, "stalled_pairs": stalled, "kill_switch": engaged})
+    # Seconds since a worker last finished a task (None: never): a monitor's view of the
+    # workers that needs neither beat nor the workers to be up.
+    idle = round((timezone.now() - seen).total_seconds()) if seen else None
+    return JsonResponse({"ok": True, "stalled_pairs": stalled, "kill_switch": engaged, "workers_last_task_seconds": idle})
 
 
 @csrf_exempt

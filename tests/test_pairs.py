@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scaling import services
-from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, ScalingPair
+from scaling.models import AwsAccount, Decision, Heartbeat, HerokuAccount, PairQueue, ScalingPair
 from tests.conftest import AWS_SECRET, HEROKU_TOKEN
 
 pytestmark = pytest.mark.django_db
@@ -260,7 +260,9 @@ def test_a_number_under_a_fields_lowest_value_is_told_that_value(admin_client: A
 def test_healthz_answers_for_the_web_dyno(client: Any) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "stalled_pairs": 0, "kill_switch": False}
+    assert response.json() == {"ok": True, "stalled_pairs": 0, "kill_switch": False, "workers_last_task_seconds": None}
+    Heartbeat.objects.create(key="workers", at=timezone.now() - timedelta(minutes=5))  # a worker's last task
+    assert 299 <= client.get("/healthz").json()["workers_last_task_seconds"] <= 301
 
 
 def test_target_wait_must_exceed_boot_time(admin_client: Any, make_pair: Any) -> None:
