@@ -16,18 +16,22 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from scaling import selectors, services
-from scaling.alerts.watch import workers_last_seen
+from scaling.alerts.watch import silent_after, workers_last_seen
 from scaling.models import KillSwitch
 
 
 def status(request: HttpRequest) -> TemplateResponse:
+    now = timezone.now()
+    seen = workers_last_seen()
     context = {
         **admin.site.each_context(request),
         "title": "Status",
         "rows": selectors.pairs_status(),
         "switch": KillSwitch.current(),
         "unshipped": selectors.unshipped_decision_count(),
-        "now": timezone.now(),
+        "now": now,
+        "workers_seen": seen,
+        "workers_silent": seen is None or now - seen > silent_after(),
     }
     return TemplateResponse(request, "admin/scaling/status.html", context)
 

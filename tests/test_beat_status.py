@@ -8,7 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from scaling.models import Decision, PairSample, ScalingPair
+from scaling.models import Decision, Heartbeat, PairSample, ScalingPair
 
 
 def cycles_every(pair: ScalingPair, seconds: float, count: int = 8) -> None:
@@ -37,6 +37,17 @@ def test_the_status_page_says_which_pairs_cycle_late_and_why(admin_client: Any, 
     assert "cycling every ~40 s instead of 15 s: the workers are behind" in row_of(page, "late")
     assert "ok" in row_of(page, "on-time") and "cycling every" not in row_of(page, "on-time")
     assert "1 pair cycling late: the workers are behind." in page
+
+
+def test_the_status_page_says_when_no_worker_runs_tasks(admin_client: Any) -> None:
+    assert "No worker has finished a task yet" in admin_client.get("/admin/status/").content.decode()
+    seen = Heartbeat.objects.create(key="workers", at=timezone.now() - timedelta(seconds=20))
+    page = admin_client.get("/admin/status/").content.decode()
+    assert 'id="workers-silent"' not in page and "Workers: the last task finished" in page
+    Heartbeat.objects.filter(pk=seen.pk).update(at=timezone.now() - timedelta(minutes=10))
+    page = admin_client.get("/admin/status/").content.decode()
+    silent = page[page.index('id="workers-silent"'):]
+    assert "No worker has finished a task since" in silent and "minutes ago)" in silent[:300]
 
 
 def test_a_pair_back_on_time_or_just_enabled_again_is_not_called_late(admin_client: Any, make_pair: Any) -> None:
