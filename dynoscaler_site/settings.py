@@ -259,7 +259,12 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # tasks) is lost instead of returning late.
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {"ack_emulation": False}
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = BASE_DIR / ".broker"
+    # Beside the SQLite file, when that is the database: queued tasks mean something only
+    # to the database they were queued for, and a second copy (a test's, another checkout's
+    # DATABASE_URL) must not take the first one's tasks.
+    _db_name = str(DATABASES["default"].get("NAME") or "")
+    _sqlite = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and _db_name not in ("", ":memory:")
+    _broker_dir = Path(_db_name).resolve().parent / ".broker" if _sqlite else BASE_DIR / ".broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -106,6 +106,9 @@ def test_the_printed_login_works_at_once_and_ctrl_c_stops_all_three(tmp_path: Pa
                             data={"username": "admin", "password": PASSWORD,
                                   "csrfmiddlewaretoken": session.cookies["csrftoken"]})
         assert done.url.endswith("/admin/") and "Log out" in done.text
+        # Its task queue lies beside its SQLite file: a developer's own `make run` in this
+        # checkout keeps its tasks to itself.
+        assert (tmp_path / ".broker" / "queue").is_dir()
         children = [child_pid(run.proc.pid, marker) for marker in ("runserver", "worker", "beat")]
         run.proc.send_signal(signal.SIGINT)
         assert run.finish() == 0, "\n".join(run.seen[-20:])
