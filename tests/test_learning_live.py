@@ -4,6 +4,7 @@ the Heroku stand-in with its webhooks, and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -117,3 +118,18 @@ def test_boots_seen_by_webhook_reach_the_policy(queue_and_app: Any, make_pair: A
     cycle(pair, now=timezone.now() + timedelta(seconds=15))
     boot = ScalingPair.objects.get(pk=pair.pk).learned["learned"]["boot"]
     assert boot["samples"] >= 1
+
+
+@pytest.mark.django_db
+def test_without_webhooks_a_boot_is_timed_from_the_dynos_own_times_not_from_when_we_looked(
+        queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
+    heroku.apps["orders-app"].processes["worker"].boot_seconds = 1.0
+    pair = make_pair(policy="target_wait", dyno_rate=0.5, max_dynos=4)
+    cycle(pair)
+    send_messages(sqs, "orders", 200)
+    assert cycle(pair).outcome == "applied"
+    time.sleep(3)  # the dyno came up long before the next look at the dyno list
+    cycle(pair, now=timezone.now() + timedelta(seconds=31))  # the read while new dynos boot
+    boots = [seconds for _, seconds in FormationState.objects.get().boots]
+    assert boots and all(0.8 <= seconds <= 2.0 for seconds in boots), boots  # not the 3 s we waited

@@ -245,14 +245,18 @@ class HerokuStandIn(LoopbackServer):
 
     def _dynos(self, app: FakeApp) -> list[dict[str, Any]]:
         now = time.monotonic()
+        wall = time.time()
         out = []
         for ptype, proc in app.processes.items():
             for n, started in sorted(proc.dyno_started.items()):
-                state = "up" if now - started >= proc.boot_seconds else "starting"
+                up = now - started >= proc.boot_seconds
+                created = wall - (now - started)
+                # As Heroku: created_at is when the dyno started, updated_at its last change of state.
                 out.append({
                     "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{app.name}/{ptype}.{n}/{started}")),
-                    "name": f"{ptype}.{n}", "type": ptype, "state": state, "size": proc.size,
-                    "command": f"python {ptype}.py", "created_at": _now(), "updated_at": _now(),
+                    "name": f"{ptype}.{n}", "type": ptype, "state": "up" if up else "starting", "size": proc.size,
+                    "command": f"python {ptype}.py", "created_at": _iso(created),
+                    "updated_at": _iso(created + proc.boot_seconds if up else created),
                 })
         return out
 
@@ -344,4 +348,8 @@ class HerokuStandIn(LoopbackServer):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return _iso(time.time())
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
