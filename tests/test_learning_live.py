@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.models import FormationState, HerokuApp, ScalingPair
-from tests.conftest import AWS_KEY, AWS_SECRET, REGION, cycle, send_messages
+from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN, REGION, cycle, send_messages
 
 
 def publish_deletes(moto_url: str, queue: str, *, minutes: list[float], per_minute: float) -> None:
@@ -133,3 +133,18 @@ def test_without_webhooks_a_boot_is_timed_from_the_dynos_own_times_not_from_when
     cycle(pair, now=timezone.now() + timedelta(seconds=31))  # the read while new dynos boot
     boots = [seconds for _, seconds in FormationState.objects.get().boots]
     assert boots and all(0.8 <= seconds <= 2.0 for seconds in boots), boots  # not the 3 s we waited
+
+
+@pytest.mark.django_db
+def test_the_dynos_already_up_at_the_first_look_tell_their_boot(sqs: Any, heroku: Any, make_pair: Any) -> None:
+    # Workers that ran before DynoScaler: each dyno's own times (started, then up 7 s later)
+    # are a boot seen, so the first burst is not planned on the operator's figure alone.
+    sqs.create_queue(QueueName="orders")
+    process = heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=2, boot_seconds=7.0).processes["worker"]
+    process.dyno_started = {n: time.monotonic() - 100 for n in (1, 2)}
+    pair = make_pair(policy="target_wait", dyno_rate=0.5, max_dynos=4)
+    first = cycle(pair)
+    assert [seconds for _, seconds in FormationState.objects.get().boots] == [7.0, 7.0]
+    assert "boot 7 s" in first.reason  # learned from them, not the operator's 45 s
+    cycle(pair, now=timezone.now() + timedelta(seconds=400))  # the reconcile reads them again
+    assert len(FormationState.objects.get().boots) == 2  # the same dynos are not counted twice

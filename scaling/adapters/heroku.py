@@ -57,7 +57,8 @@ class DynoInfo:
     name: str  # e.g. "worker.3"
     process_type: str
     state: str  # "starting", "up", "crashed", "down", ...
-    updated_at: datetime | None
+    updated_at: datetime | None  # when the process last changed state
+    created_at: datetime | None = None  # when the dyno was started
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ class HerokuClient:
     def dynos(self, *, app: str) -> list[DynoInfo]:
         with _translated(f"listing the dynos of {app}", self._secrets):
             return [DynoInfo(name=str(d.name), process_type=str(d.type), state=str(d.state),
-                             updated_at=_aware(getattr(d, "updated_at", None)))
+                             updated_at=_aware(getattr(d, "updated_at", None)),
+                             created_at=_aware(getattr(d, "created_at", None)))
                     for d in self._app(app).dynos()]
 
     def process_state(self, *, app: str, process_type: str) -> ProcessState:

@@ -108,7 +108,8 @@ def store_read(app: HerokuApp, *, formations: Iterable[FormationInfo], dynos: It
     by_type: dict[str, dict[str, dict[str, str | None]]] = {}
     for dyno in dynos or ():
         by_type.setdefault(dyno.process_type, {})[dyno.name] = {
-            "state": dyno.state, "at": dyno.updated_at.isoformat() if dyno.updated_at else None}
+            "state": dyno.state, "at": dyno.updated_at.isoformat() if dyno.updated_at else None,
+            "created": dyno.created_at.isoformat() if dyno.created_at else None}
     with transaction.atomic():
         for info in formations:
             state = FormationState.objects.select_for_update().filter(app=app, process_type=info.process_type).first()
@@ -149,11 +150,27 @@ def store_write(app: HerokuApp, info: FormationInfo, *, now: datetime) -> None:
 KEPT_BOOTS = 20
 
 
+# A dyno found up that we never saw boot tells its boot by its own times (created_at, and
+# updated_at: its last change of state); beyond this it has crashed and restarted, or been
+# restarted in place, since it was created, and its times say nothing of a boot.
+FOUND_UP_MAX_BOOT_SECONDS = 600
+
+
 def _note_boot(state: FormationState, before: dict[str, Any] | None, after: dict[str, Any]) -> None:
-    """A dyno seen booting and now up: how long its boot took (the policy learns from these)."""
-    if not before or before.get("state") not in BOOTING or after.get("state") != UP:
+    """How long a dyno's boot took, when this sight of it tells (the policy learns from
+    these): seen booting and now up; or found up, new to us (the dynos running at the first
+    look, a person's scaling, a daily restart), by its own start and up times."""
+    if after.get("state") != UP:
         return
-    started, up = parse_time(before.get("at")), parse_time(after.get("at"))
+    up = parse_time(after.get("at"))
+    if before and before.get("state") in BOOTING:
+        started = parse_time(before.get("at"))
+    elif after.get("created") and (not before or before.get("created") != after.get("created")):
+        started = parse_time(after.get("created"))
+        if started is not None and up is not None and (up - started).total_seconds() > FOUND_UP_MAX_BOOT_SECONDS:
+            return
+    else:
+        return
     if started is None or up is None or up <= started:
         return
     state.boots = [*state.boots, [up.isoformat(), round((up - started).total_seconds(), 1)]][-KEPT_BOOTS:]
@@ -227,7 +244,9 @@ def store_dyno_event(app: HerokuApp, *, data: dict[str, Any], action: str) -> No
         if action == "destroy" or _number(name) > state.quantity:
             dynos.pop(name, None)
         else:
-            dynos[name] = {"state": str(data.get("state") or ""), "at": updated_at.isoformat() if updated_at else None}
+            created = parse_time(data.get("created_at"))
+            dynos[name] = {"state": str(data.get("state") or ""), "at": updated_at.isoformat() if updated_at else None,
+                           "created": created.isoformat() if created else None}
             _note_boot(state, state.dynos.get(name), dynos[name])
         state.dynos = dynos
         state.save(update_fields=["dynos", "boots"])

@@ -200,8 +200,10 @@ class HerokuStandIn(LoopbackServer):
 
     def _dyno_event(self, app: FakeApp, ptype: str, n: int, action: str, state: str) -> None:
         proc = app.processes.get(ptype)
+        started = proc.dyno_started.get(n) if proc else None
         data = {"name": f"{ptype}.{n}", "type": ptype, "state": state, "size": proc.size if proc else "",
-                "app": {"name": app.name}, "updated_at": _now()}
+                "app": {"name": app.name}, "updated_at": _now(),
+                "created_at": _iso(time.time() - (time.monotonic() - started)) if started is not None else _now()}
         self._emit(app, resource="dyno", action=action, data=data, actor=app.owner_email)
 
     def _boot(self, app: FakeApp, ptype: str, n: int, started: float) -> None:
