@@ -83,7 +83,8 @@ def workers_silent_problem(silence: Silence, now: datetime, *, broker: str) -> A
         key="workers_silent", kind=ProblemKind.WORKERS_SILENT, since=last + silent_after(),
         summary=f"no worker has finished a task for {duration(last, now)} ({seen}){'; ' + broker if broker else ''}",
         action="no pair cycles and nothing is scaled until a worker runs tasks again: check that the worker "
-        "process is running (heroku ps), restart it, or look at its log; beat sends the alerts meanwhile",
+        "process is running (heroku ps) and reaches the database and the broker (its log); beat sends the "
+        "alerts meanwhile",
     )
 
 
