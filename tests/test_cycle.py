@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -267,3 +268,19 @@ def test_two_cycles_of_one_pair_at_once_yield_one_decision(queue_and_app: Any, m
     assert sum(r is not None for r in results) == 1
     assert Decision.objects.count() == 1
     assert len(heroku.writes()) == 1 and heroku.quantity("orders-app") == 2
+
+
+def test_without_webhooks_a_ramp_divides_by_the_dynos_really_up(queue_and_app: Any, make_pair: Any) -> None:
+    # The classic rule adds a dyno per look while backlog per running dyno is over the
+    # threshold: a running count kept from before the ramp made it climb to the max.
+    sqs, heroku = queue_and_app
+    heroku.apps["orders-app"].processes["worker"].boot_seconds = 0.5
+    pair = make_pair(policy="classic", up_cycles=1, down_cycles=100, backlog_threshold=10, max_dynos=6)
+    send_messages(sqs, "orders", 25)
+    quantities = []
+    for _ in range(4):
+        decision = cycle(pair)
+        quantities.append(heroku.quantity("orders-app"))
+        time.sleep(1)  # the new dyno is up well before the next look
+    assert quantities == [2, 3, 3, 3]  # 25 / 3 = 8.3 is under 10: no fourth dyno
+    assert "25 visible message(s) / 3 running dyno(s) = 8.3 per dyno" in decision.reason

@@ -24,9 +24,8 @@ from scaling.models.formations import BOOTING, UP
 
 DYNOSCALER = "DynoScaler"
 SEEN_WHEN_RECONCILING = "unknown (seen when reconciling)"
-# Without webhooks, booting dynos are read this often until they are up; with webhooks, once,
-# if they are not all up this long after their boot time should have ended.
-BOOT_READ_SECONDS = 30
+# With webhooks, booting dynos are read once, if they are not all up this long after their
+# boot time should have ended. (Without, they are read at every look until they are up.)
 BOOT_GRACE_SECONDS = 60
 
 
@@ -83,12 +82,16 @@ def read_plan(app: HerokuApp, state: FormationState | None, *, now: datetime, bo
     if unsettled:
         return ReadPlan("a change whose answer was lost", dynos=not webhooks)
     booting = state.dyno_counts()[1]
+    if booting and not webhooks:
+        # Only a read shows a dyno come up, and decisions divide by the dynos up: a count
+        # kept from an earlier read would have the classic rule add a dyno at every look of
+        # a ramp. So every look reads the dynos while any boots (one call; the original tool
+        # read them at every cycle), and none while none does.
+        return ReadPlan("new dynos are booting", dynos=True)
     if booting:
         since = app.dynos_read_at or state.changed_at
-        wait = BOOT_READ_SECONDS if not webhooks else boot_seconds + BOOT_GRACE_SECONDS
-        if now - max(since, state.changed_at) >= timedelta(seconds=wait):
-            return ReadPlan("new dynos are booting" if not webhooks else "dynos still booting (a missed webhook?)",
-                            dynos=True)
+        if now - max(since, state.changed_at) >= timedelta(seconds=boot_seconds + BOOT_GRACE_SECONDS):
+            return ReadPlan("dynos still booting (a missed webhook?)", dynos=True)
     if now - app.reconciled_at >= timedelta(seconds=settings.RECONCILE_SECONDS):
         return ReadPlan("the reconcile every few minutes", dynos=not webhooks)
     return ReadPlan(None)
