@@ -243,6 +243,8 @@ def _upsert_env_pair(config: LegacyConfig) -> tuple[ScalingPair, bool, bool]:
         if changed:
             for name, value in values.items():
                 setattr(pair, name, value)
+            if not pair.managed_by_env:  # adopted (or set again after a release): the variables say scale it
+                pair.enabled = True
             pair.managed_by_env = True
             pair.save()
     removed, _ = pair.queues.exclude(queue=config.queue, region=config.region).delete()
@@ -256,7 +258,7 @@ class LegacySync:
     no configured key decrypts (the key was lost or changed)."""
 
     pair: ScalingPair | None
-    done: str = "unchanged"  # what happened to the pair: "created", "updated" or "unchanged"
+    done: str = "unchanged"  # what happened to the pair: "created", "updated", "unchanged" or "released"
     restored: tuple[str, ...] = ()  # the env pair's accounts, whose secrets the environment supplied again
     unreadable: tuple[str, ...] = ()  # accounts whose secret still cannot be read
 
@@ -264,6 +266,10 @@ class LegacySync:
         """What happened to the pair, in one line (None when the variables describe none)."""
         if self.pair is None:
             return None
+        if self.done == "released":
+            return (f"The original DynoScaler variables are no longer set: pair {self.pair.name!r}, made from them, "
+                    "was disabled (its settings, credentials and history are kept). Enable it in the admin to go on "
+                    "scaling with its stored settings, or set the variables again.")
         what = {"created": "was created from", "updated": "was updated from"}.get(self.done, "is up to date with")
         return f"Pair {self.pair.name!r} {what} the environment (every {self.pair.interval_seconds} s)."
 
@@ -294,14 +300,34 @@ def legacy_pair_sync(env: Mapping[str, str] = os.environ, *, config: LegacyConfi
     stored secrets that cannot be read. The environment holds the env pair's token and
     secret, so those are simply stored again with the current key.
 
+    With none of the variables set, the pair made from them is released (``legacy_pair_release``).
+
     Raises EnvError naming the first missing or malformed variable. Idempotent and safe to
     race (worker and beat both call it as they start)."""
     config = config or legacy_config_from_env(env)
     before = {(type(a), a.pk): a for a in accounts_with_unreadable_secrets()}
-    pair, done = legacy_pair_save(config=config) if config is not None else (None, "unchanged")
+    pair: ScalingPair | None
+    if config is not None:
+        pair, done = legacy_pair_save(config=config)
+    else:
+        pair, done = legacy_pair_release(), "released"
     after = {(type(a), a.pk): a for a in accounts_with_unreadable_secrets()}
     restored = tuple(_label(a) for key, a in before.items() if a.managed_by_env and key not in after)
     return LegacySync(pair=pair, done=done, restored=restored, unreadable=tuple(_label(a) for a in after.values()))
+
+
+def legacy_pair_release() -> ScalingPair | None:
+    """No original variable is set any more: the pair made from them stops, as the original
+    tool did without them, and is the environment's no longer (enabled again in the admin,
+    the admin runs it, and a restart leaves it alone; set again, the variables adopt it).
+    Its settings, credentials and history stay. Returns it, if there was one."""
+    pair = ScalingPair.objects.filter(managed_by_env=True).first()
+    if pair is None:
+        return None
+    pair.enabled, pair.managed_by_env = False, False
+    pair.save(update_fields=["enabled", "managed_by_env", "updated_at"])
+    pair_apply_settings(pair=pair)
+    return pair
 
 
 def legacy_variables_set(env: Mapping[str, str] = os.environ) -> bool:
@@ -322,13 +348,14 @@ def legacy_pair_sync_at_start(env: Mapping[str, str] = os.environ) -> bool:
         described = False
     else:
         described = config is not None
-    report = legacy_pair_sync(env, config=config) if described else _report_only()
+    released = not described and not legacy_variables_set(env)
+    report = legacy_pair_sync(env, config=config) if described or released else _report_only()
     problem = report.problem()
     if problem:
         log.warning("%s", problem)
     said = report.said()
     if said:
-        log.info("%s", said)
+        log.log(logging.WARNING if report.done == "released" else logging.INFO, "%s", said)
     return described
 
 

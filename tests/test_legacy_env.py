@@ -214,6 +214,33 @@ def test_sync_env_pair_command_says_what_it_did(monkeypatch: Any) -> None:
     assert out.getvalue() == "Pair 'orders-app/worker (env)' was updated from the environment (every 60 s).\n"
 
 
+@pytest.mark.django_db
+def test_unsetting_the_original_variables_stops_their_pair_and_setting_them_again_resumes_it(
+        monkeypatch: Any, caplog: Any) -> None:
+    # The original tool did nothing without its variables; the pair made from them must not
+    # go on scaling with the token and secret it stored.
+    legacy_pair_sync_at_start(LEGACY_ENV)
+    assert legacy_pair_sync_at_start({}) is False
+    pair = ScalingPair.objects.get()
+    assert not pair.enabled and not pair.managed_by_env
+    assert not PeriodicTask.objects.get(pk=pair.periodic_task_id).enabled
+    (said,) = [r for r in caplog.records if "no longer set" in r.getMessage()]
+    assert said.levelname == "WARNING" and "'orders-app/worker (env)'" in said.getMessage()
+    assert HEROKU_TOKEN not in caplog.text and AWS_SECRET not in caplog.text
+    out = io.StringIO()
+    call_command("sync_env_pair", stdout=out)
+    assert "not set; nothing to do" in out.getvalue()  # released once, then left alone
+
+    ScalingPair.objects.update(enabled=True)  # enabled again in the admin: the admin's now
+    legacy_pair_sync_at_start({})
+    assert ScalingPair.objects.get().enabled
+
+    ScalingPair.objects.update(enabled=False)
+    legacy_pair_sync_at_start(LEGACY_ENV)  # the variables are set again: the same pair scales again
+    pair = ScalingPair.objects.get()
+    assert pair.enabled and pair.managed_by_env
+
+
 def test_several_bad_variables_read_as_one_sentence() -> None:
     with pytest.raises(EnvError) as caught:
         legacy_config_from_env({**LEGACY_ENV, "AWS_SQS_REGION": "virginia", "DYNOSCALER_UP_CYCLES": "x"})
@@ -225,3 +252,25 @@ def test_a_queue_url_in_another_region_than_aws_sqs_region_is_named() -> None:
         legacy_config_from_env({**LEGACY_ENV, "AWS_SQS_NAME": "https://sqs.eu-west-1.amazonaws.com/123456789012/orders"})
     assert str(caught.value) == ("AWS_SQS_REGION: the queue's URL is in eu-west-1, not us-east-1: set the region to "
                                  "eu-west-1 (AWS_SQS_NAME is the queue's URL)")
+
+
+@pytest.mark.django_db
+def test_the_env_pairs_page_shows_what_the_variables_describe_without_offering_to_change_it(admin_client: Any) -> None:
+    # An edit there was silently set back by the next restart.
+    legacy_pair_sync_at_start(LEGACY_ENV)
+    pair = ScalingPair.objects.get()
+    url = f"/admin/scaling/scalingpair/{pair.pk}/change/"
+    page = admin_client.get(url).content.decode()
+    assert "Made from the original DynoScaler variables" in page
+    for field in ("max_dynos", "min_dynos", "backlog_threshold", "app_name", "queues-0-queue"):
+        assert f'name="{field}"' not in page, field
+    assert 'name="manual_hold_seconds"' in page and 'name="dry_run"' in page  # DynoScaler's own settings stay editable
+    form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    form.update({"enabled": "on", "dry_run": "on", "manual_hold_seconds": 600, "paused_until_0": "", "paused_until_1": "",
+                 "target_wait_seconds": 120, "dyno_rate": 10, "boot_seconds": 45, "dyno_concurrency": 1,
+                 "prewarm": "off", "scale_down_window_seconds": 90, "lag_seconds": 30, "_save": "Save"})
+    response = admin_client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    pair.refresh_from_db()
+    assert pair.dry_run and pair.manual_hold_seconds == 600 and pair.max_dynos == 4
+    assert [q.queue for q in pair.queues.all()] == ["orders"]

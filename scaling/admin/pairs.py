@@ -62,7 +62,17 @@ class PairQueueInline(admin.TabularInline):
     verbose_name_plural = "SQS queues (Heroku + SQS pairs; visible messages are added up across them)"
 
     def get_extra(self, request: HttpRequest, obj: ScalingPair | None = None, **kwargs: Any) -> int:
-        return 0 if obj is not None and obj.provider == ScalingPair.Provider.SANDBOX else 1
+        return 0 if obj is not None and (obj.provider == ScalingPair.Provider.SANDBOX or obj.managed_by_env) else 1
+
+    # The env pair's queue is AWS_SQS_NAME's: shown, not editable (a restart sets it back).
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not (isinstance(obj, ScalingPair) and obj.managed_by_env) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not (isinstance(obj, ScalingPair) and obj.managed_by_env) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return not (isinstance(obj, ScalingPair) and obj.managed_by_env) and super().has_delete_permission(request, obj)
 
 
 class PairScheduleInline(admin.TabularInline):
@@ -70,6 +80,11 @@ class PairScheduleInline(admin.TabularInline):
     formset = ScheduleFormSet
     extra = 0
     verbose_name_plural = "Schedules: while a window applies, its min/max replace the pair's"
+
+
+# What the original variables describe (scaling.legacy_env): read-only on the env pair's page.
+ENV_FIELDS = ["name", "provider", "heroku_account", "aws_account", "app_name", "process_type", "min_dynos", "max_dynos",
+              "interval_seconds", "policy", "backlog_threshold", "up_cycles", "down_cycles"]
 
 
 @admin.register(ScalingPair)
@@ -120,6 +135,21 @@ class ScalingPairAdmin(GuardedAdmin):
         if not problems:
             return "ok"
         return format_html_join("; ", '<a href="{}" style="color:#b30000">{} ' + CANNOT_BE_READ + "</a>", problems)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ScalingPair | None = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.managed_by_env:  # the variables' values: a restart would set them back
+            fields += [f for f in ENV_FIELDS if f not in fields]
+        return fields
+
+    def get_fieldsets(self, request: HttpRequest, obj: ScalingPair | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.managed_by_env:
+            return fieldsets
+        (title, first), *rest = fieldsets
+        note = ("Made from the original DynoScaler variables (MY_HEROKU_*, AWS_*, DYNOSCALER_*): what they describe is "
+                "shown here, not editable, as a restart sets it back. Change the variable and restart.")
+        return [(title, {**first, "description": note}), *rest]
 
     def number_floor(self, name: str, floor: int) -> tuple[int, str | None]:
         if name == "interval_seconds":
