@@ -107,6 +107,8 @@ def test_a_stalled_pair_is_told_once_and_resolved_when_its_cycles_return(
     assert events(receiver) == [("opened", f"stalled:pair:{pair.pk}")]
     opened = receiver.bodies()[0]
     assert "no cycle for" in opened["problem"]["summary"] and opened["problem"]["pair"]["app"] == "orders-app"
+    (later,) = detectors.stalled_pairs(start + timedelta(seconds=610))
+    assert "no cycle for 10 min (10 intervals of 60 s; told after 3)" in later.summary  # the count it has missed
 
     # The real cycle runs again: the problem clears, and the channel hears so, once.
     assert services.pair_run_cycle(pair_id=pair.pk, force=True, now=start + timedelta(seconds=500)) is not None

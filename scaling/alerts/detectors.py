@@ -51,10 +51,12 @@ def stalled_pairs(now: datetime) -> list[ActiveProblem]:
         last = pair.last_cycle_at
         since = pair_stall_clock(pair) + timedelta(seconds=STALL_INTERVALS * pair.interval_seconds)
         seen = f"last cycle {_at(last)}" if last else "no cycle has run since it was created"
+        silent = now - (last or pair.created_at)
+        missed = int(silent.total_seconds() // pair.interval_seconds)
         problems.append(ActiveProblem(
             key=f"stalled:pair:{pair.pk}", kind=ProblemKind.STALLED, pair=pair, since=since,
-            summary=f"no cycle for {_minutes(now - (last or pair.created_at))} ({STALL_INTERVALS} intervals of "
-            f"{pair.interval_seconds} s); {seen}",
+            summary=f"no cycle for {_minutes(silent)} ({missed} intervals of {pair.interval_seconds} s; told after "
+            f"{STALL_INTERVALS}); {seen}",
             action="nothing scales this pair until its cycles run again: check that the worker and beat processes "
             "are up and that the broker answers",
         ))
