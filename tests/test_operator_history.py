@@ -237,6 +237,33 @@ def test_a_pair_deleted_or_disabled_keeps_every_cycle_on_record(sqs: Any, heroku
     assert rows.order_by("-created_at").values_list("created_at", flat=True)[0] == start + timedelta(seconds=75)
 
 
+def test_a_run_of_failing_cycles_reads_plainly_and_keeps_the_name_its_cycles_ran_under(
+        sqs: Any, heroku: Any, make_pair: Any) -> None:
+    # A run of errors said "saw None–None visible", a one-cycle run "12:00:00–12:00:00 ...
+    # saw 30–30", and a run written after a rename went under the new name.
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)  # no queue: every read fails
+    pair = make_pair()
+    start = timezone.now() - timedelta(minutes=10)
+    for i in range(4):
+        services.pair_run_cycle(pair_id=pair.pk, force=True, now=start + timedelta(seconds=15 * i))
+    ScalingPair.objects.filter(pk=pair.pk).update(name="orders-renamed")
+    services.pair_delete(pair=ScalingPair.objects.get(pk=pair.pk))  # writes the open run
+    run = Decision.objects.filter(cycles__gt=1).get()
+    assert run.pair_name == pair.name != "orders-renamed"
+    assert "saw no count (the queue could not be read)" in run.reason and "None" not in run.reason
+
+    sqs.create_queue(QueueName="orders")
+    send_messages(sqs, "orders", 30)
+    other = make_pair(name="billing", up_cycles=100, down_cycles=100)
+    for i in range(2):
+        services.pair_run_cycle(pair_id=other.pk, force=True, now=start + timedelta(seconds=15 * i))
+    services.pair_delete(pair=ScalingPair.objects.get(pk=other.pk))
+    (one,) = Decision.objects.filter(pair_name="billing").order_by("-created_at")[:1]
+    assert one.cycles == 1
+    assert f"1 more cycle like the one at {start:%H:%M:%S}, at {start + timedelta(seconds=15):%H:%M:%S} UTC, saw 30 visible" \
+        in one.reason
+
+
 def test_the_reconcile_reads_of_a_quiet_pair_fold_into_its_run(sqs: Any, heroku: Any, make_pair: Any,
                                                               settings: Any) -> None:
     # Each reconcile read (every few minutes) changed the reason's words, so it broke the run

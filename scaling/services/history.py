@@ -96,6 +96,9 @@ def _extended(run: dict[str, Any], decision: Decision, now: datetime) -> dict[st
         "state_after": decision.state_after,
         "policy": decision.policy,
         "error_permanent": decision.error_permanent,
+        # As the pair was called when its cycles ran (a rename before the row is written
+        # must not put them under the new name).
+        "names": [decision.pair_name, decision.app_name, decision.process_type],
     }
 
 
@@ -108,10 +111,15 @@ def _write_run(pair: ScalingPair, run: dict[str, Any]) -> Decision:
     assert first_at is not None and last_at is not None
     cycles = int(run["cycles"])
     like = f" like the one at {head_at:%H:%M:%S}" if head_at else ""
-    reason = (f"{cycles} more cycle{'s' if cycles != 1 else ''}{like}, {first_at:%H:%M:%S}–{last_at:%H:%M:%S} UTC, "
-              f"saw {run.get('visible_min')}–{run.get('visible_max')} visible; the last: {last.get('reason', '')}")
+    when = (f"at {last_at:%H:%M:%S} UTC" if cycles == 1 or first_at == last_at
+            else f"{first_at:%H:%M:%S}–{last_at:%H:%M:%S} UTC")
+    low, high = run.get("visible_min"), run.get("visible_max")
+    saw = ("no count (the queue could not be read)" if low is None
+           else f"{low} visible" if low == high else f"{low}–{high} visible")
+    reason = f"{cycles} more cycle{'s' if cycles != 1 else ''}{like}, {when}, saw {saw}; the last: {last.get('reason', '')}"
+    name, app, process = run.get("names") or (pair.name, pair.app_name, pair.process_type)
     return Decision.objects.create(
-        pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type=pair.process_type,
+        pair=pair, pair_name=name, app_name=app, process_type=process,
         created_at=last_at, first_cycle_at=first_at, cycles=cycles, policy=run.get("policy") or pair.policy,
         outcome=outcome, quantity_before=quantity, desired_quantity=desired, error=error or "", dry_run=dry_run,
         error_permanent=run.get("error_permanent"), state_before=run.get("state_after") or {},
