@@ -42,6 +42,15 @@ def conditions_next(
         if code not in CODES:
             raise ValueError(f"unknown condition code {code!r}; expected one of {sorted(CODES)}")
         before = previous.get(code)
+        detail = " ".join(detail.split())
         since = before.get("since") if isinstance(before, Mapping) and before.get("since") else stamp
-        result[code] = {"since": str(since), "detail": " ".join(detail.split())}
+        if code == PERMANENT_ERROR and isinstance(before, Mapping) and _cause(str(before.get("detail") or "")) != _cause(detail):
+            since = stamp  # another cause (a 401 fixed, a 404 now): a new problem, told as such
+        result[code] = {"since": str(since), "detail": detail}
     return result
+
+
+def _cause(detail: str) -> str:
+    """What a permanent error is, without the words that vary with the call that met it
+    ("… while reading the formation of …", "… while listing the dynos of …")."""
+    return detail.split(" while ", 1)[0].strip()

@@ -271,11 +271,16 @@ def test_a_failing_detector_silences_no_other_and_clears_nothing(make_pair: Any,
 
 def test_the_cycle_keeps_a_condition_since_it_began_and_drops_it_when_it_clears() -> None:
     t0 = timezone.now()
-    first = conditions_next({}, {"permanent_error": "Heroku: 401\nunauthorized"}, now=t0)
-    assert first == {"permanent_error": {"since": t0.isoformat(), "detail": "Heroku: 401 unauthorized"}}
-    later = conditions_next(first, {"permanent_error": "Heroku: 403 forbidden", "not_helping": "no better"},
+    first = conditions_next({}, {"permanent_error": "Heroku: 401\nunauthorized while reading the formation"}, now=t0)
+    assert first == {"permanent_error": {"since": t0.isoformat(),
+                                         "detail": "Heroku: 401 unauthorized while reading the formation"}}
+    same = conditions_next(first, {"permanent_error": "Heroku: 401 unauthorized while listing the dynos"},
+                           now=t0 + timedelta(minutes=1))
+    assert same["permanent_error"]["since"] == t0.isoformat()  # the same cause, met by another call
+    later = conditions_next(same, {"permanent_error": "Heroku: 403 forbidden", "not_helping": "no better"},
                             now=t0 + timedelta(minutes=5))
-    assert later["permanent_error"] == {"since": t0.isoformat(), "detail": "Heroku: 403 forbidden"}
+    # Another cause is another problem: it starts now (and is told anew).
+    assert later["permanent_error"] == {"since": (t0 + timedelta(minutes=5)).isoformat(), "detail": "Heroku: 403 forbidden"}
     assert later["not_helping"]["since"] == (t0 + timedelta(minutes=5)).isoformat()
     # A transient error hides whether the permanent one is still there: it is kept, the rest clear.
     assert conditions_next(later, {}, now=t0 + timedelta(minutes=6), unknown=["permanent_error"]) == {
@@ -663,3 +668,35 @@ def test_no_worker_running_tasks_goes_where_stalled_pairs_go(kinds: list[str], h
     # When the workers stop every pair stalls; a channel that asked for stalls hears the cause.
     channel = AlertChannel(name="c", kind="webhook", kinds=kinds, enabled=True, include_global=True)
     assert channel.wants(kind="workers_silent", pair_id=None, pair_ids=frozenset()) is hears
+
+
+def test_a_permanent_error_whose_cause_changes_is_told_again(
+    sqs: Any, heroku: Any, make_pair: Any, make_channel: Any, receiver: WebhookReceiver
+) -> None:
+    # The token fixed but the app now missing: the open problem kept saying 401, and its
+    # RESOLVED later said "Was: 401", while on-call had a 404 to fix.
+    sqs.create_queue(QueueName="orders")
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+    pair = make_pair()
+    channel = make_channel("webhook")
+    HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token="hk-revoked-token-000000")
+    start = timezone.now()
+    services.pair_run_cycle(pair_id=pair.pk, force=True, now=start)
+    services.pair_run_cycle(pair_id=pair.pk, force=True, now=start + timedelta(seconds=15))  # same cause: same problem
+    evaluate(start + timedelta(seconds=20))
+    drain(channel, start + timedelta(seconds=20))
+
+    HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token=HEROKU_TOKEN)
+    heroku.apps["orders-app-renamed"] = heroku.apps.pop("orders-app")
+    services.pair_run_cycle(pair_id=pair.pk, force=True, now=start + timedelta(seconds=30))
+    evaluate(start + timedelta(seconds=35))
+    drain(channel, start + timedelta(seconds=35))
+    evaluate(start + timedelta(seconds=50))  # and once told, it stays one problem
+    drain(channel, start + timedelta(seconds=50))
+
+    key = f"permanent_error:pair:{pair.pk}"
+    assert events(receiver) == [("opened", key), ("resolved", key), ("opened", key)]
+    first, cleared, second = receiver.bodies()
+    assert "401" in first["problem"]["summary"]
+    assert cleared["problem"]["resolution"].startswith("It changed: ") and "404" in cleared["problem"]["resolution"]
+    assert "404" in second["problem"]["summary"] and "401" not in second["problem"]["summary"]

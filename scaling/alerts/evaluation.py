@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 LEASE_KEY = "alerts-evaluator"
 SUMMARY_MAX = 1000  # characters of a problem's one-line summary kept
 LEASE_SECONDS = 120
+# An active problem whose start is this much later than the open one's began again.
+REOPEN_AFTER = timedelta(seconds=1)
 
 
 @dataclass
@@ -71,7 +73,14 @@ def alerts_evaluate(*, now: datetime | None = None, detectors: tuple[Detector, .
         detected = active_problems(now, detectors)
         active = detected.problems
         open_rows = {p.key: p for p in AlertProblem.objects.open().select_related("pair")}
-        to_open = sorted(set(active) - set(open_rows))
+        # A problem still active but begun again since it was told (a permanent error whose
+        # cause changed: the token fixed, the app now missing) is the old one resolved and a
+        # new one opened, so on-call is not left fixing what is already fixed.
+        # (Only there does a later start mean another problem: an audit trail behind, say, starts
+        # later as its oldest decisions leave.)
+        changed = sorted(k for k in set(active) & set(open_rows) if active[k].kind == ProblemKind.PERMANENT_ERROR
+                         and active[k].since > open_rows[k].since + REOPEN_AFTER)
+        to_open = sorted(set(active) - set(open_rows)) + changed
         # On a partial view (a detector failed) nothing is taken for cleared.
         to_resolve = sorted(set(open_rows) - set(active)) if detected.complete else []
         if not to_open and not to_resolve:
@@ -80,6 +89,11 @@ def alerts_evaluate(*, now: datetime | None = None, detectors: tuple[Detector, .
         secrets = known_secrets()
         channels = [_Channel(c, frozenset(p.pk for p in c.pairs.all()))
                     for c in AlertChannel.objects.filter(enabled=True).prefetch_related("pairs")]
+        for key in changed:
+            resolved = problem_resolve(open_rows[key], now=now, channels=channels, secrets=secrets,
+                                       resolution=f"It changed: {active[key].summary}")
+            if resolved is not None:
+                result.resolved.append(resolved)
         for key in to_open:
             opened = problem_open(active[key], now=now, channels=channels, secrets=secrets)
             if opened is not None:
@@ -113,10 +127,11 @@ def problem_open(problem: ActiveProblem, *, now: datetime, channels: list[_Chann
     return row
 
 
-def problem_resolve(problem: AlertProblem, *, now: datetime, channels: list[_Channel], secrets: list[str]) -> AlertProblem | None:
+def problem_resolve(problem: AlertProblem, *, now: datetime, channels: list[_Channel], secrets: list[str],
+                    resolution: str | None = None) -> AlertProblem | None:
     """Mark the problem resolved and tell the channels that were told it opened. None if
     another evaluator resolved it first."""
-    resolution = scrub(_resolution(problem), secrets)
+    resolution = scrub(_resolution(problem) if resolution is None else resolution, secrets)[:SUMMARY_MAX]
     with transaction.atomic():
         updated = AlertProblem.objects.filter(pk=problem.pk, resolved_at__isnull=True).update(
             resolved_at=now, resolution=resolution)

@@ -281,7 +281,11 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
     if written.error is not None:
         # Try again next cycle from the same counters. A refusal is a standing problem; a
         # passing failure hides whether one is.
-        problem = ((PERMANENT_ERROR, str(written.error)),) if written.error.permanent else ()
+        refusal = written.refusal
+        # Worded as the cycles that then hold at the refusal word it: one problem, one cause.
+        detail = (f"Heroku refused {refusal.quantity}: {refusal.reason}" if refusal and refusal.quantity is not None
+                  else str(written.error))
+        problem = ((PERMANENT_ERROR, detail),) if written.error.permanent else ()
         outcome = replace(outcome, state_after=None, conditions=(*decided.conditions, *problem),
                           unsure=frozenset() if written.error.permanent else frozenset({PERMANENT_ERROR}))
     return outcome
