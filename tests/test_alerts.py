@@ -591,7 +591,7 @@ def test_the_channel_form_names_each_problem_and_never_shows_a_secret(admin_clie
     assert (channel.url, channel.signing_secret, channel.kinds) == (url, SIGNING_SECRET, ["kill_switch", "stalled"])
     page = admin_client.get(f"/admin/scaling/alertchannel/{channel.pk}/change/").content.decode()
     assert url not in page and "secret-path-123" not in page and SIGNING_SECRET not in page
-    assert "Currently set: http://127.0.0.1/…-123." in page and "set, ending …" in page and 'id="send-test-alert"' in page
+    assert f"Currently set: {receiver.url}/…-123." in page and "set, ending …" in page and 'id="send-test-alert"' in page
     listing = admin_client.get("/admin/scaling/alertchannel/").content.decode()
     assert "secret-path-123" not in listing and "every pair" in listing
     # Saved again with the secrets left empty, they are kept.
@@ -700,3 +700,16 @@ def test_a_permanent_error_whose_cause_changes_is_told_again(
     assert "401" in first["problem"]["summary"]
     assert cleared["problem"]["resolution"].startswith("It changed: ") and "404" in cleared["problem"]["resolution"]
     assert "404" in second["problem"]["summary"] and "401" not in second["problem"]["summary"]
+
+
+def test_a_message_names_the_pair_once_and_a_stored_url_keeps_its_port(make_pair: Any) -> None:
+    from scaling.admin.alerts import url_hint
+    from scaling.alerts.messages import problem_content
+
+    pair = make_pair(name="orders-app/worker (env)")
+    set_condition(pair, "permanent_error", since=timezone.now(), detail="Heroku: 404 not_found")
+    (opened,) = evaluate(timezone.now()).opened
+    title = problem_content(opened, AlertDelivery.Event.OPENED).title
+    assert title.startswith("[DynoScaler] PROBLEM orders-app/worker (env): permanent error")  # not "(env) (orders-app/worker)"
+    assert url_hint("http://127.0.0.1:18080/hooks/secret-path/abcd") == "set: http://127.0.0.1:18080/…abcd"
+    assert "secret-path" not in url_hint("https://hooks.example.com/services/secret-path/abcd")

@@ -284,3 +284,15 @@ def test_without_webhooks_a_ramp_divides_by_the_dynos_really_up(queue_and_app: A
         time.sleep(1)  # the new dyno is up well before the next look
     assert quantities == [2, 3, 3, 3]  # 25 / 3 = 8.3 is under 10: no fourth dyno
     assert "25 visible message(s) / 3 running dyno(s) = 8.3 per dyno" in decision.reason
+
+
+def test_a_call_failing_mid_cycle_says_what_failed_once(queue_and_app: Any, make_pair: Any) -> None:
+    # The reason repeated the error that the record (and the log line) carry beside it.
+    sqs, heroku = queue_and_app
+    pair = make_pair(up_cycles=2)
+    send_messages(sqs, "orders", 100)
+    cycle(pair)  # the first look; up 1/2
+    heroku.fail_next("GET", r"/formation$", 401)  # the read right before the change
+    failed = cycle(pair)
+    assert failed.outcome == "error" and "401" in failed.error
+    assert failed.reason.endswith("a call to Heroku failed; formation held") and "401" not in failed.reason

@@ -304,3 +304,15 @@ def test_a_schedule_sets_the_bounds_of_a_cycle(make_pair: Any, sqs: Any, heroku:
     decision = services.pair_run_cycle(pair_id=pair.pk, force=True)
     assert decision is not None and decision.applied_quantity == 3
     assert decision.reason.startswith("[schedule mon,tue,wed,thu,fri,sat,sun 00:00–00:00 UTC: min 3, max 5]")
+
+
+def test_a_pairs_page_folds_away_the_other_policys_settings(admin_client: Any, make_pair: Any) -> None:
+    def classes_of(page: str, title: str) -> str:
+        start = page.rindex("<fieldset", 0, page.index(f">{title}<"))
+        return page[start:page.index(">", start)]
+
+    classic = admin_client.get(f"/admin/scaling/scalingpair/{make_pair(policy='classic').pk}/change/").content.decode()
+    assert "collapse" in classes_of(classic, "target_wait policy") and "collapse" not in classes_of(classic, "classic policy")
+    other = make_pair(name="billing", app="billing-app", policy="target_wait")
+    page = admin_client.get(f"/admin/scaling/scalingpair/{other.pk}/change/").content.decode()
+    assert "collapse" in classes_of(page, "classic policy") and "collapse" not in classes_of(page, "target_wait policy")

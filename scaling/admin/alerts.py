@@ -24,8 +24,15 @@ from scaling.models.alerts import AlertChannel, AlertDelivery, AlertProblem, Pro
 
 
 def url_hint(url: str) -> str:
+    """Enough of a stored URL to tell which one it is (scheme, host and port, its last four
+    characters), never its path, which may be the secret (Slack's)."""
     parts = urlsplit(url)
-    return f"set: {parts.scheme}://{parts.hostname}/…{url[-4:]}" if parts.hostname and len(url) >= 20 else secret_hint(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return (f"set: {parts.scheme}://{parts.hostname}{port}/…{url[-4:]}" if parts.hostname and len(url) >= 20
+            else secret_hint(url))
 
 
 class AlertChannelForm(WriteOnlySecretsForm):

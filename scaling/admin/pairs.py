@@ -144,6 +144,13 @@ class ScalingPairAdmin(GuardedAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: ScalingPair | None = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
+        if obj is not None:
+            # The other policy's settings are folded away: they do nothing for this pair.
+            def folded(title: object) -> bool:
+                return bool(title) and str(title).endswith(" policy") and title != f"{obj.policy} policy"
+
+            fieldsets = [(title, {**options, "classes": [*options.get("classes", []), "collapse"]}) if folded(title)
+                         else (title, options) for title, options in fieldsets]
         if obj is None or not obj.managed_by_env:
             return fieldsets
         (title, first), *rest = fieldsets

@@ -71,7 +71,7 @@ CONDITION_ACTIONS = {
     "speed up the workers",
     ProblemKind.NOT_HELPING: "dynos were added but the backlog does not shrink: the workers may be failing, or "
     "limited by something downstream",
-    ProblemKind.PERSON_CHANGE: "DynoScaler holds off instead of undoing it, and takes over again when the hold ends",
+    ProblemKind.PERSON_CHANGE: "holds off instead of undoing it, and takes over again when the hold ends",
 }
 
 

@@ -121,7 +121,9 @@ def problem_content(problem: AlertProblem, event: str) -> Content:
     kind_label = ProblemKind(problem.kind).label
     pair = problem.pair
     if pair is not None:
-        subject = f"{pair.name} ({pair.app_name}/{pair.process_type}): {kind_label}"
+        where = f"{pair.app_name}/{pair.process_type}"
+        # A pair named after its app and process (as the env pair is) is not named twice.
+        subject = f"{pair.name}: {kind_label}" if where in pair.name else f"{pair.name} ({where}): {kind_label}"
     else:  # a deleted pair's problem keeps the name it had
         subject = f"{problem.pair_name}: {kind_label}" if problem.pair_name else kind_label
     link = problem_link(problem)

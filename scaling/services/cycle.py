@@ -89,7 +89,8 @@ def _cycle(pair: ScalingPair, *, now: datetime, dry_run: bool) -> CycleResult:
             # What the account's pool said, from whichever of the cycle's calls answered last.
             return replace(result, heroku_calls=backend.heroku_calls, rate_limit_remaining=backend.rate_limit_remaining)
     except AdapterError as exc:  # the backend could not be set up
-        return CycleResult.failed(f"{exc.message}; formation held", exc)
+        # What failed is in the error, which goes beside the reason everywhere: not twice.
+        return CycleResult.failed(f"a call to {exc.system} failed; formation held", exc)
     except SecretUnreadable as exc:
         return CycleResult.failed("a credential cannot be read; formation held",
                                   AdapterError("DynoScaler", str(exc), permanent=True))
