@@ -175,6 +175,7 @@ def legacy_pair_save(*, config: LegacyConfig) -> tuple[ScalingPair, str]:
         except IntegrityError:
             if attempt == 2:
                 raise
+    legacy_problem_note("")  # applied
     if changed:
         pair_apply_settings(pair=pair)
     else:
@@ -304,7 +305,11 @@ def legacy_pair_sync(env: Mapping[str, str] = os.environ, *, config: LegacyConfi
 
     Raises EnvError naming the first missing or malformed variable. Idempotent and safe to
     race (worker and beat both call it as they start)."""
-    config = config or legacy_config_from_env(env)
+    try:
+        config = config or legacy_config_from_env(env)
+    except EnvError as exc:
+        legacy_problem_note(str(exc))
+        raise
     before = {(type(a), a.pk): a for a in accounts_with_unreadable_secrets()}
     pair: ScalingPair | None
     if config is not None:
@@ -316,6 +321,12 @@ def legacy_pair_sync(env: Mapping[str, str] = os.environ, *, config: LegacyConfi
     return LegacySync(pair=pair, done=done, restored=restored, unreadable=tuple(_label(a) for a in after.values()))
 
 
+def legacy_problem_note(problem: str) -> None:
+    """The variables were not applied: the env pair (if any) goes on with its last good
+    values, and says why on its page, the status page and as an alert ("" when they were)."""
+    ScalingPair.objects.filter(managed_by_env=True).exclude(env_problem=problem).update(env_problem=problem)
+
+
 def legacy_pair_release() -> ScalingPair | None:
     """No original variable is set any more: the pair made from them stops, as the original
     tool did without them, and is the environment's no longer (enabled again in the admin,
@@ -324,8 +335,8 @@ def legacy_pair_release() -> ScalingPair | None:
     pair = ScalingPair.objects.filter(managed_by_env=True).first()
     if pair is None:
         return None
-    pair.enabled, pair.managed_by_env = False, False
-    pair.save(update_fields=["enabled", "managed_by_env", "updated_at"])
+    pair.enabled, pair.managed_by_env, pair.env_problem = False, False, ""
+    pair.save(update_fields=["enabled", "managed_by_env", "env_problem", "updated_at"])
     pair_apply_settings(pair=pair)
     return pair
 
@@ -344,6 +355,7 @@ def legacy_pair_sync_at_start(env: Mapping[str, str] = os.environ) -> bool:
         config = legacy_config_from_env(env)
     except EnvError as exc:
         log.error("The original DynoScaler variables describe no usable pair: %s", exc)
+        legacy_problem_note(str(exc))
         config = None
         described = False
     else:

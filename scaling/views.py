@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from scaling import selectors, services
 from scaling.alerts.watch import silent_after, workers_last_seen
-from scaling.models import KillSwitch
+from scaling.models import KillSwitch, ScalingPair
 
 
 def status(request: HttpRequest) -> TemplateResponse:
@@ -31,6 +31,7 @@ def status(request: HttpRequest) -> TemplateResponse:
         "unshipped": selectors.unshipped_decision_count(),
         "now": now,
         "workers_seen": seen,
+        "env_problems": ScalingPair.objects.filter(managed_by_env=True).exclude(env_problem="").only("pk", "name", "env_problem"),
         "workers_silent": seen is None or now - seen > silent_after(),
     }
     return TemplateResponse(request, "admin/scaling/status.html", context)

@@ -274,3 +274,26 @@ def test_the_env_pairs_page_shows_what_the_variables_describe_without_offering_t
     pair.refresh_from_db()
     assert pair.dry_run and pair.manual_hold_seconds == 600 and pair.max_dynos == 4
     assert [q.queue for q in pair.queues.all()] == ["orders"]
+
+
+@pytest.mark.django_db
+def test_variables_not_applied_at_a_start_are_said_on_the_pages_and_as_an_alert(admin_client: Any) -> None:
+    # The pair went on with its old values, its page and the status page said "ok", and
+    # only one log line told that DYNOSCALER_MAX_DYNOS=ten had been ignored.
+    from scaling.alerts.evaluation import alerts_evaluate
+
+    legacy_pair_sync_at_start(LEGACY_ENV)
+    legacy_pair_sync_at_start({**LEGACY_ENV, "DYNOSCALER_MAX_DYNOS": "ten"})
+    pair = ScalingPair.objects.get()
+    assert pair.max_dynos == 4 and pair.enabled  # the last good values go on
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+    assert "Not applied at the last start: DYNOSCALER_MAX_DYNOS: expected a whole number" in page
+    assert "DYNOSCALER_MAX_DYNOS: expected a whole number" in admin_client.get("/admin/status/").content.decode()
+    (opened,) = alerts_evaluate().opened
+    assert opened.kind == "env_invalid" and "DYNOSCALER_MAX_DYNOS" in opened.summary
+    assert HEROKU_TOKEN not in opened.summary and AWS_SECRET not in opened.summary
+
+    legacy_pair_sync_at_start(LEGACY_ENV)  # fixed and restarted
+    assert ScalingPair.objects.get().env_problem == ""
+    assert [p.kind for p in alerts_evaluate().resolved] == ["env_invalid"]
+    assert "Not applied" not in admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()

@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from scaling import selectors, services
@@ -154,8 +154,12 @@ class ScalingPairAdmin(GuardedAdmin):
         if obj is None or not obj.managed_by_env:
             return fieldsets
         (title, first), *rest = fieldsets
-        note = ("Made from the original DynoScaler variables (MY_HEROKU_*, AWS_*, DYNOSCALER_*): what they describe is "
-                "shown here, not editable, as a restart sets it back. Change the variable and restart.")
+        note = format_html(
+            "Made from the original DynoScaler variables (MY_HEROKU_*, AWS_*, DYNOSCALER_*): what they describe is "
+            "shown here, not editable, as a restart sets it back. Change the variable and restart.{}",
+            format_html('<br><strong id="env-problem" style="color:#b30000">Not applied at the last start: {}. This '
+                        "pair runs on the values of its last good start.</strong>", obj.env_problem)
+            if obj.env_problem else "")
         return [(title, {**first, "description": note}), *rest]
 
     def number_floor(self, name: str, floor: int) -> tuple[int, str | None]:

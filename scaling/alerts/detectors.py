@@ -149,8 +149,17 @@ def audit_behind(now: datetime) -> list[ActiveProblem]:
     )]
 
 
+def env_not_applied(now: datetime) -> list[ActiveProblem]:
+    return [ActiveProblem(
+        key=f"env_invalid:pair:{pair.pk}", kind=ProblemKind.ENV_INVALID, pair=pair, since=now,
+        summary=f"the original DynoScaler variables were not applied at the last start: {pair.env_problem}",
+        action="the pair goes on scaling with the values of its last good start: fix the variable and restart",
+    ) for pair in ScalingPair.objects.filter(managed_by_env=True).exclude(env_problem="").order_by("id")]
+
+
 Detector = Callable[[datetime], list[ActiveProblem]]
-DETECTORS: tuple[Detector, ...] = (stalled_pairs, pair_conditions, kill_switch, heroku_rate_limited, audit_behind)
+DETECTORS: tuple[Detector, ...] = (stalled_pairs, pair_conditions, kill_switch, heroku_rate_limited, audit_behind,
+                                   env_not_applied)
 
 
 @dataclass(frozen=True)

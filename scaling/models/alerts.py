@@ -27,6 +27,7 @@ class ProblemKind(models.TextChoices):
     RATE_LIMITED = "rate_limited", "Heroku API budget low or backing off"
     AUDIT_BEHIND = "audit_behind", "audit trail behind (Elasticsearch unreachable)"
     WORKERS_SILENT = "workers_silent", "no worker running tasks (told by beat)"
+    ENV_INVALID = "env_invalid", "the original variables are not applied (malformed or missing)"
 
 
 # Problems that concern DynoScaler as a whole or an account, not one pair.

@@ -213,6 +213,11 @@ class ScalingPair(models.Model):
         editable=False,
         help_text="Described by the original DynoScaler environment variables; a restart with new values updates it.",
     )
+    env_problem = models.TextField(
+        blank=True, editable=False,
+        help_text="Why the original variables were not applied at the last start (malformed or missing ones); the "
+        "pair then runs on the values of its last good start. Empty when they were.",
+    )
     periodic_task = models.OneToOneField(
         "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False, on_delete=models.SET_NULL
     )
