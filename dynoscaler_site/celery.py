@@ -24,6 +24,14 @@ def _sync_legacy_pair(**_: Any) -> None:
     legacy_pair_sync_at_start()
 
 
+@worker_ready.connect
+def _watch_beat(**_: Any) -> None:
+    # Tells of a beat that stopped (scaling/alerts/watch.py); beat tells of stopped workers.
+    from scaling.alerts.watch import BeatWatch
+
+    BeatWatch().start()
+
+
 @task_prerun.connect
 @task_postrun.connect
 def _keep_healthy_connections(task: Any = None, **_: Any) -> None:

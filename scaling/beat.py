@@ -325,6 +325,7 @@ class DynoScalerScheduler(Scheduler):
             return  # the last one is still sending
         try:
             close_old_connections()
+            watch.beat_seen()
             silence = watch.workers_silence(datetime.now(dt_timezone.utc), watching_since=self._watching_since)
         except (DatabaseError, InterfaceError) as exc:
             log.warning("beat: could not see whether the workers run tasks (tried again later): %s", exc)

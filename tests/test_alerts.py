@@ -713,3 +713,26 @@ def test_a_message_names_the_pair_once_and_a_stored_url_keeps_its_port(make_pair
     assert title.startswith("[DynoScaler] PROBLEM orders-app/worker (env): permanent error")  # not "(env) (orders-app/worker)"
     assert url_hint("http://127.0.0.1:18080/hooks/secret-path/abcd") == "set: http://127.0.0.1:18080/…abcd"
     assert "secret-path" not in url_hint("https://hooks.example.com/services/secret-path/abcd")
+
+
+def test_a_worker_tells_the_channels_when_beat_has_stopped(make_channel: Any, receiver: WebhookReceiver) -> None:
+    # With beat down no cycle and no alerts task is sent: the workers idle, and nothing
+    # would be told. Each worker watches beat's note and stands in.
+    from scaling.alerts.watch import BeatWatch, beat_seen
+
+    make_channel("webhook")
+    watch = BeatWatch()
+    start = watch.since
+    beat_seen(start)
+    assert watch.look(start + timedelta(minutes=2)) is None  # heard from within the last 3 minutes
+    told = watch.look(start + timedelta(minutes=4))
+    assert told is not None and [p.key for p in told.opened] == ["beat_silent"]
+    (body,) = receiver.bodies()
+    assert body["title"] == "[DynoScaler] PROBLEM beat not running (told by a worker)"
+    assert "beat has not run for 4 min" in body["text"] and "check that the beat process is running" in body["text"]
+    again = watch.look(start + timedelta(minutes=5))
+    assert again is not None and not again.opened  # told once
+
+    beat_seen(start + timedelta(minutes=6))  # beat is back; its alerts task clears it
+    assert watch.look(start + timedelta(minutes=6, seconds=30)) is None
+    assert [p.key for p in alerts_evaluate(now=start + timedelta(minutes=7)).resolved] == ["beat_silent"]

@@ -12,11 +12,17 @@ in silence. Beat, which sends those tasks, watches for that instead:
 - When a worker runs the alerts task again, its evaluation does not see ``workers_silent``
   (its detector is not among the workers' own), so the problem resolves and the channels
   that were told hear that it cleared.
+
+The other way round, each worker process watches beat (``BeatWatch``, a thread started as
+the worker is ready): beat notes every ``WATCH_SECONDS`` that it runs; after
+``silent_after()`` without that note, the worker stands in and tells ``beat_silent``, which
+clears once beat sends the alerts task again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +40,7 @@ from scaling.models.alerts import ProblemKind
 log = logging.getLogger(__name__)
 
 WORKERS = "workers"
+BEAT = "beat"
 SEEN_EVERY_SECONDS = 10.0
 WATCH_SECONDS = 30.0
 _seen_noted = -SEEN_EVERY_SECONDS
@@ -58,7 +65,18 @@ def workers_seen(now: datetime | None = None) -> None:
 
 
 def workers_last_seen() -> datetime | None:
-    return Heartbeat.objects.filter(key=WORKERS).values_list("at", flat=True).first()
+    return last_seen(WORKERS)
+
+
+def last_seen(key: str) -> datetime | None:
+    return Heartbeat.objects.filter(key=key).values_list("at", flat=True).first()
+
+
+def beat_seen(now: datetime | None = None) -> None:
+    """Beat runs (written by beat every WATCH_SECONDS)."""
+    now = now or timezone.now()
+    if not Heartbeat.objects.filter(key=BEAT).update(at=now):
+        Heartbeat.objects.get_or_create(key=BEAT, defaults={"at": now})
 
 
 @dataclass(frozen=True)
@@ -67,10 +85,10 @@ class Silence:
     heard: bool  # whether one did since the watch began
 
 
-def workers_silence(now: datetime, *, watching_since: datetime) -> Silence | None:
-    """No worker has finished a task for longer than ``silent_after()``; None while they
-    are heard from."""
-    seen = workers_last_seen()
+def workers_silence(now: datetime, *, watching_since: datetime, key: str = WORKERS) -> Silence | None:
+    """No worker has finished a task (or, with ``key=BEAT``, beat has not said it runs) for
+    longer than ``silent_after()``; None while they are heard from."""
+    seen = last_seen(key)
     heard = seen is not None and seen >= watching_since
     last = seen if seen is not None and heard else watching_since
     return Silence(last, heard) if now - last > silent_after() else None
@@ -88,11 +106,24 @@ def workers_silent_problem(silence: Silence, now: datetime, *, broker: str) -> A
     )
 
 
-def stand_in(silence: Silence, *, broker: str = "", now: datetime | None = None) -> Evaluation:
-    """Evaluate the alerts as the workers' task would, plus ``workers_silent``, and send
-    what is due on every channel. Run by beat while no worker runs tasks."""
+def beat_silent_problem(silence: Silence, now: datetime) -> ActiveProblem:
+    last = silence.last
+    seen = f"it was last heard {at(last)}" if silence.heard else f"not heard since this worker started, {at(last)}"
+    return ActiveProblem(
+        key="beat_silent", kind=ProblemKind.BEAT_SILENT, since=last + silent_after(),
+        summary=f"beat has not run for {duration(last, now)} ({seen})",
+        action="no pair cycles and nothing is scaled until beat runs again: check that the beat process is running "
+        "(heroku ps) and reaches the database and the broker (its log); a worker sends the alerts meanwhile",
+    )
+
+
+def stand_in(silence: Silence, *, broker: str = "", now: datetime | None = None,
+             problem: ActiveProblem | None = None) -> Evaluation:
+    """Evaluate the alerts as the workers' task would, plus ``problem`` (by default
+    ``workers_silent``), and send what is due on every channel. Run by beat while no worker
+    runs tasks, and by a worker while beat does not run."""
     now = now or timezone.now()
-    problem = workers_silent_problem(silence, now, broker=broker)
+    problem = problem or workers_silent_problem(silence, now, broker=broker)
 
     def workers_silent(_: datetime) -> list[ActiveProblem]:
         return [problem]
@@ -101,3 +132,46 @@ def stand_in(silence: Silence, *, broker: str = "", now: datetime | None = None)
     for channel_id in result.channels_due:
         channel_drain(channel_id=channel_id)
     return result
+
+
+class BeatWatch:
+    """A worker's watch on beat, in a daemon thread: every WATCH_SECONDS, beat's note is
+    read; while it is older than ``silent_after()`` this worker evaluates and sends the
+    alerts, with ``beat_silent``."""
+
+    def __init__(self) -> None:
+        self.since = timezone.now()
+        self.silent = False
+        self._stop = threading.Event()
+
+    def start(self) -> BeatWatch:
+        threading.Thread(target=self._run, name="beat-watch", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        while not self._stop.wait(WATCH_SECONDS):
+            try:
+                self.look()
+            except Exception:
+                log.exception("could not see whether beat runs (tried again later)")
+            finally:
+                connection.close()  # this thread's own; a fresh one next time
+
+    def look(self, now: datetime | None = None) -> Evaluation | None:
+        now = now or timezone.now()
+        silence = workers_silence(now, watching_since=self.since, key=BEAT)
+        if silence is None:
+            if self.silent:
+                log.info("beat runs again; the alerts are evaluated as beat asks again")
+                self.silent = False
+            return None
+        if not self.silent:
+            log.warning("beat has not run since %s; this worker evaluates and sends the alerts until it does",
+                        f"{silence.last:%Y-%m-%d %H:%M:%S} UTC")
+            self.silent = True
+        return stand_in(silence, now=now, problem=beat_silent_problem(silence, now))

@@ -27,14 +27,15 @@ class ProblemKind(models.TextChoices):
     RATE_LIMITED = "rate_limited", "Heroku API budget low or backing off"
     AUDIT_BEHIND = "audit_behind", "audit trail behind (Elasticsearch unreachable)"
     WORKERS_SILENT = "workers_silent", "no worker running tasks (told by beat)"
+    BEAT_SILENT = "beat_silent", "beat not running (told by a worker)"
     ENV_INVALID = "env_invalid", "the original variables are not applied (malformed or missing)"
 
 
 # Problems that concern DynoScaler as a whole or an account, not one pair.
 GLOBAL_KINDS = frozenset({ProblemKind.KILL_SWITCH, ProblemKind.RATE_LIMITED, ProblemKind.AUDIT_BEHIND,
-                          ProblemKind.WORKERS_SILENT})
+                          ProblemKind.WORKERS_SILENT, ProblemKind.BEAT_SILENT})
 # A channel that asked for stalled pairs hears of their usual cause too.
-KINDS_ALSO_SENT_WITH = {ProblemKind.WORKERS_SILENT: ProblemKind.STALLED}
+KINDS_ALSO_SENT_WITH = {ProblemKind.WORKERS_SILENT: ProblemKind.STALLED, ProblemKind.BEAT_SILENT: ProblemKind.STALLED}
 
 
 class AlertChannel(EncryptedSecretsMixin):
