@@ -320,12 +320,13 @@ class DynoScalerScheduler(Scheduler):
     # --- watching the workers ------------------------------------------------------------------
 
     def _watch_workers(self) -> None:
-        """Stand in for the workers' alerts task while none finishes a task (see the module)."""
-        if self._stand_in is not None and self._stand_in.is_alive():
-            return  # the last one is still sending
+        """Say beat runs (the workers watch that), and stand in for the workers' alerts task
+        while none finishes a task (see the module)."""
         try:
             close_old_connections()
             watch.beat_seen()
+            if self._stand_in is not None and self._stand_in.is_alive():
+                return  # the last one is still sending
             silence = watch.workers_silence(datetime.now(dt_timezone.utc), watching_since=self._watching_since)
         except (DatabaseError, InterfaceError) as exc:
             log.warning("beat: could not see whether the workers run tasks (tried again later): %s", exc)
