@@ -327,7 +327,8 @@ class DynoScalerScheduler(Scheduler):
             watch.beat_seen()
             if self._stand_in is not None and self._stand_in.is_alive():
                 return  # the last one is still sending
-            silence = watch.workers_silence(datetime.now(dt_timezone.utc), watching_since=self._watching_since)
+            silence = watch.silence_of(watch.WORKERS, datetime.now(dt_timezone.utc),
+                                       watching_since=self._watching_since)
         except (DatabaseError, InterfaceError) as exc:
             log.warning("beat: could not see whether the workers run tasks (tried again later): %s", exc)
             return

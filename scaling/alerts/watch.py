@@ -85,9 +85,9 @@ class Silence:
     heard: bool  # whether one did since the watch began
 
 
-def workers_silence(now: datetime, *, watching_since: datetime, key: str = WORKERS) -> Silence | None:
-    """No worker has finished a task (or, with ``key=BEAT``, beat has not said it runs) for
-    longer than ``silent_after()``; None while they are heard from."""
+def silence_of(key: str, now: datetime, *, watching_since: datetime) -> Silence | None:
+    """``WORKERS``: no worker has finished a task; ``BEAT``: beat has not said it runs; for
+    longer than ``silent_after()``. None while they are heard from."""
     seen = last_seen(key)
     heard = seen is not None and seen >= watching_since
     last = seen if seen is not None and heard else watching_since
@@ -164,7 +164,7 @@ class BeatWatch:
 
     def look(self, now: datetime | None = None) -> Evaluation | None:
         now = now or timezone.now()
-        silence = workers_silence(now, watching_since=self.since, key=BEAT)
+        silence = silence_of(BEAT, now, watching_since=self.since)
         if silence is None:
             if self.silent:
                 log.info("beat runs again; the alerts are evaluated as beat asks again")
