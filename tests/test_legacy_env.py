@@ -297,3 +297,28 @@ def test_variables_not_applied_at_a_start_are_said_on_the_pages_and_as_an_alert(
     assert ScalingPair.objects.get().env_problem == ""
     assert [p.kind for p in alerts_evaluate().resolved] == ["env_invalid"]
     assert "Not applied" not in admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+
+
+@pytest.mark.django_db
+def test_without_elasticsearch_every_cycle_of_the_env_pair_has_its_line(sqs: Any, heroku: Any, settings: Any,
+                                                                        caplog: Any) -> None:
+    # The original tool printed every cycle when Elasticsearch was not configured; quiet
+    # cycles folded into one row left its users' terminal silent for minutes.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from scaling import services
+
+    settings.ELK_ELASTIC_URL = ""
+    sqs.create_queue(QueueName="orders")
+    heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=1)
+    legacy_pair_sync_at_start(LEGACY_ENV)
+    pair = ScalingPair.objects.get()
+    caplog.set_level("INFO", logger="scaling.services.cycle")
+    start = timezone.now()
+    for i in range(12):
+        services.pair_run_cycle(pair_id=pair.pk, force=True, now=start + timedelta(seconds=60 * i))
+    lines = [r for r in caplog.records if r.name == "scaling.services.cycle" and r.levelname == "INFO"
+             and r.getMessage().startswith("pair orders-app/worker (env): no_change")]
+    assert len(lines) == 12  # a line a cycle, the ones folded into runs of quiet cycles too

@@ -235,7 +235,10 @@ def record(
             log.warning("pair %s: the cycle outlived its claim; its decision is kept, its state is not", pair.name)
         if result.heroku_calls or (error is not None and error.system == "Heroku"):
             account_after_calls(pair.heroku_account_id, error=error, remaining=result.rate_limit_remaining, now=now)
-    # A quiet cycle folded into its run is on record there; the log says only what happens.
-    level = logging.WARNING if error else logging.INFO if decision.pk is not None else logging.DEBUG
+    # A quiet cycle folded into its run is on record there; the log says only what happens,
+    # except for the original variables' pair with no Elasticsearch: the original tool printed
+    # every cycle on the terminal, and its users watch for that line.
+    every_cycle = pair.managed_by_env and not settings.ELK_ELASTIC_URL
+    level = logging.WARNING if error else logging.INFO if decision.pk is not None or every_cycle else logging.DEBUG
     log.log(level, "pair %s: %s: %s%s", pair.name, decision.outcome, decision.reason, f" [{decision.error}]" if error else "")
     return decision
