@@ -296,3 +296,22 @@ def test_a_call_failing_mid_cycle_says_what_failed_once(queue_and_app: Any, make
     failed = cycle(pair)
     assert failed.outcome == "error" and "401" in failed.error
     assert failed.reason.endswith("a call to Heroku failed; formation held") and "401" not in failed.reason
+
+
+def test_without_webhooks_a_dyno_stuck_starting_is_not_read_at_every_look(queue_and_app: Any, make_pair: Any) -> None:
+    sqs, heroku = queue_and_app
+    heroku.apps["orders-app"].processes["worker"].boot_seconds = 3600  # never comes up here
+    pair = make_pair(up_cycles=1)
+    send_messages(sqs, "orders", 100)
+    start = timezone.now()
+    assert cycle(pair, now=start).outcome == "applied"  # a dyno starts
+    ScalingPair.objects.filter(pk=pair.pk).update(max_dynos=2)  # and no more are asked for
+
+    def dyno_reads(after: int, until: int) -> int:
+        before = sum(1 for r in heroku.requests if r.method == "GET" and r.path.endswith("/dynos"))
+        for seconds in range(after, until, 15):
+            cycle(pair, now=start + timedelta(seconds=seconds))
+        return sum(1 for r in heroku.requests if r.method == "GET" and r.path.endswith("/dynos")) - before
+
+    assert dyno_reads(15, 120) == 7  # while it may still be booting: every look
+    assert dyno_reads(240, 480) <= 5  # long past its boot: once a minute, not 16 times

@@ -25,8 +25,11 @@ from scaling.models.formations import BOOTING, UP
 DYNOSCALER = "DynoScaler"
 SEEN_WHEN_RECONCILING = "unknown (seen when reconciling)"
 # With webhooks, booting dynos are read once, if they are not all up this long after their
-# boot time should have ended. (Without, they are read at every look until they are up.)
+# boot time should have ended. (Without, they are read at every look until they are up, and
+# once a minute when they are still not up twice that long after the change: a dyno stuck
+# starting must not cost a call every look.)
 BOOT_GRACE_SECONDS = 60
+STUCK_READ_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,10 @@ def read_plan(app: HerokuApp, state: FormationState | None, *, now: datetime, bo
         # kept from an earlier read would have the classic rule add a dyno at every look of
         # a ramp. So every look reads the dynos while any boots (one call; the original tool
         # read them at every cycle), and none while none does.
-        return ReadPlan("new dynos are booting", dynos=True)
-    if booting:
+        stuck = now - state.changed_at > timedelta(seconds=2 * (boot_seconds + BOOT_GRACE_SECONDS))
+        if not stuck or app.dynos_read_at is None or now - app.dynos_read_at >= timedelta(seconds=STUCK_READ_SECONDS):
+            return ReadPlan("new dynos are booting" if not stuck else "a dyno is still not up", dynos=True)
+    if booting and webhooks:
         since = app.dynos_read_at or state.changed_at
         if now - max(since, state.changed_at) >= timedelta(seconds=boot_seconds + BOOT_GRACE_SECONDS):
             return ReadPlan("dynos still booting (a missed webhook?)", dynos=True)
