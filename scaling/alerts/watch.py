@@ -47,8 +47,9 @@ _seen_noted = -SEEN_EVERY_SECONDS
 
 
 def silent_after() -> timedelta:
-    """How long without a finished task before beat speaks: DYNOSCALER_ALERT_WORKERS_MINUTES,
-    and at least three alert ticks (the alerts task alone keeps a worker heard from)."""
+    """How long the workers (no finished task) or beat (no note) may be silent before the
+    other speaks: DYNOSCALER_ALERT_WORKERS_MINUTES, and at least three alert ticks (the
+    alerts task alone keeps a worker heard from)."""
     return timedelta(seconds=max(settings.ALERT_WORKERS_SILENT_MINUTES * 60, 3 * settings.ALERT_EVALUATE_INTERVAL_SECONDS))
 
 
@@ -81,8 +82,8 @@ def beat_seen(now: datetime | None = None) -> None:
 
 @dataclass(frozen=True)
 class Silence:
-    last: datetime  # when a worker last finished a task, or when the watch began if later
-    heard: bool  # whether one did since the watch began
+    last: datetime  # when the watched side was last heard, or when the watch began if later
+    heard: bool  # whether it was heard since the watch began
 
 
 def silence_of(key: str, now: datetime, *, watching_since: datetime) -> Silence | None:
@@ -125,10 +126,10 @@ def stand_in(silence: Silence, *, broker: str = "", now: datetime | None = None,
     now = now or timezone.now()
     problem = problem or workers_silent_problem(silence, now, broker=broker)
 
-    def workers_silent(_: datetime) -> list[ActiveProblem]:
+    def silent(_: datetime) -> list[ActiveProblem]:
         return [problem]
 
-    result = alerts_evaluate(now=now, detectors=(*DETECTORS, workers_silent))
+    result = alerts_evaluate(now=now, detectors=(*DETECTORS, silent))
     for channel_id in result.channels_due:
         channel_drain(channel_id=channel_id)
     return result
