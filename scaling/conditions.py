@@ -22,6 +22,17 @@ CODES = frozenset({PERMANENT_ERROR, WAIT_OVER_TARGET_AT_MAX, NOT_HELPING, PERSON
 PERSON_OUTSIDE = "a person outside DynoScaler"  # ScalingPair.paused_by for a formation changed by hand
 
 
+def person_outside(by: str, *, max_length: int) -> str:
+    """``ScalingPair.paused_by`` after a formation changed by hand: who, when Heroku named them."""
+    return f"{by} (outside DynoScaler)"[:max_length] if by else PERSON_OUTSIDE
+
+
+def is_person_outside(paused_by: str) -> bool:
+    """Whether ``paused_by`` is the hold after a hand change (``person_outside``), not a pause
+    asked for in the admin."""
+    return paused_by == PERSON_OUTSIDE or paused_by.endswith(" (outside DynoScaler)")
+
+
 def conditions_next(
     previous: Mapping[str, Any], seen: Mapping[str, str], *, now: datetime, unknown: Iterable[str] = ()
 ) -> dict[str, dict[str, str]]:

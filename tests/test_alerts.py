@@ -180,7 +180,7 @@ def test_the_cycles_conditions_become_problems_and_the_wait_only_after_its_grace
     first = {p.kind: p for p in evaluate(now + timedelta(seconds=10)).opened}
     assert set(first) == {"permanent_error", "person_change", "not_helping"}
     assert first["permanent_error"].summary == "Heroku: 403 forbidden: You do not have access to the app."
-    assert first["person_change"].summary.endswith("(paused by a person outside DynoScaler)")
+    assert first["person_change"].summary == "the formation was changed outside DynoScaler (expected 2, found 7)"
     later = evaluate(now + timedelta(minutes=10, seconds=1)).opened
     assert [p.kind for p in later] == ["wait_over_target_at_max"] and later[0].since == now
 
@@ -736,3 +736,15 @@ def test_a_worker_tells_the_channels_when_beat_has_stopped(make_channel: Any, re
     beat_seen(start + timedelta(minutes=6))  # beat is back; its alerts task clears it
     assert watch.look(start + timedelta(minutes=6, seconds=30)) is None
     assert [p.key for p in alerts_evaluate(now=start + timedelta(minutes=7)).resolved] == ["beat_silent"]
+
+
+def test_a_person_changes_alert_adds_only_an_admin_pause_to_what_it_says(make_pair: Any) -> None:
+    pair = make_pair(interval_seconds=3600)
+    detail = "the formation was changed outside DynoScaler by bob@example.com (expected 2, found 7)"
+    set_condition(pair, "person_change", since=timezone.now(), detail=detail,
+                  paused_by="bob@example.com (outside DynoScaler)")
+    (told,) = detectors.pair_conditions(timezone.now())
+    assert told.summary == detail  # the hold is the change's own: said once
+    ScalingPair.objects.filter(pk=pair.pk).update(paused_by="alice")  # then paused in the admin
+    (told,) = detectors.pair_conditions(timezone.now())
+    assert told.summary == f"{detail} (paused by alice)"

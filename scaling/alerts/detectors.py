@@ -17,6 +17,7 @@ from datetime import timezone as dt_timezone
 from django.conf import settings
 from django.db.models import Count, Q
 
+from scaling.conditions import is_person_outside
 from scaling.models.alerts import ProblemKind
 from scaling.models import Decision, HerokuAccount, KillSwitch, ScalingPair
 from scaling.selectors import STALL_INTERVALS, pair_is_stalled, pair_stall_clock
@@ -97,7 +98,8 @@ def pair_conditions(now: datetime) -> list[ActiveProblem]:
                 continue
             text = str(entry.get("detail") or "").strip()
             detail = text.splitlines()[0] if text else kind.label
-            if kind == ProblemKind.PERSON_CHANGE and pair.paused_by and pair.paused_by.split(" (")[0] not in detail:
+            # The hand change's own hold is in the detail already; a pause from the admin is not.
+            if kind == ProblemKind.PERSON_CHANGE and pair.paused_by and not is_person_outside(pair.paused_by):
                 detail = f"{detail} (paused by {pair.paused_by})"
             problems.append(ActiveProblem(key=f"{code}:pair:{pair.pk}", kind=kind, pair=pair, since=since,
                                           summary=detail, action=CONDITION_ACTIONS[kind]))

@@ -25,7 +25,7 @@ from scaling.conditions import (
     NOT_HELPING,
     PERMANENT_ERROR,
     PERSON_CHANGE,
-    PERSON_OUTSIDE,
+    person_outside,
     WAIT_OVER_TARGET_AT_MAX,
 )
 from scaling.fields import SecretUnreadable
@@ -193,8 +193,8 @@ def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dyno
 def person_changed(observed: CycleResult, *, note: str, until: datetime, by: str = "") -> CycleResult:
     """Someone changed the formation outside DynoScaler: hold off instead of undoing it.
     ``by``: the person Heroku named (webhooks), shown as who paused the pair."""
-    paused_by = f"{by} (outside DynoScaler)"[:PAUSED_BY_MAX] if by else PERSON_OUTSIDE
-    return replace(observed, outcome=Outcome.PAUSED, reason=note, paused_until=until, paused_by=paused_by,
+    return replace(observed, outcome=Outcome.PAUSED, reason=note, paused_until=until,
+                   paused_by=person_outside(by, max_length=PAUSED_BY_MAX),
                    state_after=None, conditions=((PERSON_CHANGE, note),), unsure=CODES - {PERSON_CHANGE})
 
 
