@@ -51,7 +51,7 @@ def _workers_seen(task: Any = None, **_: Any) -> None:
     # Beat watches this note and tells of workers that stopped (scaling/alerts/watch.py).
     if task is None or getattr(task.request, "is_eager", False):
         return
-    from django.db import DatabaseError
+    from django.db import Error as DatabaseError  # InterfaceError (a dropped connection) too
 
     from scaling.alerts.watch import workers_seen
 
