@@ -130,6 +130,43 @@ def test_a_redelivered_event_is_handled_once(subscribed: Any) -> None:
     assert WebhookEvent.objects.count() == events
 
 
+def test_a_delivery_that_failed_on_our_side_is_handled_when_heroku_retries_it(subscribed: Any,
+                                                                            monkeypatch: Any) -> None:
+    _, heroku = subscribed
+
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("the database went away mid-delivery")
+
+    monkeypatch.setattr(services.webhooks.formations, "store_formation_event", broken)
+    heroku.set_quantity("orders-app", 5, actor="alice@example.com")
+    heroku.flush()
+    delivery = [d for d in heroku.deliveries if d.event["resource"] == "formation"][-1]
+    assert delivery.status == 500
+    monkeypatch.undo()
+    assert heroku.post(delivery) == 200  # Heroku retries; the first attempt left nothing behind
+    state = FormationState.objects.get(process_type="worker")
+    assert (state.quantity, state.changed_by) == (5, "alice@example.com")
+
+
+def test_events_heroku_would_not_send_are_answered_and_change_nothing(subscribed: Any) -> None:
+    _, heroku = subscribed
+    heroku.set_quantity("orders-app", 3)
+    heroku.flush()
+    good = [d for d in heroku.deliveries if d.event["resource"] == "formation"][-1]
+    sub = next(iter(heroku.subscriptions.values()))
+    later = "2099-01-01T00:00:0{}Z".format  # newer than anything stored, so only the values decide
+    odd = [dict(good.event, id="actor-is-text", actor="bob", data=dict(good.event["data"], quantity=4,
+                                                                        updated_at=later(1))),
+           dict(good.event, id="huge", data=dict(good.event["data"], quantity=10**9, updated_at=later(2))),
+           dict(good.event, id="long-type", data=dict(good.event["data"], type="w" * 500, updated_at=later(3)))]
+    for event in odd:
+        body = json.dumps(event).encode()
+        assert heroku.post(Delivery(url=good.url, body=body, event=event,
+                                    headers={**good.headers, "Heroku-Webhook-Hmac-SHA256": heroku.sign(sub, body)})) == 200
+    state = FormationState.objects.get(process_type="worker")
+    assert (state.quantity, state.changed_by) == (4, "someone Heroku did not name")
+
+
 def test_an_older_event_arriving_late_does_not_undo_a_newer_one(subscribed: Any) -> None:
     _, heroku = subscribed
     heroku.drop_webhooks = True  # hold the deliveries back, then post them in the wrong order

@@ -30,6 +30,10 @@ SEEN_WHEN_RECONCILING = "unknown (seen when reconciling)"
 # starting must not cost a call every look.)
 BOOT_GRACE_SECONDS = 60
 STUCK_READ_SECONDS = 60
+# What a stored formation holds (FormationState's columns): a webhook event beyond them is
+# not one Heroku would send, and is ignored rather than failing the delivery.
+PROCESS_TYPE_MAX = FormationState._meta.get_field("process_type").max_length or 64
+QUANTITY_MAX = 32767
 
 
 @dataclass(frozen=True)
@@ -215,8 +219,8 @@ def store_formation_event(app: HerokuApp, *, data: dict[str, Any], actor: str, n
     Events may arrive twice or out of order: one older than what we know changes nothing.
     Returns whether it changed the quantity."""
     process_type, quantity = str(data.get("type") or ""), data.get("quantity")
-    if not process_type or not isinstance(quantity, int) or quantity < 0:
-        return False
+    if not 0 < len(process_type) <= PROCESS_TYPE_MAX or not isinstance(quantity, int) or not 0 <= quantity <= QUANTITY_MAX:
+        return False  # not a formation Heroku would send
     updated_at = parse_time(data.get("updated_at"))
     with transaction.atomic():
         state = FormationState.objects.select_for_update().filter(app=app, process_type=process_type).first()

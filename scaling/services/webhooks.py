@@ -19,6 +19,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -66,23 +67,32 @@ def webhook_receive(*, token: uuid.UUID, body: bytes, signature: str | None, now
         assert isinstance(data, dict)
     except (ValueError, KeyError, TypeError, AssertionError):
         return Received(400, "not a Heroku webhook event")
-    try:
-        with transaction.atomic():
-            WebhookEvent.objects.create(event_id=event_id[:64], app=app, resource=resource[:32], action=action[:16],
-                                        received_at=now)
-    except IntegrityError:
-        return Received(200, "already handled")
-    if resource == "formation":
-        actor = str((event.get("actor") or {}).get("email") or "someone Heroku did not name")
-        moved = formations.store_formation_event(app, data=data, actor=actor, now=now)
-        note = "formation changed" if moved else "formation unchanged"
-    elif resource == "dyno":
-        formations.store_dyno_event(app, data=data, action=action)
-        note = "dyno state"
-    else:
-        note = f"ignored: {resource}"
+    # The event is marked handled in the same transaction that handles it: if handling
+    # fails, nothing is kept and Heroku's retry of the delivery is handled afresh.
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                WebhookEvent.objects.create(event_id=event_id[:64], app=app, resource=resource[:32],
+                                            action=action[:16], received_at=now)
+        except IntegrityError:
+            return Received(200, "already handled")
+        note = _handle(app, event, resource=resource, action=action, data=data, now=now)
     HerokuApp.objects.filter(pk=app.pk).update(last_event_at=now)
     return Received(200, note)
+
+
+def _handle(app: HerokuApp, event: dict[str, Any], *, resource: str, action: str, data: dict[str, Any],
+            now: datetime) -> str:
+    if resource == "formation":
+        actor = event.get("actor")
+        email = actor.get("email") if isinstance(actor, dict) else None
+        moved = formations.store_formation_event(app, data=data, actor=str(email or "someone Heroku did not name"),
+                                                 now=now)
+        return "formation changed" if moved else "formation unchanged"
+    if resource == "dyno":
+        formations.store_dyno_event(app, data=data, action=action)
+        return "dyno state"
+    return f"ignored: {resource}"
 
 
 def _signed(body: bytes, secret: str, signature: str | None) -> bool:
