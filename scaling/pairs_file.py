@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -362,9 +363,15 @@ class _Reader:
         ok = (isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))) or (
             kind is float and isinstance(value, int) and not isinstance(value, bool)
         )
+        if key == "prewarm" and isinstance(value, bool):
+            # YAML 1.1 reads an unquoted on / off as true / false.
+            raise PairsFileError(f"{place}, field {key}", "expected one of on, shadow, off in quotes (\"off\"); "
+                                 f"unquoted, YAML read it as {str(value).lower()}")
         if not ok:
             expected = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}[kind]
             raise PairsFileError(f"{place}, field {key}", f"expected {expected}, got {value!r}")
+        if kind is float and not math.isfinite(value):
+            raise PairsFileError(f"{place}, field {key}", f"expected a finite number, got {value!r}")
         return float(value) if kind is float else value
 
 

@@ -320,6 +320,13 @@ BAD_FILES = [
      " min_dynos: 1, max_dynos: 2}\n",
      "pair 'orders', schedule 1, field end_time: expected a time such as \"18:00\" in quotes; unquoted, YAML read it "
      "as the number 1080"),
+    ("version: 1\npairs:\n  - name: orders\n    dyno_rate: .nan\n",
+     "pair 'orders', field dyno_rate: expected a finite number, got nan"),
+    ("version: 1\npairs:\n  - name: orders\n    backlog_threshold: .inf\n",
+     "pair 'orders', field backlog_threshold: expected a finite number, got inf"),
+    ("version: 1\npairs:\n  - name: orders\n    prewarm: off\n",
+     "pair 'orders', field prewarm: expected one of on, shadow, off in quotes (\"off\"); unquoted, YAML read it as "
+     "false"),
     ("version: 1\npairs:\n  - name: orders\n  - name: orders\n", "pair 'orders': named twice; each pair needs its own name"),
     ("version: 1\npairs:\n  - app_name: orders-app\n", "pair 1, field name: required: a non-empty text"),
     ("pairs: []\n", "field version: expected 1 (the format this DynoScaler reads), got None"),
