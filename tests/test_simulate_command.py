@@ -75,7 +75,7 @@ def test_plot_writes_a_png(burst_csv: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content, says", [
-    ("second,arrivals\n0,5\n1,lots\n", "line 3: expected a whole second and a number"),
+    ("second,arrivals\n0,5\n1,lots\n", "line 3: expected a whole second and a finite number"),
     ("0,5\n1\n", "line 2: expected second,arrivals"),
     ("0,-5\n", "line 1: second and arrivals cannot be negative"),
     ("second,arrivals\n", "has no rows"),
@@ -113,6 +113,53 @@ def test_backtest_rebuilds_arrivals_from_a_pairs_history(make_pair: Any) -> None
     other = simulate_json("--from-history", "orders", "--policy", "classic", "--set", "backlog_threshold=100",
                           "--set", "up_cycles=1", "--set", "down_cycles=1")
     assert other["policy"] == "classic" and other["messages"] == result["messages"]
+
+
+def test_a_backtest_replays_the_same_arrivals_whatever_the_policy_is_told(make_pair: Any) -> None:
+    # The pair learned 8/s; the arrivals are rebuilt on that, and the simulated dynos are
+    # that fast, whatever --set tells the policy (the belief whose cost is being tried).
+    pair: ScalingPair = make_pair(policy="target_wait", dyno_rate=10, dyno_concurrency=1,
+                                  learned={"rate": {"value": 8.0, "source": "learned"}})
+    start = timezone.now() - timedelta(hours=1)
+    for i in range(60):
+        Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",
+                                created_at=start + timedelta(seconds=60 * i), policy="target_wait", outcome="no_change",
+                                reason="r", duration_ms=1, visible_messages=50, in_flight_messages=2, dynos_running=2)
+    runs = [simulate_json("--from-history", "orders", "--days", "1", "--set", f"dyno_rate={rate}") for rate in (5, 20)]
+    assert runs[0]["messages"] == runs[1]["messages"] == pytest.approx(2 * 8 * 59 * 60, rel=0.01)
+    assert [r["world"]["dyno_rate"] for r in runs] == [8.0, 8.0]
+    assert runs[0]["world"]["dyno_rate_from"] == "the rate the history was rebuilt on"
+
+
+def test_the_report_says_how_fast_the_simulated_dynos_are_and_why(burst_csv: Path) -> None:
+    out = io.StringIO()
+    call_command("simulate", "--trace", str(burst_csv), "--policy", "keda", stdout=out)
+    assert "dynos complete 1 messages/s each (assumed: give --rate, the keda policy has no per-dyno figure)" \
+        in out.getvalue()
+    out = io.StringIO()
+    call_command("simulate", "--trace", str(burst_csv), "--policy", "keda", "--rate", "12", "--boot", "20", stdout=out)
+    assert "dynos complete 12 messages/s each (--rate), 1 at once, boot 20 s; counts up to 30 s stale" in out.getvalue()
+
+
+@pytest.mark.parametrize("rows, says", [
+    ("0,5\n1,nan\n", "--trace: line 2: expected a whole second and a finite number, got '1,nan'"),
+    ("0,inf\n", "--trace: line 1: expected a whole second and a finite number, got '0,inf'"),
+    ("0\t5\n1\t3\n", "--trace: line 1: expected second,arrivals (separated by tabs? use commas), got '0\\t5'"),
+    ("0,5\n3000000,1\n", "--trace: the trace runs 34.7 days; at most 31 are simulated"),
+])
+def test_a_trace_with_rows_it_cannot_replay_is_refused_naming_the_line(tmp_path: Path, rows: str, says: str) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(rows)
+    assert refusal("--trace", str(path), "--policy", "keda").startswith(says)
+
+
+def test_a_first_row_of_data_is_replayed_and_unix_times_start_at_the_first_row(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("0.0,1000\n1,5\n2,5\n")
+    assert simulate_json("--trace", str(path), "--policy", "keda")["messages"] == 1010
+    path.write_text("timestamp,arrivals\n1764980000,5\n1764980060,7\n")
+    result = simulate_json("--trace", str(path), "--policy", "keda")
+    assert result["messages"] == 12 and result["seconds"] < 3600
 
 
 def test_backtest_needs_some_history(make_pair: Any) -> None:

@@ -25,6 +25,8 @@ from scaling.simulator import FLAP_SECONDS, Result, World, simulate, trace_from_
 BOUND_KEYS = ("min_dynos", "max_dynos", "interval_seconds")
 # Settings this command reads for the simulated world whatever the policy (see ``world``).
 WORLD_KEYS = ("dyno_rate", "dyno_concurrency", "boot_seconds", "target_wait_seconds")
+UNIX_TIMES = 1_000_000_000  # a first second this large is a Unix time (2001 onwards), not an offset
+MAX_TRACE_SECONDS = 31 * 86400
 
 
 class Command(BaseCommand):
@@ -57,17 +59,23 @@ class Command(BaseCommand):
             check_plot_path(Path(opts["plot"]))  # before the run, not after it
         pair = self.find_pair(opts["pair"] or opts["from_history"]) if (opts["pair"] or opts["from_history"]) else None
         name, policy, settings, bounds, interval, windows = self.configure(pair, opts)
-        world = self.world(opts, settings, pair)
-        trace = self.load_trace(Path(opts["trace"])) if opts["trace"] else self.history_trace(pair, opts["days"], settings)
+        if opts["trace"]:
+            trace, history_rate = self.load_trace(Path(opts["trace"])), None
+        else:
+            trace, history_rate = self.history_trace(pair, opts["days"])
+        world, rate_from = self.world(opts, settings, pair, history_rate=history_rate, policy=name)
         show_progress = not opts["json"] and len(trace) >= 6 * 3600
         result = simulate(trace, policy=policy, settings=settings, bounds=bounds, interval=interval, world=world,
                           windows=windows, progress=self.progress if show_progress else None)
         summary = {"policy": name, "settings": settings, "bounds": [bounds.min_dynos, bounds.max_dynos],
-                   "interval_seconds": interval, **result.as_dict(), "learned": result.details.get("learned")}
+                   "interval_seconds": interval, **result.as_dict(), "learned": result.details.get("learned"),
+                   "world": {"dyno_rate": world.dyno_rate, "dyno_rate_from": rate_from,
+                             "dyno_concurrency": world.dyno_concurrency, "boot_seconds": world.boot_seconds,
+                             "lag_seconds": world.lag_seconds}}
         if opts["json"]:
             self.stdout.write(json.dumps(summary, sort_keys=True))
         else:
-            self.stdout.write(self.table(name, result, world))
+            self.stdout.write(self.table(name, result, world, rate_from))
         if opts["plot"]:
             plot(result, world, Path(opts["plot"]), title=f"{name} on {opts['trace'] or opts['from_history']}")
             if not opts["json"]:
@@ -116,16 +124,31 @@ class Command(BaseCommand):
         windows = pair.schedule_windows() if pair and pair.policy == name else []
         return name, policy, settings, bounds, float(limits["interval_seconds"]), windows
 
-    def world(self, opts: dict[str, Any], settings: Mapping[str, Any], pair: ScalingPair | None) -> World:
-        """The simulated world: each figure from its option, else the settings, else a default."""
-        return World(
-            dyno_rate=_figure(opts, "rate", settings, "dyno_rate", pair.dyno_rate if pair else 1.0, low=0, strict=True),
+    def world(self, opts: dict[str, Any], settings: Mapping[str, Any], pair: ScalingPair | None, *,
+              history_rate: float | None, policy: str) -> tuple[World, str]:
+        """The simulated world: each figure from its option, else the settings, else a default;
+        and where its rate came from (a replayed history's own rate: the arrivals were rebuilt on it)."""
+        if opts["rate"] is not None or history_rate is None:
+            if opts["rate"] is None and settings.get("dyno_rate") is None and pair is None:
+                default, rate_from = 1.0, f"assumed: give --rate, the {policy} policy has no per-dyno figure"
+            else:
+                default, rate_from = (pair.dyno_rate if pair else 1.0), "the pair's messages per second per dyno"
+            rate = _figure(opts, "rate", settings, "dyno_rate", default, low=0, strict=True)
+            if opts["rate"] is not None:
+                rate_from = "--rate"
+            elif settings.get("dyno_rate") is not None:
+                rate_from = "the settings' dyno_rate"
+        else:
+            rate, rate_from = history_rate, "the rate the history was rebuilt on"
+        world = World(
+            dyno_rate=rate,
             dyno_concurrency=int(_figure(opts, "concurrency", settings, "dyno_concurrency", 1, low=1)),
             boot_seconds=_figure(opts, "boot", settings, "boot_seconds", 45.0, low=0),
             lag_seconds=_figure(opts, "lag", {}, "lag_seconds", 30.0, low=0),  # the settings' lag is the policy's belief
             target_wait_seconds=_figure(opts, "target", settings, "target_wait_seconds", 120.0, low=0, strict=True),
             cloudwatch=bool(opts["cloudwatch"]),
         )
+        return world, rate_from
 
     def load_trace(self, path: Path) -> list[float]:
         try:
@@ -140,25 +163,40 @@ class Command(BaseCommand):
             raise CommandError(f"--trace: {path} is not a CSV of second,arrivals: {exc}") from None
         seconds: dict[int, float] = {}
         for line, row in enumerate(rows, 1):
-            if not row or (line == 1 and not row[0].strip().lstrip("-").isdigit()):
-                continue  # blank line or header
+            if not row or (line == 1 and not any(c.isdigit() for c in ",".join(row))):
+                continue  # blank line or header (a header has no digit: a first row of data is never skipped)
             if len(row) < 2:
-                raise CommandError(f"--trace: line {line}: expected second,arrivals, got {','.join(row)!r}")
+                tabs = " (separated by tabs? use commas)" if "\t" in row[0] else ""
+                raise CommandError(f"--trace: line {line}: expected second,arrivals{tabs}, got {','.join(row)!r}")
             try:
-                second, arrivals = int(row[0]), float(row[1])
+                second, arrivals = float(row[0]), float(row[1])
             except ValueError:
-                raise CommandError(f"--trace: line {line}: expected a whole second and a number, got {','.join(row)!r}") from None
+                second = arrivals = math.nan
+            if not (math.isfinite(second) and second == int(second) and math.isfinite(arrivals)):
+                raise CommandError(f"--trace: line {line}: expected a whole second and a finite number, got "
+                                   f"{','.join(row)!r}")
             if second < 0 or arrivals < 0:
                 raise CommandError(f"--trace: line {line}: second and arrivals cannot be negative")
-            seconds[second] = seconds.get(second, 0.0) + arrivals
+            seconds[int(second)] = seconds.get(int(second), 0.0) + arrivals
         if not seconds:
             raise CommandError(f"--trace: {path} has no rows of second,arrivals")
-        trace = [0.0] * (max(seconds) + 1)
+        first, last = min(seconds), max(seconds)
+        if first >= UNIX_TIMES:  # seconds since 1970: the trace starts at its first row
+            seconds = {second - first: arrivals for second, arrivals in seconds.items()}
+            last -= first
+            sys.stderr.write(f"--trace: seconds read as Unix times; the simulation starts at the first row ({first})\n")
+        if last >= MAX_TRACE_SECONDS:
+            raise CommandError(f"--trace: the trace runs {last / 86400:,.1f} days; at most "
+                               f"{MAX_TRACE_SECONDS // 86400} are simulated (cut it, or count seconds from its start)")
+        trace = [0.0] * (last + 1)
         for second, arrivals in seconds.items():
             trace[second] = arrivals
         return trace
 
-    def history_trace(self, pair: ScalingPair | None, days: float, settings: dict[str, Any]) -> list[float]:
+    def history_trace(self, pair: ScalingPair | None, days: float) -> tuple[list[float], float]:
+        """The arrivals rebuilt from the pair's recorded cycles, and the per-dyno rate they were
+        rebuilt on: the pair's own (learned, else its figure), whatever --set says, so that runs
+        with other settings replay the same arrivals."""
         assert pair is not None
         if not (math.isfinite(days) and days > 0):
             raise CommandError(f"--days: must be greater than 0 (fractions allowed: 0.5 is 12 hours), got {days:g}")
@@ -176,11 +214,12 @@ class Command(BaseCommand):
         rows = [*earlier.order_by("created_at").values_list("created_at", "visible_messages", "in_flight_messages",
                                                            "dynos_running"), *samples]
         points = [(c.timestamp(), v or 0, f or 0, r or 0) for c, v, f, r in rows]
-        trace = trace_from_history(points, dyno_rate=float(settings.get("dyno_rate") or pair.dyno_rate),
-                                   dyno_concurrency=int(settings.get("dyno_concurrency") or pair.dyno_concurrency))
+        rate = _learned(pair, "rate") or float(pair.dyno_rate)
+        concurrency = round(_learned(pair, "concurrency") or pair.dyno_concurrency)
+        trace = trace_from_history(points, dyno_rate=rate, dyno_concurrency=max(1, concurrency))
         if not trace:
             raise CommandError(f"--from-history: {pair.name!r} has fewer than two recorded cycles in the last {days:g} days")
-        return trace
+        return trace, rate
 
     def progress(self, done: float) -> None:
         bar = "#" * int(done * 40)
@@ -189,9 +228,11 @@ class Command(BaseCommand):
             sys.stderr.write("\n")
         sys.stderr.flush()
 
-    def table(self, name: str, r: Result, world: World) -> str:
+    def table(self, name: str, r: Result, world: World, rate_from: str) -> str:
         rows = [
             ("policy", name),
+            ("world", f"dynos complete {world.dyno_rate:g} messages/s each ({rate_from}), {world.dyno_concurrency} at "
+                      f"once, boot {world.boot_seconds:g} s; counts up to {world.lag_seconds:g} s stale"),
             ("simulated", f"{r.seconds / 3600:,.1f} h, {r.messages:,.0f} messages"),
             ("dyno-hours", f"{r.dyno_hours:,.2f}"),
             ("work floor", f"{r.floor_hours:,.2f} dyno-hours (cost {r.cost_vs_floor:.2f} × floor)"),
@@ -207,6 +248,15 @@ class Command(BaseCommand):
             rows.append((f"{name} at the end", f"{item['value']:.3g} ({item['source']}; operator said {item['operator']:g})"))
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _learned(pair: ScalingPair, name: str) -> float | None:
+    """A figure the pair's policy learned (as its last cycle said), if it is a usable one."""
+    item = (pair.learned or {}).get(name)
+    if not isinstance(item, dict) or item.get("source") == "operator":
+        return None
+    value = item.get("value")
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) and value > 0 else None
 
 
 def _number(raw: str, key: str) -> float:
