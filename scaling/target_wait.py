@@ -320,7 +320,7 @@ class TargetWaitPolicy:
         else:
             wanted, action = quantity, f"needs {quantity}"
         desired, note = bounded(wanted, quantity, bounds)
-        if verb and not note.startswith("the formation"):  # out of bounds, the bounds decide the direction
+        if verb and desired != quantity and not note.startswith("the formation"):  # out of bounds, the bounds decide the direction
             action += f": {verb}"
         from_zero = boot + cfg.interval_seconds + cfg.lag_seconds
         if obs.running == 0 and obs.visible and from_zero > cfg.target_wait_seconds:

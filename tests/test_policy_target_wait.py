@@ -454,3 +454,11 @@ def test_a_start_from_zero_that_cannot_be_on_time_says_what_would_help() -> None
     assert verdict.desired > 0 and "from zero the first messages of a burst may be late" in verdict.reason
     assert "a min of 1 would keep a dyno up" in verdict.reason
     check_reason(verdict.reason, 0, verdict.desired)
+
+
+def test_a_need_the_bounds_overrule_is_not_said_to_scale() -> None:
+    # Nothing to do at min 1: the reason must not say "scale down" and then stay.
+    verdict = policy.decide(obs(quantity=1, running=1, at=300.0), Bounds(1, 100), SETTINGS,
+                            {"at": 270.0, "needs": [[200.0, 0], [270.0, 0]]})
+    assert verdict.desired == 1 and "scale down" not in verdict.reason
+    assert verdict.reason.endswith("held at min 1 → stay at 1"), verdict.reason
