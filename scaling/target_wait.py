@@ -105,7 +105,8 @@ class TargetWaitPolicy:
     for the window.
 
     Rate, boot time and concurrency are learned (``scaling.learning``); the operator's
-    figures are where learning starts. Until the rate has been seen at saturation, every
+    figures are where learning starts. A pair that never had a dyno up times its boot once
+    while nothing waits (``_time_boot``): a burst from zero is planned on the boot. Until the rate has been seen at saturation, every
     dyno is counted as if it had to boot (a figure twice too high then costs dynos, not
     late messages), and a queue empty for a whole window lets the busy floor on the way
     down fall (a probe), so a too-low concurrency cannot keep the dynos from ever being
@@ -319,6 +320,12 @@ class TargetWaitPolicy:
                                         f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)")
         else:
             wanted, action = quantity, f"needs {quantity}"
+        timing = self._time_boot(cfg, obs, bounds, boot_est.source, state.get("boot_timing"))
+        if timing is not None and not timing.get("done") and wanted <= timing["dynos"]:
+            wanted, action = timing["dynos"], f"needs {need}, but {timing['why']}"
+            verb = "scale up" if timing["dynos"] > quantity else ""
+        elif timing is not None and timing.get("failed") and "why" in timing:  # given up on this look
+            action += f" ({timing['why']})"
         desired, note = bounded(wanted, quantity, bounds)
         if verb and desired != quantity and not note.startswith("the formation"):  # out of bounds, the bounds decide the direction
             action += f": {verb}"
@@ -340,6 +347,7 @@ class TargetWaitPolicy:
             "samples": samples, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
             "in_flight_seen": in_flight_seen, "came_up": came_up, "cold_ask": cold_ask, "grown": grown,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
+            "boot_timing": {k: v for k, v in timing.items() if k != "why"} if timing else None,
         }
         learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}
         return Verdict(
@@ -369,6 +377,40 @@ class TargetWaitPolicy:
             dynos = max(dynos, pattern.dynos)
         return {"mode": cfg.prewarm, "pattern": pattern.describe(), "due": pattern.next, "dynos": dynos,
                 "lead_seconds": round(lead)}
+
+    # Timing the boot once, while nothing waits (see ``_time_boot``).
+    TIMING_DYNOS = 2  # a boot figure is learned from two boots
+    TIMING_GIVE_UP = 600.0  # seconds (or four of the operator's boots, if longer)
+
+    def _time_boot(self, cfg: TargetWaitSettings, obs: Observation, bounds: Bounds, source: str,
+                   past: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """A burst from zero is planned on the boot time, and the operator's figure may be
+        half the truth: the first burst of a pair that never had a dyno up would be late.
+        So, once per pair, when no boot was ever measured (nor pinned), min is 0 and
+        nothing waits or runs, start two dynos and keep them until they are up; the boot
+        is then learned and the window takes them away. If they are not up after ten
+        minutes, give up (a dyno that does not boot is not this policy's to fix). The
+        state it returns is kept; ``why`` is said on the looks it acts."""
+        if past is not None and past.get("done"):
+            return {k: v for k, v in past.items() if k != "why"}
+        if past is None:
+            idle = not (obs.quantity or obs.running or obs.visible or obs.in_flight)
+            if cfg.pin_boot_seconds or source != "operator" or not idle or bounds.min_dynos or bounds.max_dynos < 1:
+                return None
+            dynos = min(self.TIMING_DYNOS, bounds.max_dynos)
+            return {"at": obs.at, "dynos": dynos,
+                    "why": (f"no boot was ever measured and a burst from zero is planned on the boot: starts {dynos} "
+                            "dyno(s) while nothing waits, to time their boot (once; pinning the boot turns this off)")}
+        dynos, started = int(past["dynos"]), float(past["at"])
+        if obs.running >= dynos or source != "operator" or cfg.pin_boot_seconds:
+            return {"at": started, "dynos": dynos, "done": True}
+        waited = obs.at - started
+        if waited > max(self.TIMING_GIVE_UP, 4 * cfg.boot_seconds):
+            return {"at": started, "dynos": dynos, "done": True, "failed": True,
+                    "why": (f"the {dynos} dyno(s) started at {_clock(started)} to time the boot are not up after "
+                            f"{waited:.0f} s: timing given up, the boot stays the operator's figure")}
+        return {"at": started, "dynos": dynos,
+                "why": f"keeps the {dynos} dyno(s) started at {_clock(started)} to time the boot until they are up"}
 
     @staticmethod
     def _window(needs: Sequence[Sequence[float]], at: float, seconds: float, quantity: int) -> list[tuple[float, int]]:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from scaling.policies import Bounds, ClassicPolicy, Observation, TargetWaitPolicy, TargetWaitSettings
+from scaling.simulator import simulate
+from scaling.world import World
 
 policy = TargetWaitPolicy()
 SETTINGS = {"target_wait_seconds": 120, "dyno_rate": 10, "dyno_concurrency": 4, "boot_seconds": 45,
@@ -135,9 +137,14 @@ def test_a_dyno_added_for_a_growing_backlog_is_not_cancelled_while_it_boots() ->
     check_reason(verdict.reason, 6, 6)
 
 
+# A pair whose boot could not be timed while it was idle: its bursts from zero are planned
+# on the operator's figure.
+NEVER_TIMED = {"boot_timing": {"at": -900.0, "dynos": 2, "done": True, "failed": True}}
+
+
 def cold_start(visibles: list[int], settings: dict[str, Any] = SETTINGS, boots: tuple[float, ...] = ()) -> list[Any]:
     """Looks 30 s apart at a queue with no dyno up, each asking for what the last decided."""
-    state: Any = {}
+    state: Any = dict(NEVER_TIMED)
     quantity, verdicts = 0, []
     for i, visible in enumerate(visibles):
         verdict = policy.decide(obs(visible=visible, quantity=quantity, running=0, starting=quantity, at=30.0 * i,
@@ -454,6 +461,71 @@ def test_a_start_from_zero_that_cannot_be_on_time_says_what_would_help() -> None
     assert verdict.desired > 0 and "from zero the first messages of a burst may be late" in verdict.reason
     assert "a min of 1 would keep a dyno up" in verdict.reason
     check_reason(verdict.reason, 0, verdict.desired)
+
+
+# --- timing the boot of a pair that never had a dyno up ----------------------------------
+
+def idle_looks(steps: list[dict[str, Any]], settings: dict[str, Any] = SETTINGS, bounds: Bounds = BOUNDS,
+               state: dict[str, Any] | None = None) -> list[Any]:
+    """Looks 30 s apart; each step gives what differs from an idle queue, and the formation
+    is what the last look decided."""
+    past: Any = dict(state or {})
+    quantity, verdicts = 0, []
+    for i, step in enumerate(steps):
+        seen = {"quantity": quantity, "running": 0, "starting": quantity, "at": 30.0 * i, **step}
+        verdict = policy.decide(obs(**seen), bounds, settings, past)
+        check_reason(verdict.reason, quantity, verdict.desired)
+        past, quantity = verdict.state, verdict.desired
+        verdicts.append(verdict)
+    return verdicts
+
+
+def test_a_pair_that_never_had_a_dyno_up_times_its_boot_once_while_nothing_waits() -> None:
+    booting: dict[str, Any] = {}
+    up = {"running": 2, "starting": 0, "boot_durations": (88.0, 93.0)}
+    verdicts = idle_looks([{}, booting, booting, booting, up, {"running": 0, "starting": 0}, {}, {}])
+    assert [v.desired for v in verdicts] == [2, 2, 2, 2, 0, 0, 0, 0]
+    assert ("needs 0, but no boot was ever measured and a burst from zero is planned on the boot: starts 2 dyno(s) "
+            "while nothing waits, to time their boot") in verdicts[0].reason
+    assert "keeps the 2 dyno(s) started at 00:00 UTC to time the boot until they are up" in verdicts[2].reason
+    # What the next burst is planned on is what was measured, and no timing starts again.
+    assert "boot 93 s (learned, p90 of 2 boots; operator said 45)" in verdicts[-1].reason
+    assert verdicts[-1].details["learned"]["boot"]["value"] == 93.0
+
+
+def test_the_boot_is_not_timed_when_pinned_measured_or_kept_up_by_min() -> None:
+    for settings, bounds, first in (({**SETTINGS, "pin_boot_seconds": True}, BOUNDS, {}),
+                                    (SETTINGS, Bounds(1, 100), {}),
+                                    (SETTINGS, BOUNDS, {"boot_durations": (50.0, 52.0)})):
+        verdicts = idle_looks([first, {}, {}], settings, bounds)
+        assert [v.desired for v in verdicts] == [bounds.min_dynos] * 3, (settings, bounds)
+        assert not any("time their boot" in v.reason for v in verdicts)
+
+
+def test_a_burst_during_the_timing_is_served_as_any_burst() -> None:
+    verdicts = idle_looks([{}, {"visible": 900}, {"visible": 2_400}])
+    assert verdicts[0].desired == 2
+    assert verdicts[2].desired > 2 and "time the boot" not in verdicts[2].reason
+
+
+def test_timing_dynos_that_never_come_up_are_given_up_after_ten_minutes_and_not_tried_again() -> None:
+    verdicts = idle_looks([{}] + [{"quantity": 2, "starting": 2}] * 21 + [{}, {}])
+    assert [v.desired for v in verdicts[:21]] == [2] * 21  # 0 s … 600 s
+    assert verdicts[21].desired == 0
+    assert ("the 2 dyno(s) started at 00:00 UTC to time the boot are not up after 630 s: timing given up, the boot "
+            "stays the operator's figure") in verdicts[21].reason
+    assert [v.desired for v in verdicts[22:]] == [0, 0]
+
+
+def test_the_first_burst_from_zero_is_on_time_when_the_boot_was_timed_and_late_when_not() -> None:
+    # The operator said 45 s and 10/s; the dynos boot in 90 s and complete 5/s. Counts are fresh.
+    world = World(dyno_rate=5, boot_seconds=90, lag_seconds=0, dyno_concurrency=4)
+    trace = [0] * 900 + [150] * 10 + [0] * 900
+    settings = {**SETTINGS, "interval_seconds": 15}
+    timed = simulate(trace, policy=policy, settings=settings, bounds=BOUNDS, interval=15, world=world)
+    untimed = simulate(trace, policy=policy, settings={**settings, "pin_boot_seconds": True}, bounds=BOUNDS,
+                       interval=15, world=world)
+    assert timed.late_share <= 0.01 < 0.5 < untimed.late_share
 
 
 def test_a_need_the_bounds_overrule_is_not_said_to_scale() -> None:

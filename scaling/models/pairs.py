@@ -133,7 +133,8 @@ class ScalingPair(models.Model):
     )
     pin_boot_seconds = models.BooleanField(
         "pin the boot time", default=False,
-        help_text="target_wait policy: use the boot time (seconds) as given.",
+        help_text="target_wait policy: use the boot time (seconds) as given. This also turns off the one-time timing "
+        "of the boot (two dynos started while nothing waits) of a pair that never had a dyno up.",
     )
     scale_down_window_seconds = models.PositiveIntegerField(
         "scale-down window",
