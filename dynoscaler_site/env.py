@@ -132,13 +132,39 @@ def env_database(name: str, default: str, *, env: Mapping[str, str] = os.environ
                              "and are special characters in the password percent-encoded?)") from None
 
 
-def env_http_url(name: str, *, default_port: int, env: Mapping[str, str] = os.environ) -> str | None:
+def env_redis_url(name: str, *, env: Mapping[str, str] = os.environ) -> str | None:
+    """A Redis URL in `name`, or None when unset. Checked here: a URL without its scheme
+    would otherwise be taken by the task queue for an AMQP host and retried a hundred
+    times, and a bad port raised a traceback quoting the password."""
+    url = env_optional(name, env=env)
+    if url is None:
+        return None
+    example = "expected redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// (TLS)"
+    try:
+        parts = urlsplit(url) if "://" in url else None
+        if parts is not None:
+            parts.port  # noqa: B018 (read only to check it: a port that is not a number raises)
+    except ValueError:
+        raise EnvError(name, f"{example}; its port is not a number from 1 to 65535") from None
+    if parts is None or parts.scheme not in ("redis", "rediss"):
+        found = f"its scheme is {parts.scheme!r}" if parts and parts.scheme else "it has no redis:// or rediss://"
+        raise EnvError(name, f"{example}; {found}")
+    if not parts.hostname:
+        raise EnvError(name, f"{example}; it has no host")
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise EnvError(name, f"{example}; its database (after the last /) is not a number")
+    return url
+
+
+def env_http_url(name: str, *, default_port: int, host: str = "search.example.com",
+                 env: Mapping[str, str] = os.environ) -> str | None:
     """An http(s) endpoint in `name`, or None when unset. Checked here, at start-up, not by
     the first request: a client library's error would quote the URL, and its password."""
     url = env_optional(name, env=env)
     if url is None:
         return None
-    example = f"expected http(s)://HOST:PORT, e.g. https://search.example.com:{default_port}"
+    example = f"expected http(s)://HOST:PORT, e.g. https://{host}:{default_port}"
     if any(c.isspace() for c in url):
         raise EnvError(name, f"{example}; it has a space in it")
     try:
@@ -155,5 +181,5 @@ def env_http_url(name: str, *, default_port: int, env: Mapping[str, str] = os.en
     if not parts.hostname:
         raise EnvError(name, f"{example}; it has no host")
     if port is None and parts.scheme == "http":
-        raise EnvError(name, f"{example}; an http:// URL needs its port (Elasticsearch listens on {default_port})")
+        raise EnvError(name, f"{example}; an http:// URL needs its port (the service listens on {default_port})")
     return url

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from dynoscaler_site.env import EnvError, env_bool, env_choice, env_database, env_http_url, env_int, env_optional, env_str
+from dynoscaler_site.env import EnvError, env_bool, env_choice, env_database, env_http_url, env_int, env_optional, env_redis_url, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -38,9 +38,9 @@ try:
     }
 
     # Celery: Redis in production; on a laptop, a broker that needs no server.
-    _redis_url = env_optional("REDIS_URL")
+    _redis_url = env_redis_url("REDIS_URL")
     CELERY_BROKER_URL = _redis_url or "filesystem://localhost/"  # (a host, or Kombu warns at every send)
-    HEROKU_API_URL = env_str("HEROKU_API_URL", "https://api.heroku.com")
+    HEROKU_API_URL = env_http_url("HEROKU_API_URL", default_port=443, host="api.heroku.com") or "https://api.heroku.com"
     HEROKU_TIMEOUT_SECONDS = env_int("HEROKU_TIMEOUT_SECONDS", 10, minimum=1)
     AWS_TIMEOUT_SECONDS = env_int("AWS_TIMEOUT_SECONDS", 10, minimum=1)
     # A cycle's claim on its pair expires after this, so a worker killed mid-cycle does not

@@ -67,6 +67,12 @@ def test_a_malformed_variable_is_named_in_one_line_even_when_asking_for_help() -
     ("ELK_ELASTIC_URL", "ftp://elastic:s3cret-pw@es.example.com:9200", "its scheme is 'ftp'"),
     ("ELK_ELASTIC_URL", "https://elastic:s3cret-pw@es.example.com:92OO", "its port is not a number"),
     ("ELK_ELASTIC_URL", "http://elastic:s3cret-pw@es.example.com", "an http:// URL needs its port"),
+    # Before, a Redis URL without its scheme was taken for an AMQP host and retried a hundred
+    # times, and a port that is not a number raised a traceback.
+    ("REDIS_URL", "s3cret-pw@redis.example.com:6379", "it has no redis:// or rediss://"),
+    ("REDIS_URL", "redis://:s3cret-pw@redis.example.com:abc/0", "its port is not a number"),
+    ("REDIS_URL", "redis://:s3cret-pw@redis.example.com:6379/zero", "its database (after the last /) is not a number"),
+    ("HEROKU_API_URL", "api.heroku.com", "it has no http:// or https://"),
 ])
 def test_a_malformed_url_variable_stops_start_up_in_one_line_without_its_password(variable: str, url: str,
                                                                                   problem: str) -> None:
@@ -74,7 +80,8 @@ def test_a_malformed_url_variable_stops_start_up_in_one_line_without_its_passwor
     assert done.returncode != 0
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    expected = {"DATABASE_URL": "expected postgres://", "ELK_ELASTIC_URL": "expected http(s)://HOST:PORT"}[variable]
+    expected = {"DATABASE_URL": "expected postgres://", "ELK_ELASTIC_URL": "expected http(s)://HOST:PORT",
+                "REDIS_URL": "expected redis://", "HEROKU_API_URL": "expected http(s)://HOST:PORT"}[variable]
     assert lines[0].startswith(f"DynoScaler is not configured: {variable}: {expected}")
     assert problem in lines[0]
     assert "s3cret-pw" not in done.stdout + done.stderr
