@@ -209,6 +209,26 @@ def test_a_dry_run_shows_each_change_pair_by_pair_and_writes_nothing(world: Any,
     assert ScalingPair.objects.get(name="mailer").periodic_task is not None
 
 
+def test_pointing_a_pair_at_other_queues_forgets_what_it_learned_as_the_admin_does(world: Any, secrets_in_env: None,
+                                                                                   tmp_path: Path) -> None:
+    learned = {"learn": {"boots": [50.0, 52.0]}, "bursts": {"onsets": [[0, 1]]}, "at": 5.0}
+    ScalingPair.objects.filter(name="orders").update(learned={"rate": {"value": 7.5}}, policy_state=learned,
+                                                     expected_quantity=3)
+    data = yaml.safe_load(pairs("export"))
+    path = tmp_path / "pairs.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert pairs("import", str(path)) == "No changes.\n"  # the same queues: nothing is forgotten
+    assert ScalingPair.objects.get(name="orders").learned == {"rate": {"value": 7.5}}
+
+    orders = next(p for p in data["pairs"] if p["name"] == "orders")
+    orders["queues"] = [{"queue": "payments", "region": "us-east-1"}]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    pairs("import", str(path))
+    pair = ScalingPair.objects.get(name="orders")
+    assert (pair.learned, pair.expected_quantity) == ({}, None)
+    assert "learn" not in pair.policy_state and "bursts" not in pair.policy_state
+
+
 def test_a_changed_token_is_replaced_and_said_without_its_value(world: Any, secrets_in_env: None, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "pairs.yaml"

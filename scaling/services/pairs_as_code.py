@@ -272,7 +272,8 @@ class _Importer:
         elif changed:
             pair.save(update_fields=[*changed, "updated_at"])
         lines = [f"  {name}: {_show(before[name])} → {_show(after[name])}" for name in changed]
-        lines += self.sync_queues(pair, spec, fresh=found is None) + self.sync_schedules(pair, spec, fresh=found is None)
+        queue_lines = self.sync_queues(pair, spec, fresh=found is None)
+        lines += queue_lines + self.sync_schedules(pair, spec, fresh=found is None)
         if found is None:
             self.report.changes.append(f'pair "{pair.name}": new ({pair.app_name}/{pair.process_type}, {pair.policy}, '
                                        f"{pair.min_dynos}–{pair.max_dynos} dynos)")
@@ -282,7 +283,9 @@ class _Importer:
             return
         self.report.changes.extend(lines)
         # Beat follows the pair, and a quantity Heroku refused is asked again, as after an admin edit.
-        pair_apply_settings(pair=pair, repointed=bool(REPOINTING & set(changed)))
+        # Another app, process type or provider, or other queues: what was learned is about
+        # something else, as the admin says.
+        pair_apply_settings(pair=pair, repointed=bool(REPOINTING & set(changed)) or bool(found and queue_lines))
         if found is None:  # its first cycle now, once the import is committed (never in a dry run)
             pair_first_cycle(pair=pair, then=lambda asked: self.report.notes.append(_first_cycle_note(pair, asked)))
 
