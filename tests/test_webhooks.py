@@ -276,6 +276,12 @@ def test_the_command_subscribes_checks_and_removes_and_the_admin_shows_it(
     call_command("heroku_webhooks", "check", stdout=out)
     assert "orders-app: subscribed; no event yet" in out.getvalue()
 
+    # A check that cannot read the subscription fails, for scripts and monitors to see.
+    heroku.fail_next("GET", r"/apps/orders-app/webhooks/", 503)
+    with pytest.raises(CommandError, match=r"1 app\(s\) failed"):
+        call_command("heroku_webhooks", "check", stdout=out)
+    assert "orders-app: the subscription cannot be read" in out.getvalue()
+
     heroku.set_quantity("orders-app", 2)
     heroku.flush()
     page = admin_client.get("/admin/scaling/herokuapp/").content.decode()

@@ -144,13 +144,20 @@ def app_subscribe(*, app: HerokuApp, public_url: str) -> str:
 
 def app_check(*, app: HerokuApp) -> str:
     """Whether Heroku still has the subscription as DynoScaler made it."""
+    return _check(app).said
+
+
+def _check(app: HerokuApp) -> Done:
+    """``app_check``, and whether all is well: a subscription that cannot be read or must be
+    made again is not (no subscription at all is: the formation is then read instead)."""
+    ok = True
     if not app.webhook_id:
         found = f"{app.name}: not subscribed (the formation is read every {settings.RECONCILE_SECONDS} s and before changes)"
     else:
         try:
             subscription = _client(app).webhook_get(app=app.name, webhook_id=app.webhook_id)
         except AdapterError as exc:
-            found = f"{app.name}: the subscription cannot be read: {exc.message}"
+            ok, found = False, f"{app.name}: the subscription cannot be read: {exc.message}"
         else:
             problems = []
             if subscription.url != app.webhook_url:
@@ -159,9 +166,10 @@ def app_check(*, app: HerokuApp) -> str:
             if missing:
                 problems.append(f"it lacks {', '.join(sorted(missing))}")
             last = f"; last event {app.last_event_at:%Y-%m-%d %H:%M} UTC" if app.last_event_at else "; no event yet"
+            ok = not problems
             found = f"{app.name}: " + ("; ".join(problems) + ": subscribe again" if problems else "subscribed" + last)
     HerokuApp.objects.filter(pk=app.pk).update(webhook_checked=found[:1000])
-    return found
+    return Done(ok, found)
 
 
 def app_unsubscribe(*, app: HerokuApp) -> str:
@@ -191,15 +199,13 @@ def apps_webhooks(*, apps: list[HerokuApp], action: str, public_url: str | None 
     for app in apps:
         try:
             if action == "subscribe":
-                said = app_subscribe(app=app, public_url=str(public_url))
+                done.append(Done(True, app_subscribe(app=app, public_url=str(public_url))))
             elif action == "check":
-                said = app_check(app=app)
+                done.append(_check(app))
             else:
-                said = app_unsubscribe(app=app)
+                done.append(Done(True, app_unsubscribe(app=app)))
         except AdapterError as exc:
             done.append(Done(False, f"{app.name}: {exc.message}"))
         except SecretUnreadable as exc:
             done.append(Done(False, f"{app.name}: {exc}"))
-        else:
-            done.append(Done(True, said))
     return done
