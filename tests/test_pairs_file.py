@@ -488,6 +488,9 @@ def test_a_laptops_export_leaves_the_sandbox_demo_out_so_it_imports_where_the_sa
 def test_a_file_that_cannot_be_written_or_read_is_named_in_one_line(world: Any, tmp_path: Path) -> None:
     with pytest.raises(CommandError, match=r"^--output: cannot write /nonexistent/dir/p.yaml \(No such file"):
         pairs("export", "--output", "/nonexistent/dir/p.yaml")
+    with pytest.raises(CommandError, match=r"^--format: yaml into .*p\.json, which import would read as JSON"):
+        pairs("export", "--format", "yaml", "--output", str(tmp_path / "p.json"))
+    assert not (tmp_path / "p.json").exists()
     binary = tmp_path / "pairs.yaml"
     binary.write_bytes(b"pairs:\n  - name: \xff\xfe\n")
     assert import_error(str(binary)) == (f"{binary}: not a UTF-8 text file (byte 18 cannot be read); a pairs file is "

@@ -39,6 +39,9 @@ class Command(BaseCommand):
             self.import_file(Path(options["file"]), dry_run=options["dry_run"], prune=options["prune"])
 
     def export(self, *, fmt: str | None, output: str | None) -> None:
+        if fmt and output and fmt != format_of(output) and fmt == "yaml":
+            # import reads a .json file as JSON: the file would not import.
+            raise CommandError(f"--format: yaml into {output}, which import would read as JSON; name it .yaml")
         fmt = fmt or (format_of(output) if output else "yaml")
         try:
             exported, left_out = pairs_export()
