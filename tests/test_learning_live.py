@@ -148,3 +148,25 @@ def test_the_dynos_already_up_at_the_first_look_tell_their_boot(sqs: Any, heroku
     assert "boot 7 s" in first.reason  # learned from them, not the operator's 45 s
     cycle(pair, now=timezone.now() + timedelta(seconds=400))  # the reconcile reads them again
     assert len(FormationState.objects.get().boots) == 2  # the same dynos are not counted twice
+
+
+@pytest.mark.django_db
+def test_a_pair_that_never_had_a_dyno_up_times_its_boot_through_heroku_and_lets_the_dynos_go(
+        queue_and_app: Any, make_pair: Any) -> None:
+    _, heroku = queue_and_app
+    heroku.set_quantity("orders-app", 0)
+    heroku.apps["orders-app"].processes["worker"].boot_seconds = 1.0
+    pair = make_pair(policy="target_wait", dyno_rate=10, min_dynos=0, max_dynos=4)
+    first = cycle(pair)
+    assert first.outcome == "applied" and (first.quantity_before, first.applied_quantity) == (0, 2)
+    assert "no boot was ever measured and a burst from zero is planned on the boot: starts 2 dyno(s)" in first.reason
+    assert heroku.apps["orders-app"].processes["worker"].quantity == 2
+    time.sleep(2.5)  # both dynos come up
+    done = cycle(pair, now=timezone.now() + timedelta(seconds=15))
+    assert done.outcome == "applied" and done.applied_quantity == 0, done.reason
+    assert heroku.apps["orders-app"].processes["worker"].quantity == 0
+    boot = ScalingPair.objects.get(pk=pair.pk).learned["learned"]["boot"]
+    assert boot["source"] == "learned" and 0.8 <= boot["value"] <= 2.0, boot
+    # Timed once: an idle queue at zero dynos stays there.
+    later = cycle(pair, now=timezone.now() + timedelta(seconds=30))
+    assert later.desired_quantity == 0 and "time their boot" not in later.reason
