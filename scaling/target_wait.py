@@ -359,6 +359,7 @@ class TargetWaitPolicy:
                      "budget_seconds": budget, "drain_seconds": drain, "learned": learned, "prewarm": prewarm,
                      "patterns": [p.describe() for p in bursts.found],
                      "not_helping": not_helping["why"] if not_helping else None, "corrections": events,
+                     "boot_timing": self._timing_said(timing),
                      # How long the newest visible message waits at the formation now running.
                      "wait_seconds": obs.visible / (obs.running * rate) if obs.running else (math.inf if obs.visible else 0.0)},
         )
@@ -411,6 +412,19 @@ class TargetWaitPolicy:
                             f"{waited:.0f} s: timing given up, the boot stays the operator's figure")}
         return {"at": started, "dynos": dynos,
                 "why": f"keeps the {dynos} dyno(s) started at {_clock(started)} to time the boot until they are up"}
+
+    @staticmethod
+    def _timing_said(timing: Mapping[str, Any] | None) -> str | None:
+        """The timing of the boot, as the pair page says it."""
+        if not timing:
+            return None
+        when = datetime.fromtimestamp(float(timing["at"]), tz=UTC)
+        started = f"{timing['dynos']} dyno(s) started {when:%Y-%m-%d %H:%M} UTC"
+        if not timing.get("done"):
+            return f"under way: {started}, kept until they are up"
+        if timing.get("failed"):
+            return f"given up: {started} were not up after ten minutes; the boot stays your figure"
+        return f"timed once, with {started}"
 
     @staticmethod
     def _window(needs: Sequence[Sequence[float]], at: float, seconds: float, quantity: int) -> list[tuple[float, int]]:

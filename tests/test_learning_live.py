@@ -152,7 +152,7 @@ def test_the_dynos_already_up_at_the_first_look_tell_their_boot(sqs: Any, heroku
 
 @pytest.mark.django_db
 def test_a_pair_that_never_had_a_dyno_up_times_its_boot_through_heroku_and_lets_the_dynos_go(
-        queue_and_app: Any, make_pair: Any) -> None:
+        queue_and_app: Any, make_pair: Any, admin_client: Any) -> None:
     _, heroku = queue_and_app
     heroku.set_quantity("orders-app", 0)
     heroku.apps["orders-app"].processes["worker"].boot_seconds = 1.0
@@ -161,12 +161,15 @@ def test_a_pair_that_never_had_a_dyno_up_times_its_boot_through_heroku_and_lets_
     assert first.outcome == "applied" and (first.quantity_before, first.applied_quantity) == (0, 2)
     assert "no boot was ever measured and a burst from zero is planned on the boot: starts 2 dyno(s)" in first.reason
     assert heroku.apps["orders-app"].processes["worker"].quantity == 2
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+    assert "Timing the boot" in page and "under way: 2 dyno(s) started" in page
     time.sleep(2.5)  # both dynos come up
     done = cycle(pair, now=timezone.now() + timedelta(seconds=15))
     assert done.outcome == "applied" and done.applied_quantity == 0, done.reason
     assert heroku.apps["orders-app"].processes["worker"].quantity == 0
     boot = ScalingPair.objects.get(pk=pair.pk).learned["learned"]["boot"]
     assert boot["source"] == "learned" and 0.8 <= boot["value"] <= 2.0, boot
+    assert "timed once, with 2 dyno(s) started" in admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
     # Timed once: an idle queue at zero dynos stays there.
     later = cycle(pair, now=timezone.now() + timedelta(seconds=30))
     assert later.desired_quantity == 0 and "time their boot" not in later.reason

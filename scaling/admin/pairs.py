@@ -49,7 +49,8 @@ def learned_context(pair: ScalingPair) -> dict[str, Any]:
     if prewarm and prewarm.get("due"):
         prewarm = {**prewarm, "due_text": f"{datetime.fromtimestamp(prewarm['due'], tz=UTC):%Y-%m-%d %H:%M} UTC"}
     return {"learned_rows": rows, "learned_patterns": learned.get("patterns") or [],
-            "learned_prewarm": prewarm, "learned_not_helping": learned.get("not_helping")}
+            "learned_prewarm": prewarm, "learned_not_helping": learned.get("not_helping"),
+            "learned_boot_timing": learned.get("boot_timing")}
 
 
 class PairQueueInline(admin.TabularInline):

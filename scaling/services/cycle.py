@@ -172,7 +172,8 @@ def learned_summary(details: Mapping[str, Any]) -> dict[str, Any] | None:
     """What the pair page shows of what the policy learned (None: the policy learns nothing)."""
     if "learned" not in details:
         return None
-    return {key: details.get(key) for key in ("learned", "prewarm", "patterns", "not_helping", "corrections")}
+    return {key: details.get(key) for key in ("learned", "prewarm", "patterns", "not_helping", "corrections",
+                                              "boot_timing")}
 
 
 def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dynos: int,
