@@ -155,7 +155,8 @@ class TargetWaitPolicy:
         conc_est = learner.concurrency(cfg.dyno_concurrency, rate_est.value, pinned=cfg.pin_dyno_concurrency)
         rate, boot, concurrency = rate_est.value, min(boot_est.value, cfg.target_wait_seconds * 0.9), conc_est.value
 
-        samples = self._arrival_samples(obs, cfg, state, rate, concurrency)
+        looks = self._arrival_looks(obs, cfg, state)
+        samples = [self._arrivals(look, rate, concurrency) for look in looks]
         arrivals = statistics.median(samples)
         dt = obs.at - float(state["at"]) if "at" in state else 0.0
         slack = max(cfg.target_wait_seconds - cfg.lag_seconds - cfg.interval_seconds, cfg.target_wait_seconds / 4)
@@ -344,7 +345,7 @@ class TargetWaitPolicy:
 
         new_state = {
             "at": obs.at, "visible": obs.visible, "in_flight": obs.in_flight, "running": obs.running,
-            "samples": samples, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
+            "arrival_looks": looks, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
             "in_flight_seen": in_flight_seen, "came_up": came_up, "cold_ask": cold_ask, "grown": grown,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
             "boot_timing": {k: v for k, v in timing.items() if k != "why"} if timing else None,
@@ -457,20 +458,30 @@ class TargetWaitPolicy:
             return ceil_count(visible / (rate * drain))
         return running + ceil_count((visible - running * rate * drain) / (rate * budget))
 
-    def _arrival_samples(self, obs: Observation, cfg: TargetWaitSettings, state: Mapping[str, Any],
-                         rate: float, concurrency: float) -> list[float]:
-        completing = min(obs.in_flight / concurrency, max(obs.running, 0)) * rate
+    def _arrival_looks(self, obs: Observation, cfg: TargetWaitSettings,
+                       state: Mapping[str, Any]) -> list[list[float]]:
+        """The recent looks' evidence of arrivals, kept as seen: [change in visible per second,
+        in flight (the mean of both ends), dynos up]. Arrivals are what the backlog gained
+        plus what the busy dynos completed, and that depends on the rate and concurrency,
+        which learning may change between two looks: they are applied when the looks are
+        read (``_arrivals``), so that a new rate is never set against arrivals reckoned on
+        the old one (a backlog holding steady would seem to grow)."""
+        first = [0.0, float(obs.in_flight), float(obs.running)]
         previous = state.get("at")
         if previous is None:
-            return [completing]
+            return [first]
         dt = obs.at - float(previous)
         if not 0 < dt <= cfg.interval_seconds * self.MAX_GAP_FACTOR:
-            return [completing]
+            return [first]
         prev_in_flight = float(state.get("in_flight", obs.in_flight))
-        completing = min((obs.in_flight + prev_in_flight) / 2 / concurrency, max(obs.running, 0)) * rate
         change = (obs.visible - float(state.get("visible", obs.visible))) / dt
-        sample = max(0.0, change + completing)
-        return [*[float(x) for x in state.get("samples", [])][-(self.SAMPLES - 1):], sample]
+        kept = [[float(x) for x in look] for look in state.get("arrival_looks", [])]
+        return [*kept[-(self.SAMPLES - 1):], [change, (obs.in_flight + prev_in_flight) / 2, float(obs.running)]]
+
+    @staticmethod
+    def _arrivals(look: Sequence[float], rate: float, concurrency: float) -> float:
+        change, in_flight, running = look
+        return max(0.0, change + min(in_flight / concurrency, max(running, 0.0)) * rate)
 
 
 def _fresh(at: float, running: int, came_up: Any, lag: float) -> bool:

@@ -534,3 +534,21 @@ def test_a_need_the_bounds_overrule_is_not_said_to_scale() -> None:
                             {"at": 270.0, "needs": [[200.0, 0], [270.0, 0]]})
     assert verdict.desired == 1 and "scale down" not in verdict.reason
     assert verdict.reason.endswith("held at min 1 → stay at 1"), verdict.reason
+
+
+def test_a_steady_backlog_does_not_seem_to_grow_when_the_rate_changes() -> None:
+    # Six dynos hold a backlog of 1,850 steady. The arrivals are what the busy dynos
+    # complete, so they follow the rate: when the rate is corrected from 10/s to 3.5/s
+    # (here by the operator; learning does the same), the arrivals are 21/s, not the 60/s
+    # reckoned on the old rate, and nothing grows.
+    settings = {**SETTINGS, "interval_seconds": 15, "pin_dyno_rate": True, "pin_dyno_concurrency": True}
+    state: Any = {}
+    for i in range(6):
+        verdict = policy.decide(obs(visible=1_850, in_flight=24, quantity=6, at=15.0 * i), BOUNDS, settings, state)
+        state = verdict.state
+    assert verdict.details["arrivals_per_second"] == pytest.approx(60)
+    corrected = policy.decide(obs(visible=1_850, in_flight=24, quantity=6, at=90.0), BOUNDS,
+                              {**settings, "dyno_rate": 3.5}, state)
+    assert corrected.details["arrivals_per_second"] == pytest.approx(21)
+    assert "grows" not in corrected.reason
+    assert corrected.desired <= 12, corrected.reason  # what clears 1,850 at 3.5/s within the target, not 40
