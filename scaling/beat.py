@@ -248,7 +248,11 @@ class DynoScalerScheduler(Scheduler):
     def _next_due(self, task: Task, due: float, sent: float) -> float:
         if task.every is None:
             return sent + self._not_due_for(task)
-        if sent - due <= min(LATE_RESTART_SECONDS, task.every / 4):
+        # On time, a task keeps its phase. While cycles are held back every task counts from
+        # when it was sent: a pair that happened to be sent on time must not keep an earlier
+        # place than the pairs that waited longer, or it cycles more often than they do.
+        holding = task.holdable and self._stats.held_since is not None
+        if not holding and sent - due <= min(LATE_RESTART_SECONDS, task.every / 4):
             return due + task.every
         return sent + task.every
 
