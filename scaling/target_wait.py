@@ -406,6 +406,10 @@ class TargetWaitPolicy:
         dynos, started = int(past["dynos"]), float(past["at"])
         if obs.running >= dynos or source != "operator" or cfg.pin_boot_seconds:
             return {"at": started, "dynos": dynos, "done": True}
+        if obs.quantity < dynos:  # the formation never took them: a dry run, or a write refused
+            return {"at": started, "dynos": dynos, "done": True, "failed": True, "not_taken": True,
+                    "why": (f"the formation did not take the {dynos} dyno(s) asked at {_clock(started)} to time the "
+                            "boot (a dry run, or a refused write): not timed, the boot stays the operator's figure")}
         waited = obs.at - started
         if waited > max(self.TIMING_GIVE_UP, 4 * cfg.boot_seconds):
             return {"at": started, "dynos": dynos, "done": True, "failed": True,
@@ -423,6 +427,9 @@ class TargetWaitPolicy:
         started = f"{timing['dynos']} dyno(s) started {when:%Y-%m-%d %H:%M} UTC"
         if not timing.get("done"):
             return f"under way: {started}, kept until they are up"
+        if timing.get("not_taken"):
+            return (f"not done: the formation did not take the {timing['dynos']} dyno(s) asked {when:%Y-%m-%d %H:%M} "
+                    "UTC (a dry run, or a refused write); the boot stays your figure")
         if timing.get("failed"):
             return f"given up: {started} were not up after ten minutes; the boot stays your figure"
         return f"timed once, with {started}"

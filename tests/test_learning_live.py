@@ -173,3 +173,18 @@ def test_a_pair_that_never_had_a_dyno_up_times_its_boot_through_heroku_and_lets_
     # Timed once: an idle queue at zero dynos stays there.
     later = cycle(pair, now=timezone.now() + timedelta(seconds=30))
     assert later.desired_quantity == 0 and "time their boot" not in later.reason
+
+
+@pytest.mark.django_db
+def test_a_dry_run_pair_asks_to_time_its_boot_once_and_then_says_it_was_not_done(
+        queue_and_app: Any, make_pair: Any) -> None:
+    _, heroku = queue_and_app
+    heroku.set_quantity("orders-app", 0)
+    pair = make_pair(policy="target_wait", dyno_rate=10, min_dynos=0, max_dynos=4, dry_run=True)
+    first = cycle(pair)
+    assert first.outcome == "dry_run" and "to time their boot" in first.reason
+    second = cycle(pair, now=timezone.now() + timedelta(seconds=15))
+    assert second.outcome == "no_change" and "not timed, the boot stays the operator's figure" in second.reason
+    assert heroku.apps["orders-app"].processes["worker"].quantity == 0
+    third = cycle(pair, now=timezone.now() + timedelta(seconds=30))
+    assert "to time" not in third.reason

@@ -474,7 +474,7 @@ def idle_looks(steps: list[dict[str, Any]], settings: dict[str, Any] = SETTINGS,
     for i, step in enumerate(steps):
         seen = {"quantity": quantity, "running": 0, "starting": quantity, "at": 30.0 * i, **step}
         verdict = policy.decide(obs(**seen), bounds, settings, past)
-        check_reason(verdict.reason, quantity, verdict.desired)
+        check_reason(verdict.reason, seen["quantity"], verdict.desired)
         past, quantity = verdict.state, verdict.desired
         verdicts.append(verdict)
     return verdicts
@@ -515,6 +515,17 @@ def test_timing_dynos_that_never_come_up_are_given_up_after_ten_minutes_and_not_
     assert ("the 2 dyno(s) started at 00:00 UTC to time the boot are not up after 630 s: timing given up, the boot "
             "stays the operator's figure") in verdicts[21].reason
     assert [v.desired for v in verdicts[22:]] == [0, 0]
+
+
+def test_a_timing_the_formation_never_took_is_not_asked_again_and_says_why() -> None:
+    # A dry run (or a refused write): the formation stays at zero after the timing's ask.
+    verdicts = idle_looks([{}, {"quantity": 0, "starting": 0}, {"quantity": 0, "starting": 0},
+                           {"quantity": 0, "starting": 0}])
+    assert [v.desired for v in verdicts] == [2, 0, 0, 0]
+    assert ("the formation did not take the 2 dyno(s) asked at 00:00 UTC to time the boot (a dry run, or a refused "
+            "write): not timed, the boot stays the operator's figure") in verdicts[1].reason
+    assert verdicts[1].details["boot_timing"].startswith("not done: the formation did not take the 2 dyno(s)")
+    assert not any("to time" in v.reason for v in verdicts[2:])
 
 
 def test_the_first_burst_from_zero_is_on_time_when_the_boot_was_timed_and_late_when_not() -> None:
