@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from scaling.learning import Learner, Look
+from scaling.learning import Estimate, Learner, Look
 from scaling.patterns import Bursts, plan
 from scaling.policy_types import Bounds, Observation, Verdict, backlog_per_instance, bounded, ceil_count, outcome
 
@@ -321,12 +321,14 @@ class TargetWaitPolicy:
                                         f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)")
         else:
             wanted, action = quantity, f"needs {quantity}"
-        timing = self._time_boot(cfg, obs, bounds, boot_est.source, state.get("boot_timing"))
+        # A pair that has had a dyno up, or seen a boot, has something better than a timing.
+        never_up = not (state.get("ever_up") or learner.boots or learner.ratios)
+        timing = self._time_boot(cfg, obs, bounds, boot_est, state.get("boot_timing"), never_up=never_up)
         if timing is not None and not timing.get("done") and wanted <= timing["dynos"]:
             wanted, action = timing["dynos"], f"needs {need}, but {timing['why']}"
             verb = "scale up" if timing["dynos"] > quantity else ""
-        elif timing is not None and timing.get("failed") and "why" in timing:  # given up on this look
-            action += f" ({timing['why']})"
+        elif timing is not None and timing.get("ended"):  # the timing ended on this look: say how
+            action += f" ({timing['ended']})"
         desired, note = bounded(wanted, quantity, bounds)
         if verb and desired != quantity and not note.startswith("the formation"):  # out of bounds, the bounds decide the direction
             action += f": {verb}"
@@ -348,7 +350,8 @@ class TargetWaitPolicy:
             "arrival_looks": looks, "needs": [[t, n] for t, n in window], "last_backlog": last_backlog,
             "in_flight_seen": in_flight_seen, "came_up": came_up, "cold_ask": cold_ask, "grown": grown,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
-            "boot_timing": {k: v for k, v in timing.items() if k != "why"} if timing else None,
+            "boot_timing": {k: v for k, v in timing.items() if k not in ("why", "ended")} if timing else None,
+            "ever_up": not never_up or obs.running > 0,
         }
         learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}
         return Verdict(
@@ -384,39 +387,48 @@ class TargetWaitPolicy:
     TIMING_DYNOS = 2  # a boot figure is learned from two boots
     TIMING_GIVE_UP = 600.0  # seconds (or four of the operator's boots, if longer)
 
-    def _time_boot(self, cfg: TargetWaitSettings, obs: Observation, bounds: Bounds, source: str,
-                   past: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    def _time_boot(self, cfg: TargetWaitSettings, obs: Observation, bounds: Bounds, boot: Estimate,
+                   past: Mapping[str, Any] | None, *, never_up: bool) -> dict[str, Any] | None:
         """A burst from zero is planned on the boot time, and the operator's figure may be
         half the truth: the first burst of a pair that never had a dyno up would be late.
-        So, once per pair, when no boot was ever measured (nor pinned), min is 0 and
-        nothing waits or runs, start two dynos and keep them until they are up; the boot
-        is then learned and the window takes them away. If they are not up after ten
-        minutes, give up (a dyno that does not boot is not this policy's to fix). The
-        state it returns is kept; ``why`` is said on the looks it acts."""
+        So, once per pair, when it never had a dyno up and no boot was ever seen (nor the
+        boot pinned), min is 0 and nothing waits or runs, start two dynos and keep them
+        until they are up; the boot is then learned and the window takes them away. If
+        they are not up after ten minutes, give up (a dyno that does not boot is not this
+        policy's to fix). The state it returns is kept; ``why`` is said on the looks it
+        acts, ``ended`` on the look it ends."""
         if past is not None and past.get("done"):
-            return {k: v for k, v in past.items() if k != "why"}
+            return {k: v for k, v in past.items() if k not in ("why", "ended")}
         if past is None:
             idle = not (obs.quantity or obs.running or obs.visible or obs.in_flight)
-            if cfg.pin_boot_seconds or source != "operator" or not idle or bounds.min_dynos or bounds.max_dynos < 1:
+            if (cfg.pin_boot_seconds or boot.source != "operator" or not never_up or not idle or bounds.min_dynos
+                    or bounds.max_dynos < 1):
                 return None
             dynos = min(self.TIMING_DYNOS, bounds.max_dynos)
             return {"at": obs.at, "dynos": dynos,
-                    "why": (f"no boot was ever measured and a burst from zero is planned on the boot: starts {dynos} "
-                            "dyno(s) while nothing waits, to time their boot (once; pinning the boot turns this off)")}
+                    "why": (f"no dyno was ever up and no boot measured, and a burst from zero is planned on the boot: "
+                            f"starts {dynos} dyno(s) while nothing waits, to time their boot (once; pinning the boot "
+                            "turns this off)")}
         dynos, started = int(past["dynos"]), float(past["at"])
-        if obs.running >= dynos or source != "operator" or cfg.pin_boot_seconds:
-            return {"at": started, "dynos": dynos, "done": True}
+        asked = f"the {dynos} dyno(s) started at {_clock(started)} to time the boot"
+        if cfg.pin_boot_seconds:
+            return {"at": started, "dynos": dynos, "done": True, "ended": "the boot was pinned: timing it ended"}
+        if boot.source != "operator":
+            return {"at": started, "dynos": dynos, "done": True,
+                    "ended": f"{asked} are up: the boot is {boot.value:.0f} s ({boot.basis}; the operator said "
+                             f"{boot.operator:g})"}
+        if obs.running >= dynos:  # up, but no start and up times reached DynoScaler
+            return {"at": started, "dynos": dynos, "done": True, "failed": True, "unmeasured": True,
+                    "ended": f"{asked} are up, but their boot could not be measured: the boot stays the operator's figure"}
         if obs.quantity < dynos:  # the formation never took them: a dry run, or a write refused
             return {"at": started, "dynos": dynos, "done": True, "failed": True, "not_taken": True,
-                    "why": (f"the formation did not take the {dynos} dyno(s) asked at {_clock(started)} to time the "
-                            "boot (a dry run, or a refused write): not timed, the boot stays the operator's figure")}
+                    "ended": (f"the formation did not take the {dynos} dyno(s) asked at {_clock(started)} to time the "
+                              "boot (a dry run, or a refused write): not timed, the boot stays the operator's figure")}
         waited = obs.at - started
         if waited > max(self.TIMING_GIVE_UP, 4 * cfg.boot_seconds):
             return {"at": started, "dynos": dynos, "done": True, "failed": True,
-                    "why": (f"the {dynos} dyno(s) started at {_clock(started)} to time the boot are not up after "
-                            f"{waited:.0f} s: timing given up, the boot stays the operator's figure")}
-        return {"at": started, "dynos": dynos,
-                "why": f"keeps the {dynos} dyno(s) started at {_clock(started)} to time the boot until they are up"}
+                    "ended": f"{asked} are not up after {waited:.0f} s: timing given up, the boot stays the operator's figure"}
+        return {"at": started, "dynos": dynos, "why": f"keeps {asked} until they are up"}
 
     @staticmethod
     def _timing_said(timing: Mapping[str, Any] | None) -> str | None:
@@ -427,6 +439,8 @@ class TargetWaitPolicy:
         started = f"{timing['dynos']} dyno(s) started {when:%Y-%m-%d %H:%M} UTC"
         if not timing.get("done"):
             return f"under way: {started}, kept until they are up"
+        if timing.get("unmeasured"):
+            return f"not measured: {started} came up, but no start and up times reached DynoScaler; the boot stays your figure"
         if timing.get("not_taken"):
             return (f"not done: the formation did not take the {timing['dynos']} dyno(s) asked {when:%Y-%m-%d %H:%M} "
                     "UTC (a dry run, or a refused write); the boot stays your figure")

@@ -159,7 +159,7 @@ def test_a_pair_that_never_had_a_dyno_up_times_its_boot_through_heroku_and_lets_
     pair = make_pair(policy="target_wait", dyno_rate=10, min_dynos=0, max_dynos=4)
     first = cycle(pair)
     assert first.outcome == "applied" and (first.quantity_before, first.applied_quantity) == (0, 2)
-    assert "no boot was ever measured and a burst from zero is planned on the boot: starts 2 dyno(s)" in first.reason
+    assert "no dyno was ever up and no boot measured, and a burst from zero is planned on the boot: starts 2 dyno(s)" in first.reason
     assert heroku.apps["orders-app"].processes["worker"].quantity == 2
     page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
     assert "Timing the boot" in page and "under way: 2 dyno(s) started" in page

@@ -485,9 +485,11 @@ def test_a_pair_that_never_had_a_dyno_up_times_its_boot_once_while_nothing_waits
     up = {"running": 2, "starting": 0, "boot_durations": (88.0, 93.0)}
     verdicts = idle_looks([{}, booting, booting, booting, up, {"running": 0, "starting": 0}, {}, {}])
     assert [v.desired for v in verdicts] == [2, 2, 2, 2, 0, 0, 0, 0]
-    assert ("needs 0, but no boot was ever measured and a burst from zero is planned on the boot: starts 2 dyno(s) "
-            "while nothing waits, to time their boot") in verdicts[0].reason
+    assert ("needs 0, but no dyno was ever up and no boot measured, and a burst from zero is planned on the boot: "
+            "starts 2 dyno(s) while nothing waits, to time their boot") in verdicts[0].reason
     assert "keeps the 2 dyno(s) started at 00:00 UTC to time the boot until they are up" in verdicts[2].reason
+    assert ("(the 2 dyno(s) started at 00:00 UTC to time the boot are up: the boot is 93 s (p90 of 2 boots; the "
+            "operator said 45))") in verdicts[4].reason
     # What the next burst is planned on is what was measured, and no timing starts again.
     assert "boot 93 s (learned, p90 of 2 boots; operator said 45)" in verdicts[-1].reason
     assert verdicts[-1].details["learned"]["boot"]["value"] == 93.0
@@ -500,6 +502,24 @@ def test_the_boot_is_not_timed_when_pinned_measured_or_kept_up_by_min() -> None:
         verdicts = idle_looks([first, {}, {}], settings, bounds)
         assert [v.desired for v in verdicts] == [bounds.min_dynos] * 3, (settings, bounds)
         assert not any("time their boot" in v.reason for v in verdicts)
+
+
+def test_a_pair_that_has_had_a_dyno_up_is_not_timed_when_it_falls_idle() -> None:
+    # Its dynos ran (the sandbox's, or a real pair's before a boot was measured): whatever
+    # they showed is better than a timing, and the page must not say it was timed.
+    up = {"quantity": 1, "running": 1, "starting": 0}
+    verdicts = idle_looks([up, up, {"quantity": 0, "starting": 0}, {}, {}])
+    assert not any("time their boot" in v.reason for v in verdicts)
+    assert verdicts[-1].details["boot_timing"] is None
+
+
+def test_timing_dynos_that_come_up_without_times_are_said_not_measured() -> None:
+    up_untimed = {"quantity": 2, "running": 2, "starting": 0}
+    verdicts = idle_looks([{}, {"quantity": 2, "starting": 2}, up_untimed, {}])
+    assert ("the 2 dyno(s) started at 00:00 UTC to time the boot are up, but their boot could not be measured: the "
+            "boot stays the operator's figure") in verdicts[2].reason
+    assert verdicts[2].details["boot_timing"].startswith("not measured: 2 dyno(s) started")
+    assert "time their boot" not in verdicts[3].reason
 
 
 def test_a_burst_during_the_timing_is_served_as_any_burst() -> None:
