@@ -31,7 +31,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from scaling.models import Decision, HerokuAccount, KillSwitch, ScalingPair
-from scaling.selectors import pair_is_stalled
+from scaling.selectors import open_run_last, pair_is_stalled
 
 WINDOW = timedelta(hours=1)
 OUTCOMES = [choice.value for choice in Decision.Outcome]
@@ -65,7 +65,7 @@ class DynoScalerCollector:
         return list(
             ScalingPair.objects.order_by("name")
             .only("name", "provider", "app_name", "process_type", "policy", "enabled", "dry_run", "paused_until",
-                  "last_cycle_at", "created_at", "updated_at", "interval_seconds")
+                  "last_cycle_at", "created_at", "updated_at", "interval_seconds", "quiet_run")
             .annotate(latest_decision_id=Subquery(latest))
         )
 
@@ -96,13 +96,20 @@ class DynoScalerCollector:
     def _latest_observations(self, pairs: list[ScalingPair]) -> Iterator[Metric]:
         """What each pair's latest cycle saw and wanted. A value its cycle could not read is absent, not 0."""
         ids = [p.latest_decision_id for p in pairs if p.latest_decision_id is not None]  # type: ignore[attr-defined]
-        rows = {
-            row["pair_id"]: row
+        rows: dict[int, dict[str, Any]] = {
+            row["pair_id"]: dict(row)
             for row in Decision.objects.filter(id__in=ids).values(
                 "pair_id", "visible_messages", "in_flight_messages", "delayed_messages", "dynos_running",
-                "quantity_before", "applied_quantity", "desired_quantity", "outcome", "error_permanent",
+                "quantity_before", "applied_quantity", "desired_quantity", "outcome", "error_permanent", "created_at",
             )
         }
+        # A quiet run's row shows its first cycle until the run ends: its latest cycle is newer.
+        for pair in pairs:
+            row = rows.get(pair.pk)
+            newer = open_run_last(pair, after=row["created_at"]) if row else None
+            if row is not None and newer is not None:
+                row.update({key: newer.get(key) for key in
+                            ("visible_messages", "in_flight_messages", "delayed_messages", "dynos_running")})
         gauges: list[tuple[GaugeMetricFamily, Any]] = [
             (GaugeMetricFamily("dynoscaler_queue_visible_messages", "Visible messages in the pair's queues (the backlog).",
                                labels=["pair"]), lambda r: r["visible_messages"]),

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connection
 from django.db.models import OuterRef, QuerySet, Subquery
@@ -75,6 +76,21 @@ def pair_is_stalled(pair: ScalingPair, now: datetime) -> bool:
     return now - pair_stall_clock(pair) > timedelta(seconds=STALL_INTERVALS * pair.interval_seconds)
 
 
+def open_run_last(pair: ScalingPair, *, after: datetime | None) -> dict[str, Any] | None:
+    """The latest cycle of the pair's open quiet run (its counts and reason, and ``at``)
+    when it is newer than ``after``, the pair's latest decision row. Quiet cycles fold into
+    one row written when the run ends; until then that row shows the run's first cycle,
+    which may be many minutes older than what the pair sees now."""
+    run = pair.quiet_run or {}
+    last, at = run.get("last"), run.get("last_at")
+    if not run.get("cycles") or not isinstance(last, dict) or not at:
+        return None
+    moment = datetime.fromisoformat(str(at))
+    if after is not None and moment <= after:
+        return None
+    return {**last, "at": moment}
+
+
 def pairs_status(now: datetime | None = None) -> StatusRows:
     now = now or timezone.now()
     latest = Decision.objects.filter(pair=OuterRef("pk")).order_by("-created_at", "-id")
@@ -83,6 +99,7 @@ def pairs_status(now: datetime | None = None) -> StatusRows:
     cycles = PairSample.objects.filter(pair=OuterRef("pk")).order_by("-at")
     pairs = ScalingPair.objects.order_by("name").annotate(
         last_outcome=Subquery(latest.values("outcome")[:1]), last_reason=Subquery(latest.values("reason")[:1]),
+        last_decision_at=Subquery(latest.values("created_at")[:1]),
         # Read from the (pair, at) index: a few rows per pair, however long the history.
         last_at=Subquery(cycles.values("at")[:1]),
         earlier_at=Subquery(cycles.values("at")[LATE_CYCLES:LATE_CYCLES + 1]),
@@ -90,7 +107,9 @@ def pairs_status(now: datetime | None = None) -> StatusRows:
     rows = StatusRows()
     for p in pairs:
         stalled = pair_is_stalled(p, now)
-        rows.append(PairStatus(p, p.last_outcome, p.last_reason or "", stalled, bool(p.paused_until and p.paused_until > now),
+        newer = open_run_last(p, after=p.last_decision_at)
+        reason = str(newer.get("reason") or "") if newer else p.last_reason or ""
+        rows.append(PairStatus(p, p.last_outcome, reason, stalled, bool(p.paused_until and p.paused_until > now),
                                pair_cycling_every(p, last=p.last_at, earlier=p.earlier_at, stalled=stalled)))
     return rows
 

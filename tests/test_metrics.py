@@ -200,3 +200,26 @@ def test_a_scrape_costs_the_same_few_queries_however_many_pairs_and_decisions(
     with django_assert_max_num_queries(8):
         samples = scrape(client)
     assert value(samples, "dynoscaler_queue_visible_messages", pair="pair-11") == 11
+
+
+def test_gauges_and_pages_show_the_latest_cycle_of_a_quiet_run_not_its_first(
+        client: Client, admin_client: Client, make_pair: Callable[..., ScalingPair], queue_and_app: Any) -> None:
+    # Quiet cycles fold into one decision row, written when the run ends; until then the
+    # row holds the run's first cycle. What the pair sees now must show anyway.
+    from tests.conftest import cycle, send_messages
+
+    sqs, _ = queue_and_app
+    pair = make_pair(backlog_threshold=10_000)
+    start = timezone.now()
+    send_messages(sqs, "orders", 5)
+    cycle(pair, now=start)
+    cycle(pair, now=start + timedelta(seconds=60))  # the run's first cycle gets a row
+    send_messages(sqs, "orders", 40)
+    cycle(pair, now=start + timedelta(seconds=120))  # folded into the open run
+    assert Decision.objects.filter(pair=pair).order_by("-created_at").values_list("visible_messages", flat=True)[0] == 5
+
+    assert value(scrape(client), "dynoscaler_queue_visible_messages", pair="orders") == 45
+    status = admin_client.get("/admin/status/").content.decode()
+    assert "45 visible message(s)" in status
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+    assert "Last cycle</strong>" in page and "45 visible message(s)" in page

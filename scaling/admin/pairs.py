@@ -208,7 +208,9 @@ class ScalingPairAdmin(GuardedAdmin):
                     title=f"Backlog and dynos of {pair.name}",
                 ),
                 **learned_context(pair),
-                "latest_decisions": list(pair.decisions.order_by("-created_at", "-id")[:20]),
+                "latest_decisions": (latest := list(pair.decisions.order_by("-created_at", "-id")[:20])),
+                # Quiet cycles fold into one row written when the run ends: the latest may be newer.
+                "latest_cycle": selectors.open_run_last(pair, after=latest[0].created_at if latest else None),
                 "pair_stalled": selectors.pair_is_stalled(pair, now),
                 "pair_paused": bool(pair.paused_until and pair.paused_until > now),
             })
