@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from html import escape
@@ -31,7 +32,7 @@ def line_chart(
     tops = {}
     for axis in ("left", "right"):
         values = [v for _, _, vals, ax in series if ax == axis for v in vals if v is not None]
-        tops[axis] = max(max(values, default=0) * 1.1, 1.0)
+        tops[axis] = _nice_top(max(values, default=0) * 1.1)
 
     def x(t: datetime) -> float:
         return pad_l + (t.timestamp() - t0) / span * plot_w
@@ -43,9 +44,9 @@ def line_chart(
     for frac in (0.0, 0.5, 1.0):
         yy = pad_t + plot_h - frac * plot_h
         parts.append(f'<text x="{pad_l - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11" fill="#555">'
-                     f'{tops["left"] * frac:,.0f}</text>')
+                     f'{_tick(tops["left"] * frac)}</text>')
         parts.append(f'<text x="{width - pad_r + 6}" y="{yy + 4:.1f}" font-size="11" fill="#555">'
-                     f'{tops["right"] * frac:,.0f}</text>')
+                     f'{_tick(tops["right"] * frac)}</text>')
     ends = [(times[0], "start"), (times[-1], "end")] if times[-1] != times[0] else [(times[0], "middle")]
     for t, anchor in ends:
         parts.append(f'<text x="{x(t):.1f}" y="{height - 8}" text-anchor="{anchor}" font-size="11" fill="#555">'
@@ -67,3 +68,20 @@ def line_chart(
                      f'<text x="{pad_l + 24 + i * 190}" y="12" font-size="11">{escape(label)} ({axis} axis)</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _nice_top(value: float) -> float:
+    """The axis top: the first of 1, 2, 4, 6, 8 (× a power of ten) at or above ``value``, so
+    that the ticks at its half and top are the values they stand at (a label of 3 at 3.3
+    misreads a chart of dynos)."""
+    if value <= 1:
+        return 1.0
+    scale = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 4, 6, 8, 10):
+        if step * scale >= value:
+            return float(step * scale)
+    return 10.0 * scale
+
+
+def _tick(value: float) -> str:
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
