@@ -218,6 +218,23 @@ def test_pair_page_shows_state_chart_and_latest_decisions(admin_client: Any, bus
     assert "https://" not in page.split('<div id="pair-chart">')[1].split("</svg>")[0]  # nothing from a CDN
 
 
+def test_a_paused_pair_is_resumed_and_cycled_from_its_own_page(admin_client: Any, busy: Any) -> None:
+    pair, _ = busy
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+    assert 'id="resume"' not in page and 'id="run-cycle"' in page  # not paused: nothing to resume
+    services.pair_pause(pair=pair, minutes=30, user="alice")
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+    assert 'id="resume"' in page
+    assert admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/resume/").status_code == 405  # a link cannot
+    response = admin_client.post(f"/admin/scaling/scalingpair/{pair.pk}/resume/")
+    assert response.status_code == 302 and response["Location"].endswith(f"/scalingpair/{pair.pk}/change/")
+    pair.refresh_from_db()
+    assert not pair.is_paused(timezone.now())
+    assert admin_client.post(f"/admin/scaling/scalingpair/{pair.pk}/run-cycle/").status_code == 302
+    history = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/history/").content.decode()
+    assert "Resumed (it was paused by alice until" in history and "Asked for a cycle now" in history
+
+
 def test_decision_csv_export_follows_the_filters_and_holds_no_secret(admin_client: Any, busy: Any) -> None:
     pair, heroku = busy
     cycle(pair)

@@ -181,6 +181,10 @@ class ScalingPairAdmin(GuardedAdmin):
                  name="scaling_scalingpair_check"),
             path("<int:pk>/scale-now/", self.admin_site.admin_view(self.scale_now_view), name="scaling_scalingpair_scale_now"),
             path("<int:pk>/pause/", self.admin_site.admin_view(self.pause_view), name="scaling_scalingpair_pause"),
+            path("<int:pk>/resume/", self.admin_site.admin_view(require_POST(self.resume_view)),
+                 name="scaling_scalingpair_resume"),
+            path("<int:pk>/run-cycle/", self.admin_site.admin_view(require_POST(self.run_cycle_view)),
+                 name="scaling_scalingpair_run_cycle"),
         ]
         return own + super().get_urls()
 
@@ -246,6 +250,16 @@ class ScalingPairAdmin(GuardedAdmin):
     def pause_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         pair = self._pair_or_404(request, pk, change=True)
         return self._number_step(request, [pair], form_class=PauseForm, action="", done=self._do_pause) or self._back(pair)
+
+    def resume_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        pair = self._pair_or_404(request, pk, change=True)
+        self.resume_pairs(request, ScalingPair.objects.filter(pk=pair.pk))
+        return self._back(pair)
+
+    def run_cycle_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        pair = self._pair_or_404(request, pk, change=True)
+        self.run_cycle_now(request, ScalingPair.objects.filter(pk=pair.pk))
+        return self._back(pair)
 
     def _number_step(self, request: HttpRequest, pairs: list[ScalingPair], *, form_class: type[NumberStepForm], action: str,
                      done: Any) -> TemplateResponse | None:
