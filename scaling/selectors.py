@@ -37,6 +37,13 @@ class PairStatus:
     def late(self) -> bool:
         return self.cycling_every is not None
 
+    @property
+    def outcome_label(self) -> str:
+        """The last outcome as the other pages say it ("no change", not "no_change")."""
+        if self.last_outcome is None:
+            return "—"
+        return str(dict(Decision.Outcome.choices).get(self.last_outcome, self.last_outcome))
+
 
 class StatusRows(list[PairStatus]):
     """The status page's rows, which also say which pairs cycle late."""

@@ -221,5 +221,6 @@ def test_gauges_and_pages_show_the_latest_cycle_of_a_quiet_run_not_its_first(
     assert value(scrape(client), "dynoscaler_queue_visible_messages", pair="orders") == 45
     status = admin_client.get("/admin/status/").content.decode()
     assert "45 visible message(s)" in status
+    assert "<td>no change</td>" in status  # as the other pages say it, not "no_change"
     page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
     assert "Last cycle</strong>" in page and "45 visible message(s)" in page
