@@ -139,16 +139,18 @@ def env_redis_url(name: str, *, env: Mapping[str, str] = os.environ) -> str | No
     url = env_optional(name, env=env)
     if url is None:
         return None
-    example = "expected redis://[:PASSWORD@]HOST:PORT[/DB] or rediss:// (TLS)"
+    example = "expected redis://[:PASSWORD@]HOST:PORT[/DB], rediss:// (TLS) or redis+socket:///PATH"
     try:
         parts = urlsplit(url) if "://" in url else None
         if parts is not None:
             parts.port  # noqa: B018 (read only to check it: a port that is not a number raises)
     except ValueError:
         raise EnvError(name, f"{example}; its port is not a number from 1 to 65535") from None
-    if parts is None or parts.scheme not in ("redis", "rediss"):
+    if parts is None or parts.scheme not in ("redis", "rediss", "redis+socket"):
         found = f"its scheme is {parts.scheme!r}" if parts and parts.scheme else "it has no redis:// or rediss://"
         raise EnvError(name, f"{example}; {found}")
+    if parts.scheme == "redis+socket":  # a Unix socket: the path is the socket, not a database
+        return url
     if not parts.hostname:
         raise EnvError(name, f"{example}; it has no host")
     database = parts.path.strip("/")

@@ -87,6 +87,12 @@ def test_a_malformed_url_variable_stops_start_up_in_one_line_without_its_passwor
     assert "s3cret-pw" not in done.stdout + done.stderr
 
 
+def test_a_redis_url_with_tls_or_a_unix_socket_is_accepted() -> None:
+    for url in ("rediss://:s3cret-pw@redis.example.com:6380/0", "redis+socket:///var/run/redis.sock"):
+        done = manage("check", REDIS_URL=url, DEBUG="1")
+        assert done.returncode == 0, done.stderr
+
+
 def test_an_https_elasticsearch_url_may_leave_its_port_out() -> None:
     done = manage("check", ELK_ELASTIC_URL="https://elastic:s3cret-pw@es.example.com", DEBUG="1")
     assert done.returncode == 0, done.stderr
