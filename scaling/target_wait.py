@@ -106,8 +106,8 @@ class TargetWaitPolicy:
 
     Rate, boot time and concurrency are learned (``scaling.learning``); the operator's
     figures are where learning starts. A pair that never had a dyno up times its boot once
-    while nothing waits (``_time_boot``): a burst from zero is planned on the boot. Until the rate has been seen at saturation, every
-    dyno is counted as if it had to boot (a figure twice too high then costs dynos, not
+    while nothing waits (``_time_boot``): a burst from zero is planned on the boot. Until
+    the rate has been seen at saturation, every dyno is counted as if it had to boot (a figure twice too high then costs dynos, not
     late messages), and a queue empty for a whole window lets the busy floor on the way
     down fall (a probe), so a too-low concurrency cannot keep the dynos from ever being
     busy enough to measure: to 75 %, or, where CloudWatch is readable (a saturated minute
@@ -426,7 +426,7 @@ class TargetWaitPolicy:
                               "boot (a dry run, or a refused write): not timed, the boot stays the operator's figure")}
         waited = obs.at - started
         if waited > max(self.TIMING_GIVE_UP, 4 * cfg.boot_seconds):
-            return {"at": started, "dynos": dynos, "done": True, "failed": True,
+            return {"at": started, "dynos": dynos, "done": True, "failed": True, "waited": round(waited),
                     "ended": f"{asked} are not up after {waited:.0f} s: timing given up, the boot stays the operator's figure"}
         return {"at": started, "dynos": dynos, "why": f"keeps {asked} until they are up"}
 
@@ -445,7 +445,8 @@ class TargetWaitPolicy:
             return (f"not done: the formation did not take the {timing['dynos']} dyno(s) asked {when:%Y-%m-%d %H:%M} "
                     "UTC (a dry run, or a refused write); the boot stays your figure")
         if timing.get("failed"):
-            return f"given up: {started} were not up after ten minutes; the boot stays your figure"
+            waited = f"{timing['waited']} s" if timing.get("waited") else "the time allowed"
+            return f"given up: {started} were not up after {waited}; the boot stays your figure"
         return f"timed once, with {started}"
 
     @staticmethod

@@ -535,6 +535,8 @@ def test_timing_dynos_that_never_come_up_are_given_up_after_ten_minutes_and_not_
     assert ("the 2 dyno(s) started at 00:00 UTC to time the boot are not up after 630 s: timing given up, the boot "
             "stays the operator's figure") in verdicts[21].reason
     assert [v.desired for v in verdicts[22:]] == [0, 0]
+    assert verdicts[-1].details["boot_timing"].startswith("given up: 2 dyno(s) started 1970-01-01 00:00 UTC were not up "
+                                                         "after 630 s")
 
 
 def test_a_timing_the_formation_never_took_is_not_asked_again_and_says_why() -> None:
