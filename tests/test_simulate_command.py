@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from scaling.baselines import KedaSqsHpa
 from scaling.models import Decision, ScalingPair
+from scaling.services.cycle import learned_summary
 from tests.test_commands_without_config import manage
 
 pytestmark = pytest.mark.django_db
@@ -119,7 +120,8 @@ def test_a_backtest_replays_the_same_arrivals_whatever_the_policy_is_told(make_p
     # The pair learned 8/s; the arrivals are rebuilt on that, and the simulated dynos are
     # that fast, whatever --set tells the policy (the belief whose cost is being tried).
     pair: ScalingPair = make_pair(policy="target_wait", dyno_rate=10, dyno_concurrency=1,
-                                  learned={"rate": {"value": 8.0, "source": "learned"}})
+                                  # as a cycle stores what its policy learned
+                                  learned=learned_summary({"learned": {"rate": {"value": 8.0, "source": "learned"}}}))
     start = timezone.now() - timedelta(hours=1)
     for i in range(60):
         Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",

@@ -251,8 +251,9 @@ class Command(BaseCommand):
 
 
 def _learned(pair: ScalingPair, name: str) -> float | None:
-    """A figure the pair's policy learned (as its last cycle said), if it is a usable one."""
-    item = (pair.learned or {}).get(name)
+    """A figure the pair's policy learned (as its last cycle said, ``learned["learned"]``), if
+    it is a usable one."""
+    item = ((pair.learned or {}).get("learned") or {}).get(name)
     if not isinstance(item, dict) or item.get("source") == "operator":
         return None
     value = item.get("value")
