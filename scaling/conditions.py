@@ -17,7 +17,8 @@ PERMANENT_ERROR = "permanent_error"
 WAIT_OVER_TARGET_AT_MAX = "wait_over_target_at_max"
 NOT_HELPING = "not_helping"
 PERSON_CHANGE = "person_change"
-CODES = frozenset({PERMANENT_ERROR, WAIT_OVER_TARGET_AT_MAX, NOT_HELPING, PERSON_CHANGE})
+DYNOS_NOT_UP = "dynos_not_up"
+CODES = frozenset({PERMANENT_ERROR, WAIT_OVER_TARGET_AT_MAX, NOT_HELPING, PERSON_CHANGE, DYNOS_NOT_UP})
 
 PERSON_OUTSIDE = "a person outside DynoScaler"  # ScalingPair.paused_by for a formation changed by hand
 

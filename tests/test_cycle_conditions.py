@@ -3,6 +3,7 @@ which the alerts read: seen on real parts (moto_server SQS, the Heroku stand-in)
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.conditions import PERSON_OUTSIDE
-from scaling.models import HerokuAccount, ScalingPair
+from scaling.models import FormationState, HerokuAccount, HerokuApp, ScalingPair
 from tests.conftest import HEROKU_TOKEN, cycle, send_messages
 from tests.standins.alert_receivers import WebhookReceiver
 from tests.test_alerts import drain, evaluate, events
@@ -114,3 +115,48 @@ def test_a_pause_says_who_paused_and_resume_forgets_it(queue_and_app: Any, make_
     services.pair_resume(pair=pair)
     pair.refresh_from_db()
     assert pair.paused_by == "" and pair.paused_until is None
+
+
+def test_dynos_that_do_not_come_up_are_a_condition_told_once_and_cleared_when_they_are_up(
+    queue_and_app: Any, make_pair: Any, make_channel: Any, receiver: WebhookReceiver
+) -> None:
+    _, heroku = queue_and_app
+    worker = heroku.apps["orders-app"].processes["worker"]
+    worker.boot_seconds = 10_000  # the dyno never comes up (a boot that hangs)
+    pair = make_pair()
+    channel = make_channel("webhook")
+    start = timezone.now()
+    cycle(pair, now=start)
+    assert "dynos_not_up" not in conditions(pair)  # a boot may take this long: not yet a problem
+    for minutes in (5, 6):  # twice the 45 s boot and its minute of grace are long gone
+        cycle(pair, now=start + timedelta(minutes=minutes))
+        evaluate(start + timedelta(minutes=minutes, seconds=1))
+        drain(channel, start + timedelta(minutes=minutes, seconds=1))
+    detail = conditions(pair)["dynos_not_up"]["detail"]
+    assert detail.startswith("1 of 1 dyno(s) not up, the longest since ") and "crashing, or stuck starting" in detail
+    assert events(receiver) == [("opened", f"dynos_not_up:pair:{pair.pk}")]
+    assert "heroku logs --ps worker" in receiver.bodies()[0]["problem"]["action"]
+
+    worker.boot_seconds = 0  # it comes up; the next read of the dyno list shows it
+    later = start + timedelta(minutes=8)
+    cycle(pair, now=later)
+    assert "dynos_not_up" not in conditions(pair)
+    evaluate(later + timedelta(seconds=1))
+    drain(channel, later + timedelta(seconds=1))
+    assert events(receiver)[-1] == ("resolved", f"dynos_not_up:pair:{pair.pk}")
+
+
+def test_a_dyno_restarting_after_a_long_life_is_not_a_problem(queue_and_app: Any, make_pair: Any) -> None:
+    # Heroku restarts every dyno daily: the formation changed long ago, but the dyno's own
+    # change of state is fresh.
+    _, heroku = queue_and_app
+    pair = make_pair()
+    cycle(pair)
+    day_ago = timezone.now() - timedelta(hours=25)
+    FormationState.objects.update(changed_at=day_ago)
+    HerokuApp.objects.update(reconciled_at=day_ago)  # the next cycle reconciles: it reads the dyno list
+    worker = heroku.apps["orders-app"].processes["worker"]
+    worker.boot_seconds, worker.dyno_started[1] = 10_000, time.monotonic()  # restarting right now
+    decision = cycle(pair)
+    assert decision.dynos_starting == 1  # seen restarting
+    assert "dynos_not_up" not in conditions(pair)

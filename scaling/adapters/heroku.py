@@ -42,6 +42,9 @@ class ProcessState:
     running: int  # dynos in state "up"
     starting: int  # dynos booting ("starting", "restarting")
     changed_by: str = ""  # who last changed the quantity, when Heroku named a person (webhooks)
+    # Since when the longest-waiting dyno that should be up is not (each dyno's last change of
+    # state; the formation's change for dynos not listed yet). None: all are up, or unknown.
+    not_up_since: datetime | None = None
 
 
 @dataclass(frozen=True)

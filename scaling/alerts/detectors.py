@@ -2,7 +2,7 @@
 and returns the problems it sees; a problem that is no longer returned has cleared.
 
 The pair conditions that only a cycle can see (a permanent error, the wait over the target
-at max dynos, more dynos not helping, a person's change) come from ``ScalingPair.conditions``,
+at max dynos, more dynos not helping, a person's change, dynos not coming up) come from ``ScalingPair.conditions``,
 which the cycle keeps: ``{code: {"since": ISO-8601 UTC, "detail": "one line"}}``.
 """
 
@@ -73,6 +73,8 @@ CONDITION_ACTIONS = {
     ProblemKind.NOT_HELPING: "dynos were added but the backlog does not shrink: the workers may be failing, or "
     "limited by something downstream",
     ProblemKind.PERSON_CHANGE: "holds off instead of undoing it, and takes over again when the hold ends",
+    ProblemKind.DYNOS_NOT_UP: "keeps asking for the dynos it needs, but dynos that do not come up serve nothing: look "
+    "at the app's logs (heroku logs --ps worker) for a crash or a boot that hangs",
 }
 
 

@@ -29,6 +29,7 @@ class ProblemKind(models.TextChoices):
     WORKERS_SILENT = "workers_silent", "no worker running tasks (told by beat)"
     BEAT_SILENT = "beat_silent", "beat not running (told by a worker)"
     ENV_INVALID = "env_invalid", "the original variables are not applied (malformed or missing)"
+    DYNOS_NOT_UP = "dynos_not_up", "dynos not coming up (crashing, or stuck starting)"
 
 
 # Problems that concern DynoScaler as a whole or an account, not one pair.

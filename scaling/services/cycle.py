@@ -20,8 +20,10 @@ from typing import Any
 from django.utils import timezone
 
 from scaling.adapters.errors import AdapterError
+from scaling.adapters.heroku import ProcessState
 from scaling.conditions import (
     CODES,
+    DYNOS_NOT_UP,
     NOT_HELPING,
     PERMANENT_ERROR,
     PERSON_CHANGE,
@@ -34,6 +36,7 @@ from scaling.policies import Observation, get_policy
 from scaling.schedules import effective_bounds
 from scaling.services.backends import Backend, QueueReading, open_backend, pair_secrets
 from scaling.services.claims import claim_released_if_interrupted, pair_claim
+from scaling.services.formations import BOOT_GRACE_SECONDS
 from scaling.services.formation_writes import FORGET_REFUSAL, within_refusal, write_formation
 from scaling.services.history import ASKED_FOR, record
 from scaling.services.pair_inputs import pair_inputs
@@ -158,8 +161,9 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     decided = replace(observed, outcome=Outcome.NO_CHANGE, reason=reason, desired=verdict.desired,
                       backlog_per_instance=verdict.backlog_per_instance, state_after=verdict.state,
                       paused_by="" if pair.paused_by else None,  # a pause or hold that ended
-                      conditions=policy_conditions(verdict.details, pair=pair, max_dynos=bounds.max_dynos,
-                                                   desired=verdict.desired),
+                      conditions=(*policy_conditions(verdict.details, pair=pair, max_dynos=bounds.max_dynos,
+                                                     desired=verdict.desired),
+                                  *dynos_not_up(process, pair=pair, now=now)),
                       learned=learned_summary(verdict.details), measured=measured,
                       shadow=max(verdict.desired, int(prewarm.get("dynos") or 0)) if pair.prewarm == "shadow" and prewarm
                       else None)
@@ -174,6 +178,21 @@ def learned_summary(details: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     return {key: details.get(key) for key in ("learned", "prewarm", "patterns", "not_helping", "corrections",
                                               "boot_timing")}
+
+
+def dynos_not_up(process: ProcessState, *, pair: ScalingPair, now: datetime) -> tuple[tuple[str, str], ...]:
+    """Dynos that should be up and have not been for twice a boot and its grace: stuck
+    starting, or crashed (a crash loop waits out Heroku's back-off in "crashed"). Scaling
+    cannot help: they serve nothing, and only a person looking at the app's logs can."""
+    since = process.not_up_since
+    learned = ((pair.learned or {}).get("learned") or {}).get("boot") or {}
+    boot = max(float(pair.boot_seconds or 0), float(learned.get("value") or 0))
+    allowed = 2 * (boot + BOOT_GRACE_SECONDS)
+    if since is None or process.quantity <= process.running or (now - since).total_seconds() < allowed:
+        return ()
+    missing = process.quantity - process.running
+    return ((DYNOS_NOT_UP, f"{missing} of {process.quantity} dyno(s) not up, the longest since {since:%Y-%m-%d %H:%M} "
+                           f"UTC (a boot takes ≈ {boot:.0f} s): crashing, or stuck starting"),)
 
 
 def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dynos: int,
