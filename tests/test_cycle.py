@@ -9,6 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from scaling import services
@@ -315,3 +317,15 @@ def test_without_webhooks_a_dyno_stuck_starting_is_not_read_at_every_look(queue_
 
     assert dyno_reads(15, 120) == 7  # while it may still be booting: every look
     assert dyno_reads(240, 480) <= 5  # long past its boot: once a minute, not 16 times
+
+
+def test_a_cycle_never_loads_the_pairs_stored_learned_figures(queue_and_app: Any, make_pair: Any) -> None:
+    # The cycle defers the pair's `learned` (the pair page's copy, a large JSON): whatever the
+    # cycle needs of the boot comes from the policy's verdict, not from a second query.
+    pair = make_pair()
+    cycle(pair)
+    with CaptureQueriesContext(connection) as captured:
+        cycle(pair)
+    loads = [q["sql"] for q in captured.captured_queries
+             if q["sql"].startswith('SELECT "scaling_scalingpair"."id", "scaling_scalingpair"."learned" FROM')]
+    assert loads == []

@@ -163,7 +163,7 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
                       paused_by="" if pair.paused_by else None,  # a pause or hold that ended
                       conditions=(*policy_conditions(verdict.details, pair=pair, max_dynos=bounds.max_dynos,
                                                      desired=verdict.desired),
-                                  *dynos_not_up(process, pair=pair, now=now)),
+                                  *dynos_not_up(process, boot=_boot_figure(verdict.details, pair), now=now)),
                       learned=learned_summary(verdict.details), measured=measured,
                       shadow=max(verdict.desired, int(prewarm.get("dynos") or 0)) if pair.prewarm == "shadow" and prewarm
                       else None)
@@ -180,13 +180,18 @@ def learned_summary(details: Mapping[str, Any]) -> dict[str, Any] | None:
                                               "boot_timing")}
 
 
-def dynos_not_up(process: ProcessState, *, pair: ScalingPair, now: datetime) -> tuple[tuple[str, str], ...]:
+def _boot_figure(details: Mapping[str, Any], pair: ScalingPair) -> float:
+    """The boot the pair's dynos take: the larger of the operator's figure and what the
+    policy measured this cycle (the pair's stored ``learned`` is not loaded by the cycle)."""
+    measured = ((details.get("learned") or {}).get("boot") or {}).get("value")
+    return max(float(pair.boot_seconds or 0), float(measured or 0))
+
+
+def dynos_not_up(process: ProcessState, *, boot: float, now: datetime) -> tuple[tuple[str, str], ...]:
     """Dynos that should be up and have not been for twice a boot and its grace: stuck
     starting, or crashed (a crash loop waits out Heroku's back-off in "crashed"). Scaling
     cannot help: they serve nothing, and only a person looking at the app's logs can."""
     since = process.not_up_since
-    learned = ((pair.learned or {}).get("learned") or {}).get("boot") or {}
-    boot = max(float(pair.boot_seconds or 0), float(learned.get("value") or 0))
     allowed = 2 * (boot + BOOT_GRACE_SECONDS)
     if since is None or process.quantity <= process.running or (now - since).total_seconds() < allowed:
         return ()
