@@ -321,8 +321,9 @@ class TargetWaitPolicy:
                                         f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)")
         else:
             wanted, action = quantity, f"needs {quantity}"
-        # A pair that has had a dyno up, or seen a boot, has something better than a timing.
-        never_up = not (state.get("ever_up") or learner.boots or learner.ratios)
+        # A pair that has had a dyno up (the learner kept its in-flight counts) or seen a boot
+        # has something better than a timing.
+        never_up = not (learner.boots or learner.ratios)
         timing = self._time_boot(cfg, obs, bounds, boot_est, state.get("boot_timing"), never_up=never_up)
         if timing is not None and not timing.get("done") and wanted <= timing["dynos"]:
             wanted, action = timing["dynos"], f"needs {need}, but {timing['why']}"
@@ -351,7 +352,6 @@ class TargetWaitPolicy:
             "in_flight_seen": in_flight_seen, "came_up": came_up, "cold_ask": cold_ask, "grown": grown,
             "short": need > obs.running or desired < need, "learn": learner.as_dict(), "bursts": bursts.as_dict(),
             "boot_timing": {k: v for k, v in timing.items() if k not in ("why", "ended")} if timing else None,
-            "ever_up": not never_up or obs.running > 0,
         }
         learned = {"rate": rate_est.as_dict(), "boot": boot_est.as_dict(), "concurrency": conc_est.as_dict()}
         return Verdict(

@@ -57,10 +57,12 @@ def pair_apply_settings(*, pair: ScalingPair, repointed: bool = False) -> None:
     app's formation for a person's change) and what its policy learned of the old one."""
     reset: dict[str, Any] = {"blocked_quantity": None, "blocked_reason": ""}
     if repointed:
-        # What the policy learned (rate, boot, recurring bursts) was about other dynos or queues.
+        # What the policy learned (rate, boot and its timing, recurring bursts) was about other
+        # dynos or queues.
         state = ScalingPair.objects.filter(id=pair.pk).values_list("policy_state", flat=True).first() or {}
+        kept = {k: v for k, v in state.items() if k not in ("learn", "bursts", "boot_timing")}
         reset.update(expected_quantity=None, unconfirmed_quantity=None, learned={}, cloudwatch_read_at=None,
-                     cloudwatch_problem="", policy_state={k: v for k, v in state.items() if k not in ("learn", "bursts")})
+                     cloudwatch_problem="", policy_state=kept)
     # A new stamp: workers read the pair's queues and schedules again (services.pair_inputs).
     reset["updated_at"] = timezone.now()
     ScalingPair.objects.filter(id=pair.pk).update(**reset)
