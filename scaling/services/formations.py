@@ -76,14 +76,14 @@ def process_state(state: FormationState) -> ProcessState:
     up, booting = state.dyno_counts()
     person = state.changed_by if state.changed_by not in (DYNOSCALER, SEEN_WHEN_RECONCILING) else ""
     return ProcessState(quantity=state.quantity, size=state.size, running=up, starting=booting, changed_by=person,
-                        not_up_since=not_up_since(state))
+                        not_up_since=not_up_since(state, up=up))
 
 
-def not_up_since(state: FormationState) -> datetime | None:
+def not_up_since(state: FormationState, *, up: int) -> datetime | None:
     """Since when the longest-waiting dyno that should be up is not: each dyno's last change
     of state (a daily restart is a fresh one; a dyno stuck starting, or crashed and waiting
     out Heroku's back-off, is not), or the formation's change for dynos not listed yet."""
-    if state.quantity <= state.dyno_counts()[0]:
+    if state.quantity <= up:
         return None
     times = [parse_time(d.get("at")) or state.changed_at for d in state.dynos.values() if d.get("state") != UP]
     if len(state.dynos) < state.quantity:
