@@ -159,8 +159,12 @@ class TargetWaitPolicy:
         samples = [self._arrivals(look, rate, concurrency) for look in looks]
         arrivals = statistics.median(samples)
         dt = obs.at - float(state["at"]) if "at" in state else 0.0
+        # The last look is recent enough to go on from. After a longer gap (a pause, the
+        # kill switch, a stalled worker: held cycles keep no state) the past looks say
+        # nothing of the load now, and the window starts again as on a first cycle.
+        recent = 0 < dt <= cfg.interval_seconds * self.MAX_GAP_FACTOR
         slack = max(cfg.target_wait_seconds - cfg.lag_seconds - cfg.interval_seconds, cfg.target_wait_seconds / 4)
-        if 0 < dt <= cfg.interval_seconds * self.MAX_GAP_FACTOR:
+        if recent:
             bursts.observe(obs.at, dt, samples[-1], level=arrivals, visible=obs.visible, slack=slack, dynos=obs.quantity,
                            threshold=max(0.5 * rate * cfg.target_wait_seconds, 2 * bursts.usual * dt))
 
@@ -212,7 +216,7 @@ class TargetWaitPolicy:
         # busy the dynos are: the median starts again after them.
         came_up = obs.at if obs.running > int(state.get("running", obs.running)) else state.get("came_up")
         fresh = _fresh(obs.at, obs.running, came_up, cfg.lag_seconds)
-        was_fresh = "at" in state and _fresh(float(state["at"]), int(state.get("running", 0)), state.get("came_up"),
+        was_fresh = recent and _fresh(float(state["at"]), int(state.get("running", 0)), state.get("came_up"),
                                              cfg.lag_seconds)
         seen_before = [float(x) for x in state.get("in_flight_seen", [])] if was_fresh else []
         in_flight_seen = [*seen_before[-(self.SAMPLES - 1):], float(obs.in_flight)]
@@ -244,7 +248,7 @@ class TargetWaitPolicy:
         # served: a lower count is the counts' lag, not a smaller backlog) or within a lag
         # of dynos coming up (the counts may predate them): no dyno is given up on them.
         unseen = obs.visible > 0 and not fresh
-        window = self._window(state.get("needs", []), obs.at, cfg.scale_down_window_seconds, quantity)
+        window = self._window(state.get("needs", []) if recent else [], obs.at, cfg.scale_down_window_seconds, quantity)
         cold_ask = float(state["cold_ask"]) if state.get("cold_ask") is not None else None
         if cold_ask is not None and fresh:
             # A cold start's ask was for the backlog its dynos would meet on coming up, on
@@ -305,8 +309,15 @@ class TargetWaitPolicy:
                           f"({prewarm['pattern']})")
                 verb = "pre-warm"
         elif held_need < quantity:
-            wanted, action, verb = held_need, (f"needs {up_need}; needed at most {held_need} over the last "
-                                               f"{cfg.scale_down_window_seconds:g} s (with 30 % headroom)"), "scale down"
+            over = f"needed at most {held_need} over the last {cfg.scale_down_window_seconds:g} s (with 30 % headroom)"
+            if up_need <= held_need:
+                action = f"needs {up_need}; {over}"
+            elif draining:  # this look counts every busy dyno; the way down, only those the arrivals keep busy
+                action = f"needs {up_need} on this look, counting every busy dyno; {over}, counting those the arrivals keep busy"
+            else:  # this look's in-flight count is above the recent looks' median
+                action = (f"needs {up_need} on this look's {busy} busy; {over}, counting busy dynos at their median "
+                          f"over the last {len(in_flight_seen)} looks")
+            wanted, verb = held_need, "scale down"
         elif up_need < quantity and booting_for_growth:
             wanted, action = quantity, (f"needs {up_need}, but keeps {quantity}: the dyno(s) asked for as the backlog "
                                         "grew still boot, and one look's lower arrivals do not cancel them")
@@ -453,8 +464,8 @@ class TargetWaitPolicy:
     def _window(needs: Sequence[Sequence[float]], at: float, seconds: float, quantity: int) -> list[tuple[float, int]]:
         """Past needs that still count: those within the window, and always the newest
         one (a pair cycling less often than its window still has a past). With no past at
-        all (a first cycle, a reset state) the current formation counts as needed, so a
-        restart never cuts dynos on one look."""
+        all (a first cycle, a reset state, the first look after a long gap) the current
+        formation counts as needed, so a restart never cuts dynos on one look."""
         past = [(float(t), int(n)) for t, n in needs]
         if not past:
             return [(at, quantity)]

@@ -585,3 +585,29 @@ def test_a_steady_backlog_does_not_seem_to_grow_when_the_rate_changes() -> None:
     assert corrected.details["arrivals_per_second"] == pytest.approx(21)
     assert "grows" not in corrected.reason
     assert corrected.desired <= 12, corrected.reason  # what clears 1,850 at 3.5/s within the target, not 40
+
+
+def test_the_first_look_after_a_pause_does_not_scale_below_what_it_needs() -> None:
+    # Two busy dynos for five minutes; then a pause (held cycles keep no state), during which
+    # the load doubled and a person scaled to 4. The looks before the pause say nothing of the
+    # load now: the first look after it keeps all four busy dynos, as a first cycle would.
+    state: Any = {}
+    for t in range(0, 300, 30):
+        state = policy.decide(obs(in_flight=8, quantity=2, at=t), BOUNDS, SETTINGS, state).state
+    after = policy.decide(obs(in_flight=16, quantity=4, at=270 + 1_800), BOUNDS, SETTINGS, state)
+    assert after.desired == 4, after.reason
+    assert "needs 4" in after.reason and "scale down" not in after.reason
+
+
+def test_a_scale_down_below_this_looks_busy_dynos_says_it_goes_by_their_median() -> None:
+    # One look's in-flight count jumps to three busy dynos on a formation of three whose
+    # recent looks were one busy: the way down goes by the median, and the reason says so
+    # rather than "needs 3; needed at most 1".
+    state: Any = {}
+    verdict = None
+    for t, in_flight in zip(range(0, 330, 30), [4] * 10 + [12], strict=True):
+        verdict = policy.decide(obs(in_flight=in_flight, quantity=3, at=t), BOUNDS, SETTINGS, state)
+        state = verdict.state
+    assert verdict is not None and verdict.desired < 3
+    assert f"needs 3 on this look's 3 busy; needed at most {verdict.desired} over the last 90 s" in verdict.reason
+    assert "counting busy dynos at their median over the last 5 looks: scale down" in verdict.reason
