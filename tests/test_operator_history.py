@@ -504,3 +504,24 @@ def test_a_decisions_own_page_reads_in_sections_with_its_whole_reason(admin_clie
     assert f'<div class="decision-reason">{decision.reason}</div>' in page
     assert "orders (us-east-1): 100 visible, 0 in flight, 0 delayed" in page
     assert f'href="/admin/scaling/scalingpair/{pair.pk}/change/"' in page
+
+
+def test_the_decision_history_marks_the_sandbox_pairs_decisions(admin_client: Any, busy: Any, settings: Any) -> None:
+    # Side by side with a real pair's, a simulated decision must not pass for something
+    # that happened on Heroku: its row and its page say SANDBOX, the real pair's do not.
+    settings.SANDBOX_ENABLED = True
+    real, _ = busy
+    sandbox = ScalingPair.objects.create(name="trying it", provider=ScalingPair.Provider.SANDBOX, app_name="try-app",
+                                         policy="target_wait", min_dynos=0, max_dynos=4)
+    cycle(real)
+    cycle(sandbox)
+    page = admin_client.get("/admin/scaling/decision/").content.decode()
+    rows = {name: row for row in page.split("<tr")[1:]
+            for name in (real.name, sandbox.name) if f">{escape(name)}</span>" in row}
+    assert set(rows) == {real.name, sandbox.name}
+    assert "SANDBOX" in rows[sandbox.name] and "SANDBOX" not in rows[real.name]
+    simulated = Decision.objects.filter(pair=sandbox).latest("created_at")
+    detail = admin_client.get(f"/admin/scaling/decision/{simulated.pk}/change/").content.decode()
+    assert "SANDBOX</span> (simulated: no Heroku app was read or changed)" in detail
+    recorded = Decision.objects.filter(pair=real).latest("created_at")
+    assert "SANDBOX" not in admin_client.get(f"/admin/scaling/decision/{recorded.pk}/change/").content.decode()

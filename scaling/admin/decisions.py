@@ -23,7 +23,9 @@ from django.core.paginator import Paginator
 
 from scaling import selectors
 from scaling.admin.base import CappedCountPaginator, GuardedAdmin, LookAheadPaginator
-from scaling.models import CSV_COLUMNS, Decision
+from scaling.models import CSV_COLUMNS, Decision, ScalingPair
+
+SANDBOX_TAG = "background:#ffd966;padding:0 4px;font-weight:bold"
 
 
 class HasErrorFilter(admin.SimpleListFilter):
@@ -90,10 +92,22 @@ class DecisionAdmin(GuardedAdmin):
         return format_html('<span title="{}">{}</span>', f"{decision.created_at:%Y-%m-%d %H:%M:%S} UTC",
                            f"{decision.created_at:%m-%d %H:%M:%S}")
 
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        # A sandbox pair's decisions are marked, as on the status page: nothing they say
+        # happened on Heroku. Which pairs are sandboxes is read once a page, from the small
+        # pairs table, not joined into the history's query.
+        sandbox = set(ScalingPair.objects.filter(provider=ScalingPair.Provider.SANDBOX).values_list("pk", flat=True))
+
+        @admin.display(description="pair", ordering="pair_name")
+        def pair_column(decision: Decision) -> SafeString:
+            return _pair_cell(decision, sandbox=decision.pair_id in sandbox)
+
+        return [pair_column if name == "pair_column" else name for name in self.list_display]
+
     @admin.display(description="pair", ordering="pair_name")
     def pair_column(self, decision: Decision) -> SafeString:
-        return format_html('<span title="{} ({}/{})">{}</span>', decision.pair_name, decision.app_name,
-                           decision.process_type, decision.pair_name)
+        """The column as declared (what ``get_list_display`` replaces with the page's own)."""
+        return _pair_cell(decision, sandbox=False)
 
     @admin.display(description="visible / in flight")
     def saw(self, decision: Decision) -> str:
@@ -149,7 +163,10 @@ class DecisionAdmin(GuardedAdmin):
         if decision.pair_id is None:
             return format_html("{} ({}; the pair was deleted)", decision.pair_name, where)
         url = reverse("admin:scaling_scalingpair_change", args=[decision.pair_id])
-        return format_html('<a href="{}">{}</a> ({})', url, decision.pair_name, where)
+        sandbox = ScalingPair.objects.filter(pk=decision.pair_id, provider=ScalingPair.Provider.SANDBOX).exists()
+        tag = format_html(' <span style="{}">SANDBOX</span> (simulated: no Heroku app was read or changed)',
+                          SANDBOX_TAG) if sandbox else ""
+        return format_html('<a href="{}">{}</a> ({}){}', url, decision.pair_name, where, tag)
 
     @admin.display(description="per queue")
     def queue_counts(self, decision: Decision) -> str:
@@ -212,3 +229,9 @@ class DecisionAdmin(GuardedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _pair_cell(decision: Decision, *, sandbox: bool) -> SafeString:
+    tag = format_html(' <span style="{}">SANDBOX</span>', SANDBOX_TAG) if sandbox else ""
+    return format_html('<span title="{} ({}/{})">{}</span>{}', decision.pair_name, decision.app_name,
+                       decision.process_type, decision.pair_name, tag)
