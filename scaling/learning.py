@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 PRIOR = 2.0  # the operator's figure weighs as much as this many dyno-minutes of evidence
@@ -43,6 +44,7 @@ LEDGER_SECONDS = 900  # minutes kept waiting for their CloudWatch points (which 
 NOT_HELPING_GAIN = 0.3  # more dynos must add at least this share of their expected deletes
 NOT_HELPING_HOLD = 900.0  # seconds a not-helping finding stands without new evidence
 WAIT_CORRECTION = 0.8  # the rate is multiplied by this when the measured wait proves it too high
+RATE_FLOOR_SHARE = 0.01  # the learned rate never goes below this share of the operator's figure
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,12 @@ class Learner:
             if saturated_seconds >= covered - 5:
                 self.saturated.append([minute, dyno_seconds / covered, count])
                 self._check_not_helping(at, rate_now)
-                if self.not_helping is None:
+                if count <= 0:
+                    # Every dyno had work and none was deleted: the workers are stuck (or not
+                    # deleting what they finish), which says nothing of how fast they work.
+                    self.events.append(f"CloudWatch: no message deleted in the minute from {_hhmm(minute)} while "
+                                       "every dyno had work (stuck workers?): not taken as their rate")
+                elif self.not_helping is None:
                     weight = dyno_seconds / 60 * (1.0 if settled else 0.5)
                     self.rate_samples.append([count / dyno_seconds, weight, "cloudwatch", minute])
             elif dyno_seconds >= 60 and settled:
@@ -319,7 +326,9 @@ class Learner:
         # The prior is scaled by the corrections, so a proven-too-high figure does not pull back.
         prior = operator * WAIT_CORRECTION ** self.corrections
         pairs = [*evidence, (prior, PRIOR)]
-        value = weighted_median(pairs)
+        # However much evidence points lower, a rate below this is a stall, not a speed (and
+        # the policy divides by it).
+        value = max(weighted_median(pairs), operator * RATE_FLOOR_SHARE)
         kinds = {x[2] for x in self.rate_samples}
         unit = "dyno-min" if "cloudwatch" in kinds else "dyno-min from counts"
         return Estimate("rate", value, operator, "learned", spread_of(pairs, value), len(evidence), f"{weight:.0f} {unit}")
@@ -365,3 +374,7 @@ class Learner:
         if not basis:
             return Estimate("concurrency", operator, operator, "operator", None, 0, "no evidence yet")
         return Estimate("concurrency", value, operator, "learned", None, len(self.ratios) + len(self.service), basis)
+
+
+def _hhmm(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%H:%M UTC")

@@ -203,3 +203,14 @@ def test_the_learned_state_is_small_json_that_round_trips() -> None:
     again = Learner(json.loads(text), operator_rate=10)
     assert again.rate(pinned=False) == learner.rate(pinned=False)
     assert len(text) < 8_000
+
+
+def test_a_minute_with_work_waiting_and_nothing_deleted_is_a_stall_not_a_rate() -> None:
+    # Four dynos up, a backlog waiting, and CloudWatch counts no delete: the workers are
+    # stuck (a hung connection, a deploy that broke deleting). Taken as a rate it would be
+    # zero, and a zero rate asks for infinitely many dynos.
+    learner = Learner({}, operator_rate=10)
+    feed(learner, minutes=6, running=4, visible=5_000)
+    learner.absorb_cloudwatch(deletes(6, 0.0), [], at=T0 + 360, target=120, rate_now=10)
+    assert learner.rate(pinned=False).value == 10
+    assert any("no message deleted" in e and "stuck workers?" in e for e in learner.events)

@@ -611,3 +611,22 @@ def test_a_scale_down_below_this_looks_busy_dynos_says_it_goes_by_their_median()
     assert verdict is not None and verdict.desired < 3
     assert f"needs 3 on this look's 3 busy; needed at most {verdict.desired} over the last 90 s" in verdict.reason
     assert "counting busy dynos at their median over the last 5 looks: scale down" in verdict.reason
+
+
+def test_stuck_workers_that_delete_nothing_do_not_stop_the_policy() -> None:
+    # Three dynos up on a backlog for five minutes while CloudWatch counts no delete. The
+    # policy must go on deciding (before, it learned a rate of 0 and failed on every cycle
+    # after, for good), and say why the minutes taught it nothing.
+    state: Any = {}
+    start = 1_767_571_200.0
+    verdicts = []
+    for i in range(21):
+        at = start + 15 * i
+        done = tuple((m, 0.0) for m in range(int(start), int(at) - 60, 60))
+        verdict = policy.decide(obs(visible=3_000, in_flight=12, quantity=3, at=at, deleted_per_minute=done),
+                                BOUNDS, SETTINGS, state)
+        state = verdict.state
+        verdicts.append(verdict)
+    assert verdicts[-1].details["learned"]["rate"]["value"] > 0
+    assert any("no message deleted" in v.reason for v in verdicts)
+    assert verdicts[-1].desired >= 3
