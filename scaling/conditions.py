@@ -18,7 +18,10 @@ WAIT_OVER_TARGET_AT_MAX = "wait_over_target_at_max"
 NOT_HELPING = "not_helping"
 PERSON_CHANGE = "person_change"
 DYNOS_NOT_UP = "dynos_not_up"
-CODES = frozenset({PERMANENT_ERROR, WAIT_OVER_TARGET_AT_MAX, NOT_HELPING, PERSON_CHANGE, DYNOS_NOT_UP})
+# Cycles ending in a passing error (SQS or Heroku unreachable, a timeout, a bug in DynoScaler):
+# each alone is retried, but while they go on nothing is scaled. ``since``: the first of them.
+FAILING = "failing"
+CODES = frozenset({PERMANENT_ERROR, WAIT_OVER_TARGET_AT_MAX, NOT_HELPING, PERSON_CHANGE, DYNOS_NOT_UP, FAILING})
 
 PERSON_OUTSIDE = "a person outside DynoScaler"  # ScalingPair.paused_by for a formation changed by hand
 

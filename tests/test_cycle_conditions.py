@@ -3,6 +3,7 @@ which the alerts read: seen on real parts (moto_server SQS, the Heroku stand-in)
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 from typing import Any
@@ -11,9 +12,10 @@ import pytest
 from django.utils import timezone
 
 from scaling import services
+from scaling.models import AlertChannel
 from scaling.conditions import PERSON_OUTSIDE
 from scaling.models import FormationState, HerokuAccount, HerokuApp, ScalingPair
-from tests.conftest import HEROKU_TOKEN, cycle, send_messages
+from tests.conftest import HEROKU_TOKEN, cycle, free_port, send_messages
 from tests.standins.alert_receivers import WebhookReceiver
 from tests.test_alerts import drain, evaluate, events
 
@@ -160,3 +162,52 @@ def test_a_dyno_restarting_after_a_long_life_is_not_a_problem(queue_and_app: Any
     decision = cycle(pair)
     assert decision.dynos_starting == 1  # seen restarting
     assert "dynos_not_up" not in conditions(pair)
+
+
+def test_cycles_that_keep_failing_are_told_once_they_have_lasted_and_cleared_when_one_succeeds(
+    queue_and_app: Any, make_pair: Any, make_channel: Any, receiver: WebhookReceiver, monkeypatch: Any
+) -> None:
+    # SQS unreachable: each cycle holds and retries, which is right for a minute, but for
+    # as long as it lasts nothing is scaled. Before, no alert ever said so.
+    pair = make_pair()
+    channel = make_channel("webhook")
+    AlertChannel.objects.filter(pk=channel.pk).update(kinds=["stalled"])  # it hears of failing pairs too
+    good_endpoint = os.environ["AWS_ENDPOINT_URL_SQS"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", f"http://127.0.0.1:{free_port()}")
+    services.forget_cached_clients()
+    start = timezone.now()
+    for minute in range(7):
+        at = start + timedelta(minutes=minute)
+        assert cycle(pair, now=at).outcome == "error"
+        evaluate(at + timedelta(seconds=1))
+        drain(channel, at + timedelta(seconds=1))
+        told = events(receiver)
+        assert told == ([] if minute < 5 else [("opened", f"failing:pair:{pair.pk}")]), minute
+    problem = receiver.bodies()[0]["problem"]
+    assert "could not read the queues" in problem["summary"] and "SQS" in problem["summary"]
+    assert "nothing is scaled until one succeeds" in problem["action"]
+    assert conditions(pair)["failing"]["since"] == start.isoformat()
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", good_endpoint)
+    services.forget_cached_clients()
+    later = start + timedelta(minutes=8)
+    assert cycle(pair, now=later).outcome != "error"
+    assert "failing" not in conditions(pair)
+    evaluate(later + timedelta(seconds=1))
+    drain(channel, later + timedelta(seconds=1))
+    assert events(receiver)[-1] == ("resolved", f"failing:pair:{pair.pk}")
+
+
+def test_a_permanent_error_ends_the_failing_one_and_is_told_as_itself(queue_and_app: Any, make_pair: Any,
+                                                                      monkeypatch: Any) -> None:
+    pair = make_pair()
+    good_endpoint = os.environ["AWS_ENDPOINT_URL_SQS"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", f"http://127.0.0.1:{free_port()}")
+    services.forget_cached_clients()
+    assert cycle(pair).outcome == "error"
+    assert set(conditions(pair)) == {"failing"}
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", good_endpoint)
+    services.forget_cached_clients()
+    HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token="hk-revoked-token-000000")
+    assert cycle(pair).error_permanent is True
+    assert set(conditions(pair)) == {"permanent_error"}  # one problem, told as what it is

@@ -1,8 +1,8 @@
 """Which problems are active now. Each detector reads the database only (never the network)
 and returns the problems it sees; a problem that is no longer returned has cleared.
 
-The pair conditions that only a cycle can see (a permanent error, the wait over the target
-at max dynos, more dynos not helping, a person's change, dynos not coming up) come from ``ScalingPair.conditions``,
+The pair conditions that only a cycle can see (a permanent error, cycles failing, the wait
+over the target at max dynos, more dynos not helping, a person's change, dynos not coming up) come from ``ScalingPair.conditions``,
 which the cycle keeps: ``{code: {"since": ISO-8601 UTC, "detail": "one line"}}``.
 """
 
@@ -73,6 +73,9 @@ CONDITION_ACTIONS = {
     ProblemKind.NOT_HELPING: "dynos were added but the backlog does not shrink: the workers may be failing, or "
     "limited by something downstream",
     ProblemKind.PERSON_CHANGE: "holds off instead of undoing it, and takes over again when the hold ends",
+    ProblemKind.FAILING: "the formation is held and every cycle tries again, but nothing is scaled until one succeeds: "
+    "the message says what fails (SQS or Heroku unreachable or timing out: their status pages; an error in "
+    "DynoScaler: the worker's log)",
     ProblemKind.DYNOS_NOT_UP: "keeps asking for the dynos it needs, but dynos that do not come up serve nothing: look "
     "at the app's logs (heroku logs --ps worker) for a crash or a boot that hangs",
 }
@@ -87,7 +90,10 @@ def _since(value: object, default: datetime) -> datetime:
 
 
 def pair_conditions(now: datetime) -> list[ActiveProblem]:
-    wait_grace = timedelta(minutes=settings.ALERT_WAIT_OVER_TARGET_MINUTES)
+    # Told only once they have lasted: a wait over the target for a few minutes, or a
+    # passing error that the next cycles may not meet again.
+    grace = {ProblemKind.WAIT_OVER_TARGET: timedelta(minutes=settings.ALERT_WAIT_OVER_TARGET_MINUTES),
+             ProblemKind.FAILING: timedelta(minutes=settings.ALERT_FAILING_MINUTES)}
     problems = []
     for pair in ScalingPair.objects.enabled().exclude(conditions={}).order_by("id"):
         for code, entry in sorted((pair.conditions or {}).items()):
@@ -96,7 +102,7 @@ def pair_conditions(now: datetime) -> list[ActiveProblem]:
             kind = ProblemKind(code)
             entry = entry if isinstance(entry, dict) else {}
             since = _since(entry.get("since"), now)
-            if kind == ProblemKind.WAIT_OVER_TARGET and now - since < wait_grace:
+            if kind in grace and now - since < grace[kind]:
                 continue
             text = str(entry.get("detail") or "").strip()
             detail = text.splitlines()[0] if text else kind.label

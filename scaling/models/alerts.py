@@ -30,13 +30,15 @@ class ProblemKind(models.TextChoices):
     BEAT_SILENT = "beat_silent", "beat not running (told by a worker)"
     ENV_INVALID = "env_invalid", "the original variables are not applied (malformed or missing)"
     DYNOS_NOT_UP = "dynos_not_up", "dynos not coming up (crashing, or stuck starting)"
+    FAILING = "failing", "cycles failing (SQS or Heroku unreachable, or a DynoScaler error)"
 
 
 # Problems that concern DynoScaler as a whole or an account, not one pair.
 GLOBAL_KINDS = frozenset({ProblemKind.KILL_SWITCH, ProblemKind.RATE_LIMITED, ProblemKind.AUDIT_BEHIND,
                           ProblemKind.WORKERS_SILENT, ProblemKind.BEAT_SILENT})
 # A channel that asked for stalled pairs hears of their usual cause too.
-KINDS_ALSO_SENT_WITH = {ProblemKind.WORKERS_SILENT: ProblemKind.STALLED, ProblemKind.BEAT_SILENT: ProblemKind.STALLED}
+KINDS_ALSO_SENT_WITH = {ProblemKind.WORKERS_SILENT: ProblemKind.STALLED, ProblemKind.BEAT_SILENT: ProblemKind.STALLED,
+                        ProblemKind.FAILING: ProblemKind.STALLED}
 
 
 class AlertChannel(EncryptedSecretsMixin):

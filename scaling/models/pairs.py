@@ -233,7 +233,7 @@ class ScalingPair(models.Model):
     conditions = models.JSONField(
         default=dict, blank=True, editable=False,
         help_text="Conditions the cycle sees now, by code (permanent_error, wait_over_target_at_max, not_helping, "
-        "person_change, dynos_not_up): {code: {since: ISO-8601 UTC, detail: one line}}. A code goes when its condition clears.",
+        "person_change, dynos_not_up, failing): {code: {since: ISO-8601 UTC, detail: one line}}. A code goes when its condition clears.",
     )
     paused_by = models.CharField(
         max_length=150, blank=True, editable=False,

@@ -24,6 +24,7 @@ from scaling.adapters.heroku import ProcessState
 from scaling.conditions import (
     CODES,
     DYNOS_NOT_UP,
+    FAILING,
     NOT_HELPING,
     PERMANENT_ERROR,
     PERSON_CHANGE,
@@ -311,7 +312,7 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
         # Worded as the cycles that then hold at the refusal word it: one problem, one cause.
         detail = (f"Heroku refused {refusal.quantity}: {refusal.reason}" if refusal and refusal.quantity is not None
                   else str(written.error))
-        problem = ((PERMANENT_ERROR, detail),) if written.error.permanent else ()
-        outcome = replace(outcome, state_after=None, conditions=(*decided.conditions, *problem),
+        problem = (PERMANENT_ERROR, detail) if written.error.permanent else (FAILING, f"could not change the formation: {detail}")
+        outcome = replace(outcome, state_after=None, conditions=(*decided.conditions, problem),
                           unsure=frozenset() if written.error.permanent else frozenset({PERMANENT_ERROR}))
     return outcome

@@ -10,7 +10,7 @@ from typing import Any
 from scaling.adapters.errors import AdapterError
 from scaling.adapters.heroku import ProcessState
 from scaling.adapters.sqs import QueueCounts
-from scaling.conditions import CODES, PERMANENT_ERROR
+from scaling.conditions import CODES, FAILING, PERMANENT_ERROR
 from scaling.models import Decision
 from scaling.services.backends import Measured, QueueReading
 from scaling.services.formation_writes import Refusal
@@ -67,7 +67,10 @@ class CycleResult:
     @classmethod
     def failed(cls, reason: str, error: AdapterError, **seen: Any) -> CycleResult:
         """The formation is held, the policy's state does not move, and the error is on record.
-        A permanent error is a condition; a passing one hides whether any condition holds."""
-        conditions = ((PERMANENT_ERROR, str(error)),) if error.permanent else ()
-        return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=conditions,
-                   unsure=CODES - {PERMANENT_ERROR} if error.permanent else CODES, **seen)
+        A permanent error is a condition; a passing one is too (``FAILING``: the pair has
+        been failing since its first), and hides whether any other condition holds."""
+        if error.permanent:
+            return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=((PERMANENT_ERROR, str(error)),),
+                       unsure=CODES - {PERMANENT_ERROR, FAILING}, **seen)
+        return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=((FAILING, f"{reason}: {error}"),),
+                   unsure=CODES - {FAILING}, **seen)
