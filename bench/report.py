@@ -88,7 +88,8 @@ def verdicts(runs: list[Any], worlds: list[str], traces: list[str], bench: Modul
             else:
                 diff = ours.result.dyno_seconds / cheapest.result.dyno_seconds - 1
                 ok = ok and diff <= 0
-                checks.append(f"dyno-hours {percent(diff)} vs {cheapest.policy} {cheapest.setting}")
+                checks.append(f"dyno-hours {percent(diff)} vs {cheapest.policy} {cheapest.setting} (median wait "
+                              f"{ours.result.p50_wait:.0f} s against its {cheapest.result.p50_wait:.0f} s)")
             if trace == "steady":
                 ok = ok and ours.result.writes_per_hour <= bench.STEADY_WRITES_PER_HOUR
                 checks.append(f"{ours.result.writes_per_hour:.1f} writes/h (≤ {bench.STEADY_WRITES_PER_HOUR:g})")
