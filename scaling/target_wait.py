@@ -159,9 +159,9 @@ class TargetWaitPolicy:
         samples = [self._arrivals(look, rate, concurrency) for look in looks]
         arrivals = statistics.median(samples)
         dt = obs.at - float(state["at"]) if "at" in state else 0.0
-        # The last look is recent enough to go on from. After a longer gap (a pause, the
-        # kill switch, a stalled worker: held cycles keep no state) the past looks say
-        # nothing of the load now, and the window starts again as on a first cycle.
+        # The last look is recent enough to go on from. After a longer gap (a pause, whose
+        # cycles decide nothing; workers that stopped) the past looks say nothing of the
+        # load now, and the window starts again as on a first cycle.
         recent = 0 < dt <= cfg.interval_seconds * self.MAX_GAP_FACTOR
         slack = max(cfg.target_wait_seconds - cfg.lag_seconds - cfg.interval_seconds, cfg.target_wait_seconds / 4)
         if recent:
@@ -368,6 +368,7 @@ class TargetWaitPolicy:
         return Verdict(
             desired=desired,
             state=new_state,
+            state_if_not_applied=new_state,  # what it saw and measured holds whether or not the write is made
             reason=why,
             backlog_per_instance=backlog_per_instance(obs.visible, obs.running),
             details={"arrivals_per_second": arrivals, "need_now": up_need, "need_window": held_need,

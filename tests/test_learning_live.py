@@ -188,3 +188,22 @@ def test_a_dry_run_pair_asks_to_time_its_boot_once_and_then_says_it_was_not_done
     assert heroku.apps["orders-app"].processes["worker"].quantity == 0
     third = cycle(pair, now=timezone.now() + timedelta(seconds=30))
     assert "to time" not in third.reason
+
+
+@pytest.mark.django_db
+def test_what_a_held_pair_measured_is_kept(sqs: Any, heroku: Any, make_pair: Any) -> None:
+    # The kill switch holds every formation change, but the pair goes on looking: the boots
+    # it saw while held (seen once: the dyno list's times are read once per dyno) must stay
+    # learned. Before, a held cycle kept none of its state, and the next reason went back to
+    # the operator's 45 s, and so on every cycle the pair was held.
+    sqs.create_queue(QueueName="orders")
+    process = heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=2, boot_seconds=7.0).processes["worker"]
+    process.dyno_started = {n: time.monotonic() - 100 for n in (1, 2)}
+    pair = make_pair(policy="target_wait", dyno_rate=0.5, max_dynos=4)
+    services.kill_switch_set(engaged=True, user="alice", note="incident")
+    send_messages(sqs, "orders", 300)  # it wants more dynos than the two: every cycle is held
+    first = cycle(pair)
+    assert first.outcome == "held" and "boot 7 s" in first.reason
+    later = cycle(pair, now=timezone.now() + timedelta(seconds=15))
+    assert later.outcome == "held"
+    assert "boot 7 s" in later.reason, later.reason

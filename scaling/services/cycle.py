@@ -161,6 +161,7 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     prewarm = verdict.details.get("prewarm") or {}
     decided = replace(observed, outcome=Outcome.NO_CHANGE, reason=reason, desired=verdict.desired,
                       backlog_per_instance=verdict.backlog_per_instance, state_after=verdict.state,
+                      state_if_not_applied=verdict.state_if_not_applied,
                       paused_by="" if pair.paused_by else None,  # a pause or hold that ended
                       conditions=(*policy_conditions(verdict.details, pair=pair, max_dynos=bounds.max_dynos,
                                                      desired=verdict.desired),
@@ -262,16 +263,17 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
     if dry_run:
         return replace(decided, outcome=Outcome.DRY_RUN, reason=decided.reason + " (dry run: formation not changed)")
     if KillSwitch.is_engaged():  # read now, right before the write, so it stops writes at once
-        return replace(decided, outcome=Outcome.HELD, state_after=None,
+        return replace(decided, outcome=Outcome.HELD, state_after=decided.state_if_not_applied,
                        reason=decided.reason + " — not sent: the kill switch is on")
     pool = backend.why_not_write()
     if pool is not None:
-        return replace(decided, outcome=Outcome.HELD, state_after=None, reason=f"{decided.reason} — not sent: {pool}",
+        return replace(decided, outcome=Outcome.HELD, state_after=decided.state_if_not_applied,
+                       reason=f"{decided.reason} — not sent: {pool}",
                        unsure=decided.unsure | {PERMANENT_ERROR})
     # Without webhooks, nothing would have told us of a person's change: look right before writing.
     found = backend.quantity_before_write(current)
     if found is not None and found == pair.unconfirmed_quantity:
-        return replace(decided, outcome=Outcome.NO_CHANGE, state_after=None, expected_quantity=found,
+        return replace(decided, outcome=Outcome.NO_CHANGE, state_after=decided.state_if_not_applied, expected_quantity=found,
                        reason=f"{decided.reason} — not sent: the change to {found} asked for earlier was applied after "
                               "all (its answer had been lost); deciding again from it next cycle")
     if found is not None:
@@ -288,7 +290,7 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
         if pair.blocked_quantity is not None and pair.blocked_quantity > current:
             reason += f"; {current} is the most it accepts"
         refused = (PERMANENT_ERROR, f"Heroku refused {pair.blocked_quantity}: {pair.blocked_reason}")
-        return replace(decided, outcome=Outcome.HELD, state_after=None, reason=reason,
+        return replace(decided, outcome=Outcome.HELD, state_after=decided.state_if_not_applied, reason=reason,
                        conditions=(*decided.conditions, refused))
     if ask != desired:
         decided = replace(decided, reason=f"{decided.reason} — Heroku refused {pair.blocked_quantity} earlier, "
@@ -313,6 +315,6 @@ def act(pair: ScalingPair, backend: Backend, decided: CycleResult, *, current: i
         detail = (f"Heroku refused {refusal.quantity}: {refusal.reason}" if refusal and refusal.quantity is not None
                   else str(written.error))
         problem = (PERMANENT_ERROR, detail) if written.error.permanent else (FAILING, f"could not change the formation: {detail}")
-        outcome = replace(outcome, state_after=None, conditions=(*decided.conditions, problem),
+        outcome = replace(outcome, state_after=decided.state_if_not_applied, conditions=(*decided.conditions, problem),
                           unsure=frozenset() if written.error.permanent else frozenset({PERMANENT_ERROR}))
     return outcome

@@ -46,6 +46,8 @@ class CycleResult:
     backlog_per_instance: float | None = None
     applied: int | None = None
     state_after: Mapping[str, Any] | None = None
+    # The policy's state to keep if the decision is not carried out (``Verdict.state_if_not_applied``).
+    state_if_not_applied: Mapping[str, Any] | None = None
     refusal: Refusal | None = None
     expected_quantity: int | None = None
     paused_until: datetime | None = None
