@@ -88,6 +88,19 @@ def test_waiting_past_the_target_at_max_is_a_condition(queue_and_app: Any, make_
     assert "wait_over_target_at_max" not in conditions(pair)
 
 
+def test_a_wait_held_below_the_max_by_heroku_is_not_told_as_at_max(queue_and_app: Any, make_pair: Any) -> None:
+    # Heroku accepts at most two dynos; the pair's max is three. The wait is over the target,
+    # but "raise the max" would not help: the refusal is the problem, told as itself.
+    sqs, heroku = queue_and_app
+    heroku.apps["orders-app"].processes["worker"].max_quantity = 2
+    pair = make_pair(policy="target_wait", dyno_rate=0.1, min_dynos=1, max_dynos=3)
+    send_messages(sqs, "orders", 150)
+    for _ in range(4):
+        cycle(pair)
+    assert heroku.quantity("orders-app") == 2
+    assert set(conditions(pair)) == {"permanent_error"}
+
+
 def test_a_persons_change_seen_by_a_real_cycle_reaches_the_alert_channel_once(
     queue_and_app: Any, make_pair: Any, make_channel: Any, receiver: WebhookReceiver
 ) -> None:

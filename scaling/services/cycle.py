@@ -164,7 +164,7 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
                       state_if_not_applied=verdict.state_if_not_applied,
                       paused_by="" if pair.paused_by else None,  # a pause or hold that ended
                       conditions=(*policy_conditions(verdict.details, pair=pair, max_dynos=bounds.max_dynos,
-                                                     desired=verdict.desired),
+                                                     desired=verdict.desired, formation=process.quantity),
                                   *dynos_not_up(process, boot=_boot_figure(verdict.details, pair), now=now)),
                       learned=learned_summary(verdict.details), measured=measured,
                       shadow=max(verdict.desired, int(prewarm.get("dynos") or 0)) if pair.prewarm == "shadow" and prewarm
@@ -203,15 +203,19 @@ def dynos_not_up(process: ProcessState, *, boot: float, now: datetime) -> tuple[
 
 
 def policy_conditions(details: Mapping[str, Any], *, pair: ScalingPair, max_dynos: int,
-                      desired: int) -> tuple[tuple[str, str], ...]:
+                      desired: int, formation: int) -> tuple[tuple[str, str], ...]:
     """What the policy's verdict says is wrong: the newest message waiting past the target
-    although the pair is at its max, or more dynos not helping."""
+    although the pair is at its max (asked for and in the formation: below it, as when
+    Heroku refuses a quantity, raising the max would not help), or more dynos not helping."""
     found: list[tuple[str, str]] = []
     wait = details.get("wait_seconds")
     target = pair.target_wait_seconds
-    if wait is not None and wait > target and desired >= max_dynos:
-        shown = "no dyno running" if wait == float("inf") else f"≈ {wait:,.0f} s"
-        found.append((WAIT_OVER_TARGET_AT_MAX, f"the newest message waits {shown} (target {target} s) at max {max_dynos}"))
+    if wait is not None and wait > target and desired >= max_dynos and formation >= max_dynos:
+        if wait == float("inf"):
+            said = f"messages wait and no dyno is up to serve them (target {target} s) at max {max_dynos}"
+        else:
+            said = f"the newest message waits ≈ {wait:,.0f} s (target {target} s) at max {max_dynos}"
+        found.append((WAIT_OVER_TARGET_AT_MAX, said))
     if details.get("not_helping"):
         found.append((NOT_HELPING, str(details["not_helping"])))
     return tuple(found)
