@@ -748,3 +748,51 @@ def test_a_person_changes_alert_adds_only_an_admin_pause_to_what_it_says(make_pa
     ScalingPair.objects.filter(pk=pair.pk).update(paused_by="alice")  # then paused in the admin
     (told,) = detectors.pair_conditions(timezone.now())
     assert told.summary == f"{detail} (paused by alice)"
+
+
+def test_with_no_worker_the_cause_is_told_first_and_its_stalled_pairs_are_not_told_one_by_one(
+    make_pair: Any, make_channel: Any, receiver: WebhookReceiver
+) -> None:
+    # Workers down with 25 pairs: before, 25 "stalled" messages filled the channel's hour
+    # and held back the one message that named the cause; then 25 "resolved" were held too.
+    from scaling.alerts.watch import Silence, stand_in
+
+    for i in range(25):
+        make_pair(name=f"p{i}", app=f"app-{i}")
+    channel = make_channel("webhook", max_per_hour=5)
+    now = timezone.now()
+    ScalingPair.objects.update(last_cycle_at=now - timedelta(minutes=10), created_at=now - timedelta(hours=1),
+                               updated_at=now - timedelta(hours=1))
+    stand_in(Silence(last=now - timedelta(minutes=10), heard=True), now=now)
+    drain(channel, now)
+    assert events(receiver) == [("opened", "workers_silent")]
+    assert "25 enabled pair(s) have missed their cycles" in receiver.bodies()[0]["problem"]["summary"]
+
+    # A worker is back and every pair cycles: the cause resolves, and no pair was ever told.
+    later = now + timedelta(minutes=2)
+    ScalingPair.objects.update(last_cycle_at=later)
+    evaluate(later)
+    drain(channel, later)
+    assert events(receiver) == [("opened", "workers_silent"), ("resolved", "workers_silent")]
+    assert not AlertProblem.objects.filter(key__startswith="stalled:").exists()
+
+
+def test_a_resolution_of_a_problem_the_channel_was_told_is_not_held_by_its_limit(
+    make_pair: Any, make_channel: Any, receiver: WebhookReceiver
+) -> None:
+    first, *others = [make_pair(name=f"p{i}", app=f"app-{i}") for i in range(4)]
+    channel = make_channel("webhook", max_per_hour=1)
+    now = timezone.now()
+    set_condition(first, "permanent_error", since=now, detail="bad token")
+    evaluate(now)
+    drain(channel, now)
+    for pair in others:  # the hour is full: these are held back
+        set_condition(pair, "permanent_error", since=now, detail="bad token")
+    evaluate(now + timedelta(seconds=30))
+    clear_condition(first, "permanent_error")
+    clear_condition(others[0], "permanent_error")
+    evaluate(now + timedelta(seconds=60))
+    drain(channel, now + timedelta(seconds=60))
+    # The alarm that was raised is closed at once; the one never told waits with its problem.
+    assert events(receiver) == [("opened", f"permanent_error:pair:{first.pk}"),
+                                ("resolved", f"permanent_error:pair:{first.pk}")]

@@ -115,7 +115,7 @@ def _drain(channel: AlertChannel, now: datetime, transports: Callable[[AlertChan
             break
         if delivery.status == Status.RETRYING and delivery.next_attempt_at and delivery.next_attempt_at > now:
             return DrainResult(sent, held, failed, waiting_until=delivery.next_attempt_at)
-        if delivery.event != Event.SUMMARY and in_window >= channel.max_per_hour:
+        if in_window >= channel.max_per_hour and delivery.event != Event.SUMMARY and not _closes_what_was_told(delivery):
             AlertDelivery.objects.filter(pk=delivery.pk).update(status=Status.HELD, next_attempt_at=None)
             held += 1
             continue
@@ -162,6 +162,14 @@ def attempt(delivery: AlertDelivery, transport: Transport, *, now: datetime, sec
                  delivery.pk, delivery.channel_id, error, delivery.next_attempt_at)
     delivery.save(update_fields=["status", "sent_at", "next_attempt_at", "attempts", "attempt_log", "last_error"])
     return receipt
+
+
+def _closes_what_was_told(delivery: AlertDelivery) -> bool:
+    """A "RESOLVED" whose "PROBLEM" reached the channel is never held back: it closes an
+    alarm someone may be paged about. (One whose "PROBLEM" was held waits with it, and the
+    summary tells both.)"""
+    return delivery.event == Event.RESOLVED and AlertDelivery.objects.filter(
+        channel_id=delivery.channel_id, problem_id=delivery.problem_id, event=Event.OPENED, status=Status.SENT).exists()
 
 
 def summarise_held(channel: AlertChannel, *, now: datetime, secrets: list[str]) -> AlertDelivery | None:

@@ -33,6 +33,10 @@ class ActiveProblem:
     action: str  # what DynoScaler does about it
     since: datetime
     pair: ScalingPair | None = None
+    # Keys (or key prefixes, ending in ":") of the problems this one causes while it lasts:
+    # no worker running tasks stalls every pair. Those are not told apart (nor resolved)
+    # while it is active, so the cause is not lost among its symptoms.
+    covers: tuple[str, ...] = ()
 
 
 def _at(moment: datetime) -> str:

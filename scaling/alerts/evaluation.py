@@ -80,9 +80,17 @@ def alerts_evaluate(*, now: datetime | None = None, detectors: tuple[Detector, .
         # later as its oldest decisions leave.)
         changed = sorted(k for k in set(active) & set(open_rows) if active[k].kind == ProblemKind.PERMANENT_ERROR
                          and active[k].since > open_rows[k].since + REOPEN_AFTER)
-        to_open = sorted(set(active) - set(open_rows)) + changed
+        # A cause's symptoms (every pair stalled while no worker runs tasks) are neither
+        # opened nor resolved while it lasts: told by the cause, and as they are after it.
+        covered = [c for p in active.values() for c in p.covers]
+        def symptom(key: str) -> bool:
+            return any(key == c or (c.endswith(":") and key.startswith(c)) for c in covered)
+        # Causes first, so no channel's hourly limit holds one back behind its symptoms:
+        # problems about DynoScaler as a whole or an account, then each pair's.
+        to_open = sorted((k for k in set(active) - set(open_rows) if not symptom(k)),
+                         key=lambda k: (active[k].pair is not None, k)) + changed
         # On a partial view (a detector failed) nothing is taken for cleared.
-        to_resolve = sorted(set(open_rows) - set(active)) if detected.complete else []
+        to_resolve = sorted(k for k in set(open_rows) - set(active) if not symptom(k)) if detected.complete else []
         if not to_open and not to_resolve:
             result.channels_due = channels_due(now)
             return result

@@ -24,14 +24,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
 from scaling.alerts.delivery import channel_drain
-from scaling.alerts.detectors import DETECTORS, ActiveProblem
+from scaling.alerts.detectors import DETECTORS, ActiveProblem, stalled_pairs
 from scaling.alerts.evaluation import Evaluation, alerts_evaluate
 from scaling.alerts.messages import at, duration
 from scaling.models import Heartbeat
@@ -100,6 +100,7 @@ def workers_silent_problem(silence: Silence, now: datetime, *, broker: str) -> A
     seen = f"the last one finished {at(last)}" if silence.heard else f"none has since beat started, {at(last)}"
     return ActiveProblem(
         key="workers_silent", kind=ProblemKind.WORKERS_SILENT, since=last + silent_after(),
+        covers=("stalled:", "audit_behind", "failing:"),  # workers cycle the pairs and ship the audit trail
         summary=f"no worker has finished a task for {duration(last, now)} ({seen}){'; ' + broker if broker else ''}",
         action="no pair cycles and nothing is scaled until a worker runs tasks again: check that the worker "
         "process is running (heroku ps) and reaches the database and the broker (its log); beat sends the "
@@ -112,6 +113,7 @@ def beat_silent_problem(silence: Silence, now: datetime) -> ActiveProblem:
     seen = f"it was last heard {at(last)}" if silence.heard else f"not heard since this worker started, {at(last)}"
     return ActiveProblem(
         key="beat_silent", kind=ProblemKind.BEAT_SILENT, since=last + silent_after(),
+        covers=("stalled:",),  # beat sends the pairs' cycles
         summary=f"beat has not run for {duration(last, now)} ({seen})",
         action="no pair cycles and nothing is scaled until beat runs again: check that the beat process is running "
         "(heroku ps) and reaches the database and the broker (its log); a worker sends the alerts meanwhile",
@@ -125,6 +127,9 @@ def stand_in(silence: Silence, *, broker: str = "", now: datetime | None = None,
     runs tasks, and by a worker while beat does not run."""
     now = now or timezone.now()
     problem = problem or workers_silent_problem(silence, now, broker=broker)
+    stalled = len(stalled_pairs(now))
+    if stalled:  # told here, not one by one (``covers``)
+        problem = replace(problem, summary=f"{problem.summary}; {stalled} enabled pair(s) have missed their cycles")
 
     def silent(_: datetime) -> list[ActiveProblem]:
         return [problem]
