@@ -13,6 +13,7 @@ from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from scaling.models import Decision, PairSample, ScalingPair
+from scaling.models.alerts import ProblemKind
 
 STALL_INTERVALS = 3
 # A pair "cycles late" when its last LATE_CYCLES cycles came on average this much slower
@@ -36,6 +37,18 @@ class PairStatus:
     @property
     def late(self) -> bool:
         return self.cycling_every is not None
+
+    @property
+    def problems(self) -> list[str]:
+        """What the pair's last cycles saw wrong (``ScalingPair.conditions``), in words, with since when."""
+        if not self.pair.enabled:
+            return []
+        labels = dict(ProblemKind.choices)
+        found = []
+        for code, entry in sorted((self.pair.conditions or {}).items()):
+            since = str(entry.get("since") or "")[:16].replace("T", " ") if isinstance(entry, dict) else ""
+            found.append(f"{labels.get(code, code)}" + (f" since {since} UTC" if since else ""))
+        return found
 
     @property
     def outcome_label(self) -> str:

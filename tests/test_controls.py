@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.adapters.errors import AdapterError
-from scaling.models import AwsAccount, Decision, HerokuAccount, ScalingPair
+from scaling.models import AwsAccount, Decision, HerokuAccount, PairQueue, ScalingPair
 from tests.conftest import AWS_SECRET, HEROKU_TOKEN, cycle, send_messages
 
 pytestmark = pytest.mark.django_db
@@ -185,6 +185,21 @@ def test_old_decisions_are_pruned_after_the_retention_once_shipped(make_pair: An
     assert not Decision.objects.filter(pk=old_shipped.pk).exists()
 
 
+def test_status_page_names_a_pairs_standing_problem_instead_of_ok(admin_client: Any, queue_and_app: Any,
+                                                                  make_pair: Any) -> None:
+    # Its queue deleted, the pair errs on every cycle: the row said "ok" beside "error".
+    pair = make_pair(queues=["no-such-queue"])
+    cycle(pair)
+    row = admin_client.get("/admin/status/").content.decode().split(f">{pair.name}</a>")[1].split("</tr>")[0]
+    assert "permanent error (bad token, no access, missing queue, refused quantity) since " in row
+    assert ">ok<" not in row
+    PairQueue.objects.filter(pair=pair).update(queue="orders")  # fixed, as the admin would: the next cycle clears it
+    ScalingPair.objects.filter(pk=pair.pk).update(updated_at=timezone.now())
+    cycle(ScalingPair.objects.get(pk=pair.pk))
+    row = admin_client.get("/admin/status/").content.decode().split(f">{pair.name}</a>")[1].split("</tr>")[0]
+    assert ">ok</td>" in row and "permanent error" not in row
+
+
 def test_status_page_flags_a_stalled_pair_in_red(admin_client: Any, make_pair: Any) -> None:
     pair = make_pair(interval_seconds=60)
     ScalingPair.objects.filter(pk=pair.pk).update(last_cycle_at=timezone.now() - timedelta(minutes=4),
@@ -311,3 +326,4 @@ def test_the_sandbox_is_refused_in_production(settings: Any) -> None:
     pair = ScalingPair(name="s", provider="sandbox", app_name="sandbox-app")
     with pytest.raises(Exception, match="The sandbox is off here"):
         pair.full_clean()
+
