@@ -327,3 +327,11 @@ def test_the_sandbox_is_refused_in_production(settings: Any) -> None:
     with pytest.raises(Exception, match="The sandbox is off here"):
         pair.full_clean()
 
+
+def test_the_decision_historys_pair_filter_lists_pairs_by_name(admin_client: Any, make_pair: Any) -> None:
+    for name in ("svc-08", "svc-03", "billing", "svc-27", "audit"):
+        make_pair(name=name, app=f"{name}-app")
+    page = admin_client.get("/admin/scaling/decision/").content.decode()
+    listed = [m for m in ("audit", "billing", "svc-03", "svc-08", "svc-27") if f">{m}</a>" in page]
+    order = sorted(listed, key=lambda m: page.index(f">{m}</a>"))
+    assert order == ["audit", "billing", "svc-03", "svc-08", "svc-27"]

@@ -98,6 +98,8 @@ class ScalingPairAdmin(GuardedAdmin):
     list_filter = ["enabled", "dry_run", "policy", "provider", "managed_by_env"]
     search_fields = ["name", "app_name", "process_type", "queues__queue"]
     list_select_related = ["heroku_account", "aws_account"]
+    # By name, here and in every "by pair" filter (they follow this admin's ordering).
+    ordering = ["name"]
     readonly_fields = ["policy_state", "last_cycle_at", "blocked_quantity", "blocked_reason", "managed_by_env"]
     fieldsets = [
         (None, {"fields": ["name", "provider", "enabled", "dry_run"]}),
