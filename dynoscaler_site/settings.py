@@ -325,6 +325,9 @@ LOGGING = {
         # botocore at DEBUG logs request headers that carry signatures.
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
+        # The Elasticsearch client warns of every retry and every node put on a timeout; the
+        # audit shipper says when shipping fails and when it ships again (scaling/services/audit.py).
+        "elastic_transport": {"level": "ERROR"},
     },
 }
 LOGGING["handlers"]["decisions"] = {  # type: ignore[index]

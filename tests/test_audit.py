@@ -13,10 +13,17 @@ from scaling import services
 from scaling.adapters import audit
 from scaling.adapters.audit import TerminalSink
 from scaling.models import Decision
+from scaling.services import audit as audit_service
 from tests.conftest import AWS_SECRET, HEROKU_TOKEN, send_messages
 
 pytestmark = pytest.mark.django_db
 INDEX = "dynoscaler-decisions"
+
+
+@pytest.fixture(autouse=True)
+def shipping_fresh(monkeypatch: Any) -> None:
+    """Each test starts in a process that has not yet seen shipping fail."""
+    monkeypatch.setattr(audit_service, "_outage", audit_service._Outage())
 
 
 @pytest.fixture
@@ -48,13 +55,19 @@ def test_nothing_is_sent_twice(elastic: Any, decisions: list[Decision]) -> None:
 
 def test_decisions_wait_while_elasticsearch_is_down_and_none_is_lost(elastic: Any, decisions: list[Decision], caplog: Any) -> None:
     elastic.stop()
-    assert services.audit_ship_pending() == 0
+    for _ in range(5):  # a worker tries every few seconds: one line says so, not one per try
+        assert services.audit_ship_pending() == 0
     assert Decision.objects.filter(shipped_at__isnull=True).count() == 3
-    assert "3 decision(s) wait for elasticsearch" in caplog.text
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1, said
+    assert said[0].startswith("audit: elasticsearch did not take the decisions: ")
+    assert "decisions wait in the database and are sent when it answers" in said[0]
 
     elastic.start()  # same port: Elasticsearch is back
     assert services.audit_ship_pending() == 3
     assert len(elastic.docs_in(INDEX)) == 3 and elastic.index_requests == 3
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 2 and "shipping again after" in said[1] and "3 decision(s) sent" in said[1]
 
 
 def test_a_document_elasticsearch_rejects_is_sent_again_later(elastic: Any, decisions: list[Decision]) -> None:
@@ -95,7 +108,7 @@ def test_an_elasticsearch_url_the_client_cannot_use_keeps_decisions_and_hides_it
     caplog.set_level(logging.DEBUG)
     assert services.audit_ship_pending() == 0
     assert Decision.objects.filter(shipped_at__isnull=True).count() == 3
-    assert "decisions wait for Elasticsearch: Elasticsearch: ELK_ELASTIC_URL cannot be used" in caplog.text
+    assert "audit: Elasticsearch cannot be used: Elasticsearch: ELK_ELASTIC_URL cannot be used" in caplog.text
     assert "Pw-s3cret-URL" not in caplog.text
 
 

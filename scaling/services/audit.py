@@ -20,6 +20,34 @@ from scaling.services.webhooks import events_prune
 
 log = logging.getLogger(__name__)
 AUDIT_LEASE = "audit-shipper"
+OUTAGE_REPEAT_SECONDS = 600.0  # while shipping keeps failing, said again this often
+
+
+class _Outage:
+    """This process's word on shipping: one line when it starts failing, one when it ships
+    again, and a reminder every ten minutes between, not a line per attempt (a worker
+    tries every few seconds, and the decisions wait safely meanwhile)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.told = 0.0
+
+    def failed(self, what: str) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = self.told = now
+            log.warning("audit: %s; decisions wait in the database and are sent when it answers", what)
+        elif now - self.told >= OUTAGE_REPEAT_SECONDS:
+            self.told = now
+            log.warning("audit: still failing after %.0f min: %s", (now - self.since) / 60, what)
+
+    def shipped(self, count: int) -> None:
+        if self.since is not None and count:
+            log.warning("audit: shipping again after %.0f s; %d decision(s) sent", time.monotonic() - self.since, count)
+            self.since = None
+
+
+_outage = _Outage()
 
 
 def audit_sink() -> AuditSink:
@@ -73,7 +101,7 @@ def audit_ship_pending(
         try:
             sink = audit_sink()
         except AdapterError as exc:
-            log.warning("audit: decisions wait for Elasticsearch: %s", exc)
+            _outage.failed(f"Elasticsearch cannot be used: {exc}")
             return 0
     batch_size = batch_size or settings.AUDIT_SHIP_BATCH
     lease_seconds = settings.AUDIT_LEASE_SECONDS
@@ -93,7 +121,7 @@ def audit_ship_pending(
             try:
                 sent = sink.send([d.as_document() for d in decisions])
             except AdapterError as exc:
-                log.warning("audit: %d decision(s) wait for %s: %s", len(decisions), sink.name, exc)
+                _outage.failed(f"{sink.name} did not take the decisions: {exc}")
                 break
             Decision.objects.filter(id__in=[int(i) for i in sent]).update(shipped_at=timezone.now())
             delivered += len(sent)
@@ -101,6 +129,7 @@ def audit_ship_pending(
                 break
     finally:
         lease_release(key=AUDIT_LEASE, holder=holder)
+    _outage.shipped(delivered)
     return delivered
 
 
