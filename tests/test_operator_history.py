@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from scaling import services
 from scaling.legacy_env import legacy_pair_sync
-from scaling.models import Decision, KillSwitch, PairQueue, ScalingPair
+from scaling.models import Decision, KillSwitch, PairQueue, PairSample, ScalingPair
 from tests.conftest import AWS_KEY, AWS_SECRET, HEROKU_TOKEN, REGION, cycle, free_port, send_messages
 from tests.test_admin_bad_input import BrowserForm
 from tests.test_legacy_env import LEGACY_ENV
@@ -525,3 +525,29 @@ def test_the_decision_history_marks_the_sandbox_pairs_decisions(admin_client: An
     assert "SANDBOX</span> (simulated: no Heroku app was read or changed)" in detail
     recorded = Decision.objects.filter(pair=real).latest("created_at")
     assert "SANDBOX" not in admin_client.get(f"/admin/scaling/decision/{recorded.pk}/change/").content.decode()
+
+
+def test_deleting_a_pair_with_a_weeks_samples_counts_them_instead_of_listing_each(admin_client: Any,
+                                                                                   make_pair: Any) -> None:
+    # Eight days at 15 s is 46,080 samples: the confirmation listed every one (1.7 MB, longer
+    # than Heroku's router waits), and so did the delete itself before deleting.
+    pair = make_pair()
+    keep = make_pair(name="billing", app="billing-app")
+    now = timezone.now()
+    PairSample.objects.bulk_create([PairSample(pair=pair, at=now - timedelta(seconds=15 * i), visible=1, in_flight=0)
+                                    for i in range(46_080)], batch_size=5_000)
+    Decision.objects.create(pair=pair, pair_name=pair.name, app_name=pair.app_name, process_type="worker",
+                            policy="classic", outcome="no_change", reason="r", duration_ms=1)
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/delete/").content.decode()
+    assert "46,080 chart sample(s), one per cycle" in page and "Queue: orders (us-east-1)" in page
+    assert "its decisions stay in the history" in page
+    assert "Pair sample:" not in page and len(page) < 100_000
+    action = admin_client.post("/admin/scaling/scalingpair/", {"action": "delete_selected",
+                                                               "_selected_action": [pair.pk, keep.pk]}).content.decode()
+    assert "46,080 chart sample(s)" in action and "Scaling pair: billing (billing-app/worker)" in action
+
+    response = admin_client.post(f"/admin/scaling/scalingpair/{pair.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not ScalingPair.objects.filter(pk=pair.pk).exists() and not PairSample.objects.filter(pair_id=pair.pk).exists()
+    assert Decision.objects.filter(pair_name=pair.name).count() == 1  # the history stays
+    assert ScalingPair.objects.filter(pk=keep.pk).exists()

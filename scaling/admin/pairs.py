@@ -26,7 +26,7 @@ from scaling.adapters.errors import AdapterError
 from scaling.charts import line_chart
 from scaling.fields import CANNOT_BE_READ, SecretUnreadable
 from scaling.forms import AccountChoiceField, NumberStepForm, PauseForm, QueueFormSet, ScaleNowForm, ScheduleFormSet
-from scaling.models import Decision, PairQueue, PairSchedule, ScalingPair
+from scaling.models import Decision, PairQueue, PairSample, PairSchedule, ScalingPair
 from scaling.models.pairs import interval_floor_problem
 
 
@@ -347,6 +347,34 @@ class ScalingPairAdmin(GuardedAdmin):
         services.pair_apply_settings(pair=pair, repointed=repointed)
         if not change:  # a new pair's first cycle runs now, not an interval later
             services.pair_first_cycle(pair=pair, then=lambda asked: self._report_cycle(request, pair, asked, first=True))
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """What deleting the pairs takes with them, counted, not listed: a pair keeps a chart
+        sample per cycle (46,000 in eight days at 15 s), and listing each made the page
+        1.7 MB and took longer than Heroku's router waits, on the confirmation and the delete."""
+        pairs = list(objs)
+        deleted: list[Any] = []
+        counts = {"queues": 0, "schedules": 0, "samples": 0}
+        for pair in pairs:
+            queues = [f"Queue: {q.queue} ({q.region})" for q in pair.queues.all()]
+            schedules = [f"Schedule window: {s.as_window().describe()}" for s in pair.schedules.all()]
+            samples = PairSample.objects.filter(pair=pair).count()
+            counts["queues"] += len(queues)
+            counts["schedules"] += len(schedules)
+            counts["samples"] += samples
+            deleted += [f"Scaling pair: {pair.name} ({pair.app_name}/{pair.process_type})",
+                        [*queues, *schedules, f"{samples:,} chart sample(s), one per cycle",
+                         "its decisions stay in the history, with its name"]]
+        model_count = {str(ScalingPair._meta.verbose_name_plural): len(pairs)}
+        for model, key in ((PairQueue, "queues"), (PairSchedule, "schedules"), (PairSample, "samples")):
+            if counts[key]:
+                model_count[str(model._meta.verbose_name_plural)] = counts[key]
+        perms_needed = {str(model._meta.verbose_name) for model, key in
+                        ((PairQueue, "queues"), (PairSchedule, "schedules"), (PairSample, "samples"))
+                        if counts[key] and not request.user.has_perm(f"scaling.delete_{model._meta.model_name}")}
+        if not all(self.has_delete_permission(request, pair) for pair in pairs):
+            perms_needed.add(str(ScalingPair._meta.verbose_name))
+        return deleted, model_count, perms_needed, []
 
     def delete_model(self, request: HttpRequest, obj: ScalingPair) -> None:
         services.pair_delete(pair=obj)
