@@ -8,6 +8,7 @@ Pure: no Django, no clock.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from datetime import timezone as dt_timezone
@@ -67,5 +68,9 @@ def conditions_next(
 
 def _cause(detail: str) -> str:
     """What a permanent error is, without the words that vary with the call that met it
-    ("… while reading the formation of …", "… while listing the dynos of …")."""
-    return detail.split(" while ", 1)[0].strip()
+    ("… while reading the formation of …", "… while listing the dynos of …") nor the
+    account named after it (older releases did not name it: the same error, not a new one)."""
+    return _ACCOUNT.sub("", detail.split(" while ", 1)[0]).strip()
+
+
+_ACCOUNT = re.compile(r" \((?:Heroku|AWS) account “[^”]*”\)$")

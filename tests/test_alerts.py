@@ -277,6 +277,9 @@ def test_the_cycle_keeps_a_condition_since_it_began_and_drops_it_when_it_clears(
     same = conditions_next(first, {"permanent_error": "Heroku: 401 unauthorized while listing the dynos"},
                            now=t0 + timedelta(minutes=1))
     assert same["permanent_error"]["since"] == t0.isoformat()  # the same cause, met by another call
+    named = conditions_next(same, {"permanent_error": "Heroku: 401 unauthorized (Heroku account “Team A”)"},
+                            now=t0 + timedelta(minutes=2))
+    assert named["permanent_error"]["since"] == t0.isoformat()  # now naming the account: still the same problem
     later = conditions_next(same, {"permanent_error": "Heroku: 403 forbidden", "not_helping": "no better"},
                             now=t0 + timedelta(minutes=5))
     # Another cause is another problem: it starts now (and is told anew).

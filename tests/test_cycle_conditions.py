@@ -34,6 +34,7 @@ def test_a_permanent_error_stays_through_a_passing_one_and_clears_when_fixed(que
     cycle(pair)
     first = conditions(pair)["permanent_error"]
     assert "401" in first["detail"] and "hk-revoked-token-000000" not in first["detail"]
+    assert first["detail"].endswith("(Heroku account “test”)")  # which token to fix
 
     HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token=HEROKU_TOKEN)
     heroku.fail_next("GET", r"/formation$", 503)  # a hiccup cannot tell whether the token works now
@@ -224,3 +225,11 @@ def test_a_permanent_error_ends_the_failing_one_and_is_told_as_itself(queue_and_
     HerokuAccount.objects.filter(pk=pair.heroku_account_id).update(api_token="hk-revoked-token-000000")
     assert cycle(pair).error_permanent is True
     assert set(conditions(pair)) == {"permanent_error"}  # one problem, told as what it is
+
+
+def test_a_missing_queue_names_its_region_and_the_aws_account(queue_and_app: Any, make_pair: Any) -> None:
+    pair = make_pair(queues=["no-such-queue"])
+    cycle(pair)
+    assert conditions(pair)["permanent_error"]["detail"] == (
+        "SQS: AWS.SimpleQueueService.NonExistentQueue: queue 'no-such-queue' does not exist in us-east-1 for these "
+        "credentials (AWS account “test”)")

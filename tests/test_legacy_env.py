@@ -167,7 +167,7 @@ def test_scale_once_says_a_cycles_error_once(sqs: Any, heroku: Any, monkeypatch:
         call_command("scale_once", stdout=out)
     line = out.getvalue().splitlines()[0]
     assert line == ("orders-app/worker (env): error: could not read the queues; formation held [SQS: "
-                    "AWS.SimpleQueueService.NonExistentQueue: queue 'orders' does not exist in this account and region]")
+                    "AWS.SimpleQueueService.NonExistentQueue: queue 'orders' does not exist in us-east-1 for these credentials]")
 
 
 @pytest.mark.django_db

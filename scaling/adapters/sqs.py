@@ -74,7 +74,7 @@ class SqsReader:
             url = self._queue_url(client, queue, region, credentials)
             response = client.get_queue_attributes(QueueUrl=url, AttributeNames=_ATTRIBUTES)  # type: ignore[arg-type]
         except botocore.exceptions.ClientError as exc:
-            raise _client_error(exc, queue, secrets) from None
+            raise _client_error(exc, queue, region, secrets) from None
         except botocore.exceptions.NoCredentialsError:
             raise AdapterError(
                 SYSTEM, "no AWS credentials found (set a key pair or configure the default chain)", permanent=True
@@ -104,10 +104,10 @@ class SqsReader:
         return url
 
 
-def _client_error(exc: botocore.exceptions.ClientError, queue: str, secrets: tuple[str, ...]) -> AdapterError:
+def _client_error(exc: botocore.exceptions.ClientError, queue: str, region: str, secrets: tuple[str, ...]) -> AdapterError:
     code, status, message = error_parts(exc)
     if code in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-        message = f"queue {queue!r} does not exist in this account and region"
+        message = f"queue {queue!r} does not exist in {region} for these credentials"
     permanent = code in _PERMANENT_CODES or status in (400, 403, 404)
     if code in ("Throttling", "ThrottlingException", "RequestThrottled", "OverLimit"):
         permanent = False

@@ -122,12 +122,14 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     try:
         queues = tuple(QueueReading(q, r, backend.read_queue(q, r)) for q, r in backend.queues())
     except AdapterError as exc:
-        return CycleResult.failed("could not read the queues; formation held", exc)
+        return CycleResult.failed("could not read the queues; formation held", exc,
+                                  account=_account("AWS", pair.aws_account))
     try:
         process = backend.process_state()
     except AdapterError as exc:
         return CycleResult.failed("could not read the Heroku formation; formation held", exc, queues=queues,
-                                  rate_limit_remaining=backend.rate_limit_remaining)
+                                  rate_limit_remaining=backend.rate_limit_remaining,
+                                  account=_account("Heroku", pair.heroku_account))
     seen = Seen(queues, process, backend.rate_limit_remaining)
     observed = CycleResult(outcome=Outcome.PAUSED, reason="", queues=queues, process=process,
                            rate_limit_remaining=seen.rate_limit_remaining, expected_quantity=process.quantity)
@@ -172,6 +174,10 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
 
     # 4. Act.
     return act(pair, backend, decided, current=process.quantity, desired=verdict.desired, dry_run=dry_run, now=now)
+
+
+def _account(kind: str, account: Any) -> str:
+    return f"{kind} account “{account.description}”" if account is not None else ""
 
 
 def learned_summary(details: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -67,12 +67,15 @@ class CycleResult:
     measured: Measured = Measured()
 
     @classmethod
-    def failed(cls, reason: str, error: AdapterError, **seen: Any) -> CycleResult:
+    def failed(cls, reason: str, error: AdapterError, *, account: str = "", **seen: Any) -> CycleResult:
         """The formation is held, the policy's state does not move, and the error is on record.
         A permanent error is a condition; a passing one is too (``FAILING``: the pair has
-        been failing since its first), and hides whether any other condition holds."""
+        been failing since its first), and hides whether any other condition holds.
+        ``account``: whose credentials met the error, said in the condition (the alert), so
+        on-call knows which token or key to fix."""
+        said = f"{error} ({account})" if account else str(error)
         if error.permanent:
-            return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=((PERMANENT_ERROR, str(error)),),
+            return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=((PERMANENT_ERROR, said),),
                        unsure=CODES - {PERMANENT_ERROR, FAILING}, **seen)
-        return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=((FAILING, f"{reason}: {error}"),),
+        return cls(outcome=Outcome.ERROR, reason=reason, error=error, conditions=((FAILING, f"{reason}: {said}"),),
                    unsure=CODES - {FAILING}, **seen)
