@@ -5,7 +5,7 @@ channels, a real SMTP server on loopback (aiosmtpd) for email, and the real scal
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -616,6 +616,10 @@ def test_problems_and_deliveries_are_read_only_with_filters_and_search(admin_cli
     assert "PROBLEM orders" in deliveries
     problem = AlertProblem.objects.get()
     assert "Messages sent about it" in admin_client.get(f"/admin/scaling/alertproblem/{problem.pk}/change/").content.decode()
+    # Times as the decision pages give them: to the second, in UTC, and saying so.
+    assert f"{problem.opened_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in problems
+    delivery = AlertDelivery.objects.get()
+    assert f"{delivery.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in deliveries
 
 
 @pytest.mark.parametrize(("variables", "says"), [

@@ -3,6 +3,7 @@ record of problems and of every message sent."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -209,12 +210,25 @@ class DeliveryInline(admin.TabularInline):
         return False
 
 
+def _utc(moment: datetime | None) -> str:
+    """A time as the decision pages show it: to the second, in UTC, and saying so."""
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if moment else "—"
+
+
 @admin.register(AlertProblem)
 class AlertProblemAdmin(ReadOnlyAdmin):
-    list_display = ["opened_at", "state", "kind", "about", "summary", "resolved_at"]
+    list_display = ["opened", "state", "kind", "about", "summary", "resolved"]
     list_filter = [OpenFilter, "kind", "opened_at"]
     search_fields = ["key", "pair_name", "summary"]
     inlines = [DeliveryInline]
+
+    @admin.display(description="opened", ordering="opened_at")
+    def opened(self, obj: AlertProblem) -> str:
+        return _utc(obj.opened_at)
+
+    @admin.display(description="resolved", ordering="resolved_at")
+    def resolved(self, obj: AlertProblem) -> str:
+        return _utc(obj.resolved_at)
 
     @admin.display(description="state")
     def state(self, obj: AlertProblem) -> str:
@@ -227,10 +241,18 @@ class AlertProblemAdmin(ReadOnlyAdmin):
 
 @admin.register(AlertDelivery)
 class AlertDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "channel", "event", "status", "message", "attempts", "last_error", "next_attempt_at"]
+    list_display = ["queued", "channel", "event", "status", "message", "attempts", "last_error", "next_attempt"]
     list_filter = ["status", "event", "channel", "created_at"]
     search_fields = ["title", "text", "last_error", "channel__name"]
     list_select_related = ["channel"]
+
+    @admin.display(description="queued", ordering="created_at")
+    def queued(self, obj: AlertDelivery) -> str:
+        return _utc(obj.created_at)
+
+    @admin.display(description="next attempt", ordering="next_attempt_at")
+    def next_attempt(self, obj: AlertDelivery) -> str:
+        return _utc(obj.next_attempt_at)
 
     @admin.display(description="message", ordering="title")
     def message(self, obj: AlertDelivery) -> str:
