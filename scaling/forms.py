@@ -4,6 +4,8 @@ overlap), and account choices that say when a secret is lost."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 from django import forms
@@ -96,6 +98,49 @@ class AwsAccountForm(WriteOnlySecretsForm):
         if self.cleaned_data.get("use_default_chain"):
             return ""
         return self._clean_secret("secret_access_key")
+
+
+# What the pair's controls were when the page was drawn. A pause, a person's hold, dry run or
+# enabled may be changed by an action, a button or another operator while a page is open; a
+# save from that page changes only the ones its operator changed, and leaves the rest as
+# they are now (before, it wrote back what the page was drawn with: a pause, a hold or dry
+# run set meanwhile was silently undone).
+PAIR_CONTROLS = ("enabled", "dry_run", "paused_until")
+
+
+def _control(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(microsecond=0).isoformat()  # the page shows seconds
+    return value
+
+
+class PairForm(forms.ModelForm):
+    controls_loaded = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = ScalingPair
+        fields = "__all__"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["controls_loaded"].initial = json.dumps(
+                {name: _control(getattr(self.instance, name)) for name in PAIR_CONTROLS})
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        try:
+            loaded = json.loads(cleaned.get("controls_loaded") or "{}")
+        except ValueError:
+            loaded = {}
+        if self.instance.pk is None or not isinstance(loaded, dict):
+            return cleaned
+        kept = {name for name in PAIR_CONTROLS
+                if name in cleaned and name in loaded and _control(cleaned[name]) == loaded[name]}
+        for name in kept:
+            cleaned[name] = getattr(self.instance, name)  # left alone on this page: as it is now
+        self.__dict__["changed_data"] = [name for name in self.changed_data if name not in kept]  # nor logged as changed
+        return cleaned
 
 
 class NumberStepForm(forms.Form):

@@ -551,3 +551,27 @@ def test_deleting_a_pair_with_a_weeks_samples_counts_them_instead_of_listing_eac
     assert not ScalingPair.objects.filter(pk=pair.pk).exists() and not PairSample.objects.filter(pair_id=pair.pk).exists()
     assert Decision.objects.filter(pair_name=pair.name).count() == 1  # the history stays
     assert ScalingPair.objects.filter(pk=keep.pk).exists()
+
+
+def test_a_pair_page_opened_before_a_pause_or_dry_run_does_not_undo_them_when_saved(
+        admin_client: Any, make_pair: Any) -> None:
+    pair = make_pair(policy="target_wait", dyno_rate=2)
+    url = f"/admin/scaling/scalingpair/{pair.pk}/change/"
+    data = BrowserForm.of(admin_client.get(url).content.decode(), "scalingpair_form")  # operator A opens the page
+    services.pair_pause(pair=pair, minutes=60, user="bob")  # meanwhile B pauses it and turns dry run on
+    ScalingPair.objects.filter(pk=pair.pk).update(dry_run=True)
+    data["target_wait_seconds"] = ["150"]  # A changes only the target
+    response = admin_client.post(url, data, follow=True)
+    assert "was changed successfully" in response.content.decode()
+    pair.refresh_from_db()
+    assert pair.target_wait_seconds == 150
+    assert pair.dry_run is True and pair.paused_until is not None and pair.paused_until > timezone.now()
+    change = LogEntry.objects.filter(object_id=str(pair.pk)).latest("action_time").get_change_message()
+    assert "Target wait" in change and "Paused until" not in change and "Dry run" not in change
+
+    # What an operator does change on the page is saved.
+    data = BrowserForm.of(admin_client.get(url).content.decode(), "scalingpair_form")
+    data.pop("dry_run", None)  # an unticked box is not sent
+    admin_client.post(url, data)
+    pair.refresh_from_db()
+    assert pair.dry_run is False and pair.paused_until is not None

@@ -25,7 +25,7 @@ from scaling.admin.base import GuardedAdmin
 from scaling.adapters.errors import AdapterError
 from scaling.charts import line_chart
 from scaling.fields import CANNOT_BE_READ, SecretUnreadable
-from scaling.forms import AccountChoiceField, NumberStepForm, PauseForm, QueueFormSet, ScaleNowForm, ScheduleFormSet
+from scaling.forms import AccountChoiceField, NumberStepForm, PairForm, PauseForm, QueueFormSet, ScaleNowForm, ScheduleFormSet
 from scaling.models import Decision, PairQueue, PairSample, PairSchedule, ScalingPair
 from scaling.models.pairs import interval_floor_problem
 
@@ -100,9 +100,10 @@ class ScalingPairAdmin(GuardedAdmin):
     list_select_related = ["heroku_account", "aws_account"]
     # By name, here and in every "by pair" filter (they follow this admin's ordering).
     ordering = ["name"]
+    form = PairForm
     readonly_fields = ["policy_state", "last_cycle_at", "blocked_quantity", "blocked_reason", "managed_by_env"]
     fieldsets = [
-        (None, {"fields": ["name", "provider", "enabled", "dry_run"]}),
+        (None, {"fields": ["name", "provider", "enabled", "dry_run", "controls_loaded"]}),
         ("Heroku", {"fields": ["heroku_account", "app_name", "process_type"]}),
         ("AWS", {"fields": ["aws_account"], "description": "The queues are listed below."}),
         ("Bounds and timing", {"fields": ["min_dynos", "max_dynos", "interval_seconds"]}),
