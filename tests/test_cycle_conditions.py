@@ -233,3 +233,22 @@ def test_a_missing_queue_names_its_region_and_the_aws_account(queue_and_app: Any
     assert conditions(pair)["permanent_error"]["detail"] == (
         "SQS: AWS.SimpleQueueService.NonExistentQueue: queue 'no-such-queue' does not exist in us-east-1 for these "
         "credentials (AWS account “test”)")
+
+
+def test_a_persons_scale_down_seen_by_a_read_drops_the_dynos_it_removed(queue_and_app: Any, make_pair: Any) -> None:
+    # Ten dynos up; a person scales to three. The read that finds it had no dyno list, and
+    # the removed dynos stayed counted as up: the reasons said "10 up" on a formation of 3,
+    # and the next plan counted on them.
+    _, heroku = queue_and_app
+    worker = heroku.apps["orders-app"].processes["worker"]
+    heroku.set_quantity("orders-app", 10)
+    worker.dyno_started = {n: time.monotonic() - 100 for n in range(1, 11)}
+    pair = make_pair(max_dynos=10)
+    start = timezone.now()
+    assert cycle(pair, now=start).dynos_running == 10
+    heroku.set_quantity("orders-app", 3)
+    found = cycle(pair, now=start + timedelta(seconds=15))  # it would remove one: the read before writing finds 3
+    assert "changed outside DynoScaler" in found.reason
+    held = cycle(pair, now=start + timedelta(seconds=30))
+    assert held.quantity_before == 3
+    assert held.dynos_running == 3, held.reason

@@ -143,6 +143,9 @@ def store_read(app: HerokuApp, *, formations: Iterable[FormationInfo], dynos: It
                                        changed_at=now, changed_by=SEEN_WHEN_RECONCILING)
             elif state.quantity != info.quantity:
                 state.quantity, state.changed_at, state.changed_by = info.quantity, now, SEEN_WHEN_RECONCILING
+                if dynos is None:  # no dyno list read: the dynos follow the quantity, as after a webhook's
+                    state.dynos = _dynos_after_scaling(state.dynos, process_type=info.process_type,
+                                                       quantity=info.quantity, now=now)
             state.size = info.size
             state.heroku_updated_at = _newest(state.heroku_updated_at, info.updated_at)
             if dynos is not None:
