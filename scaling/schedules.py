@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import date, datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from scaling.policy_types import Bounds
@@ -69,11 +69,44 @@ def effective_bounds(bounds: Bounds, windows: Sequence[ScheduleWindow], at: floa
 
 
 def first_overlap(windows: Sequence[ScheduleWindow]) -> tuple[ScheduleWindow, ScheduleWindow] | None:
-    """Two windows in the same time zone that cover a common minute, if any."""
+    """Two windows that cover a common minute, if any. In one time zone, compared as they
+    are; in two, in UTC at every pair of the offsets the zones take over a year (DST moves
+    them), so two windows that meet only in summer are refused too: which one applied would
+    otherwise depend on their order."""
     for i, a in enumerate(windows):
         for b in windows[i + 1:]:
-            if a.timezone != b.timezone:
-                continue  # compared in their own zones they may drift with DST; checked live
-            if any(x1 < y2 and x2 < y1 for x1, y1 in a.minutes() for x2, y2 in b.minutes()):
+            if a.timezone == b.timezone:
+                pairs = [(a.minutes(), b.minutes())]
+            else:
+                pairs = [(_shifted(a.minutes(), -oa), _shifted(b.minutes(), -ob))
+                         for oa in _offsets(a.timezone) for ob in _offsets(b.timezone)]
+            if any(x1 < y2 and x2 < y1 for sa, sb in pairs for x1, y1 in sa for x2, y2 in sb):
                 return a, b
     return None
+
+
+_WEEK = 7 * 1440
+
+
+def _offsets(zone: str) -> set[int]:
+    """The UTC offsets (minutes) the zone takes over two years, its DST included."""
+    tz = ZoneInfo(zone)
+    found = set()
+    for day in range(0, 731, 7):
+        offset = datetime.fromordinal(date(2026, 1, 1).toordinal() + day).replace(tzinfo=tz).utcoffset()
+        found.add(int(offset.total_seconds() // 60) if offset is not None else 0)
+    return found
+
+
+def _shifted(spans: list[tuple[int, int]], by: int) -> list[tuple[int, int]]:
+    """Week-minute spans moved by ``by`` minutes, wrapped around the week."""
+    out = []
+    for a, b in spans:
+        a, b = a + by, b + by
+        shift = -(a // _WEEK) * _WEEK
+        a, b = a + shift, b + shift
+        if b <= _WEEK:
+            out.append((a, b))
+        else:
+            out += [(a, _WEEK), (0, b - _WEEK)]
+    return out

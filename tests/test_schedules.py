@@ -40,3 +40,26 @@ def test_overlapping_schedules_are_found() -> None:
     late = ScheduleWindow(weekdays=frozenset({5}), start=time(0), end=time(6), min_dynos=0, max_dynos=2)
     assert first_overlap([WEEKDAYS, evening]) == (WEEKDAYS, evening)
     assert first_overlap([WEEKDAYS, late]) is None
+
+
+def test_windows_in_two_time_zones_that_meet_are_found() -> None:
+    # Weekdays 08:00–18:00 in Berlin and 16:00–20:00 UTC meet at 16:00–17:00 UTC in winter
+    # (16:00–16:00 in summer: they touch, but share no minute in winter either way).
+    berlin = ScheduleWindow(weekdays=frozenset(range(5)), start=time(8), end=time(18), min_dynos=3, max_dynos=4,
+                            timezone="Europe/Berlin")
+    utc_evening = ScheduleWindow(weekdays=frozenset(range(5)), start=time(16), end=time(20), min_dynos=2, max_dynos=2)
+    assert first_overlap([berlin, utc_evening]) == (berlin, utc_evening)
+    # 17:00–20:00 UTC is after Berlin's 18:00 in winter (17:00 UTC) and in summer (16:00 UTC).
+    later = ScheduleWindow(weekdays=frozenset(range(5)), start=time(17), end=time(20), min_dynos=2, max_dynos=2)
+    assert first_overlap([berlin, later]) is None
+    # Only in summer: New York 12:00–13:00 is 17:00–18:00 UTC in winter, 16:00–17:00 UTC in summer.
+    summer = ScheduleWindow(weekdays=frozenset({0}), start=time(16), end=time(16, 30), min_dynos=1, max_dynos=1)
+    new_york = ScheduleWindow(weekdays=frozenset({0}), start=time(12), end=time(13), min_dynos=1, max_dynos=1,
+                              timezone="America/New_York")
+    assert first_overlap([summer, new_york]) == (summer, new_york)
+    # Across the week's end: Sunday 23:00–Monday 01:00 in Tokyo is Sunday 14:00–16:00 UTC.
+    tokyo = ScheduleWindow(weekdays=frozenset({6}), start=time(23), end=time(1), min_dynos=1, max_dynos=1,
+                           timezone="Asia/Tokyo")
+    sunday = ScheduleWindow(weekdays=frozenset({6}), start=time(15), end=time(15, 30), min_dynos=1, max_dynos=1)
+    assert first_overlap([tokyo, sunday]) == (tokyo, sunday)
+    assert first_overlap([tokyo, WEEKDAYS]) is None
