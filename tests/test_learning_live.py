@@ -207,3 +207,20 @@ def test_what_a_held_pair_measured_is_kept(sqs: Any, heroku: Any, make_pair: Any
     later = cycle(pair, now=timezone.now() + timedelta(seconds=15))
     assert later.outcome == "held"
     assert "boot 7 s" in later.reason, later.reason
+
+
+@pytest.mark.django_db
+def test_a_figure_pinned_since_the_last_cycle_shows_as_pinned_at_once(queue_and_app: Any, make_pair: Any,
+                                                                      admin_client: Any) -> None:
+    # Disabled, the pair runs no cycle that would rewrite its table: it said "10/s, operator"
+    # beside a form that said 25, pinned, for as long as it stayed disabled.
+    pair = make_pair(policy="target_wait", dyno_rate=10, dyno_concurrency=4, max_dynos=4)
+    cycle(pair)
+    ScalingPair.objects.filter(pk=pair.pk).update(enabled=False, dyno_rate=25, pin_dyno_rate=True, dyno_concurrency=2,
+                                                  pin_dyno_concurrency=True)
+    page = admin_client.get(f"/admin/scaling/scalingpair/{pair.pk}/change/").content.decode()
+    table = page.split("What DynoScaler measured", 1)[1].split("</table>", 1)[0]
+    rate = table.split("messages per second per dyno", 1)[1].split("</tr>", 1)[0]
+    assert "25/s" in rate and "pinned" in rate and "10/s" not in rate
+    concurrency = table.split("concurrency per dyno", 1)[1].split("</tr>", 1)[0]
+    assert ">2<" in concurrency and "pinned" in concurrency and ">4<" not in concurrency

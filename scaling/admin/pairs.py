@@ -36,11 +36,24 @@ def learned_context(pair: ScalingPair) -> dict[str, Any]:
     learned = pair.learned or {}
     names = {"rate": ("messages per second per dyno", "{:.3g}/s"), "boot": ("boot time", "{:.0f} s"),
              "concurrency": ("concurrency per dyno", "{:.3g}")}
+    # The figures as the pair says them now: the table is the last cycle's, and a figure
+    # pinned or typed since must not read as the old one until the next cycle (or ever, on
+    # a disabled pair).
+    typed = {"rate": (pair.dyno_rate, pair.pin_dyno_rate), "boot": (pair.boot_seconds, pair.pin_boot_seconds),
+             "concurrency": (pair.dyno_concurrency, pair.pin_dyno_concurrency)}
     rows = []
     for key, (what, shape) in names.items():
         figure = (learned.get("learned") or {}).get(key)
         if not figure:
             continue
+        now_typed, pinned = typed[key]
+        if now_typed is not None:
+            figure = {**figure, "operator": now_typed}
+            if pinned:
+                figure = {**figure, "value": now_typed, "source": "pinned", "spread": None,
+                          "basis": "pinned: used as you gave it"}
+            elif figure.get("source") != "learned":
+                figure = {**figure, "value": now_typed, "source": "operator"}
         spread = figure.get("spread")
         rows.append({"what": what, "value": shape.format(figure["value"]), "source": figure.get("source", ""),
                      "sure": f"±{spread * 100:.0f} %" if spread is not None else "—", "basis": figure.get("basis") or "—",
