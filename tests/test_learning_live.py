@@ -135,14 +135,19 @@ def test_without_webhooks_a_boot_is_timed_from_the_dynos_own_times_not_from_when
     assert boots and all(0.8 <= seconds <= 2.0 for seconds in boots), boots  # not the 3 s we waited
 
 
+def two_dynos_up_since_before(sqs: Any, heroku: Any, make_pair: Any) -> ScalingPair:
+    """Workers that ran before DynoScaler: two dynos up, each booted in 7 s (by their own times)."""
+    sqs.create_queue(QueueName="orders")
+    process = heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=2, boot_seconds=7.0).processes["worker"]
+    process.dyno_started = {n: time.monotonic() - 100 for n in (1, 2)}
+    return make_pair(policy="target_wait", dyno_rate=0.5, max_dynos=4)
+
+
 @pytest.mark.django_db
 def test_the_dynos_already_up_at_the_first_look_tell_their_boot(sqs: Any, heroku: Any, make_pair: Any) -> None:
     # Workers that ran before DynoScaler: each dyno's own times (started, then up 7 s later)
     # are a boot seen, so the first burst is not planned on the operator's figure alone.
-    sqs.create_queue(QueueName="orders")
-    process = heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=2, boot_seconds=7.0).processes["worker"]
-    process.dyno_started = {n: time.monotonic() - 100 for n in (1, 2)}
-    pair = make_pair(policy="target_wait", dyno_rate=0.5, max_dynos=4)
+    pair = two_dynos_up_since_before(sqs, heroku, make_pair)
     first = cycle(pair)
     assert [seconds for _, seconds in FormationState.objects.get().boots] == [7.0, 7.0]
     assert "boot 7 s" in first.reason  # learned from them, not the operator's 45 s
@@ -196,10 +201,7 @@ def test_what_a_held_pair_measured_is_kept(sqs: Any, heroku: Any, make_pair: Any
     # it saw while held (seen once: the dyno list's times are read once per dyno) must stay
     # learned. Before, a held cycle kept none of its state, and the next reason went back to
     # the operator's 45 s, and so on every cycle the pair was held.
-    sqs.create_queue(QueueName="orders")
-    process = heroku.add_app("orders-app", token=HEROKU_TOKEN, quantity=2, boot_seconds=7.0).processes["worker"]
-    process.dyno_started = {n: time.monotonic() - 100 for n in (1, 2)}
-    pair = make_pair(policy="target_wait", dyno_rate=0.5, max_dynos=4)
+    pair = two_dynos_up_since_before(sqs, heroku, make_pair)
     services.kill_switch_set(engaged=True, user="alice", note="incident")
     send_messages(sqs, "orders", 300)  # it wants more dynos than the two: every cycle is held
     first = cycle(pair)
