@@ -61,11 +61,11 @@ class Verdict:
     reason: str
     backlog_per_instance: float | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
-    # The state to keep when the formation is not changed as decided (the kill switch, a
-    # refused quantity, a failed write). None: the state does not move, and the same
-    # decision comes again (the classic rule's counters). A policy whose state is what it
-    # saw (counts, needs, what it measured) keeps it, or what it measured then is lost.
-    state_if_not_applied: Mapping[str, Any] | None = None
+    # Whether ``state`` is kept when the formation is not changed as decided (the kill
+    # switch, a refused quantity, a failed write). False: the state does not move, and the
+    # same decision comes again (the classic rule's counters). A policy whose state is what
+    # it saw (counts, needs, what it measured) keeps it, or what it measured then is lost.
+    state_kept_if_not_applied: bool = False
 
 
 def bounded(wanted: int, quantity: int, bounds: Bounds) -> tuple[int, str]:

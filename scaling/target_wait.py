@@ -368,7 +368,7 @@ class TargetWaitPolicy:
         return Verdict(
             desired=desired,
             state=new_state,
-            state_if_not_applied=new_state,  # what it saw and measured holds whether or not the write is made
+            state_kept_if_not_applied=True,  # what it saw and measured holds whether or not the write is made
             reason=why,
             backlog_per_instance=backlog_per_instance(obs.visible, obs.running),
             details={"arrivals_per_second": arrivals, "need_now": up_need, "need_window": held_need,

@@ -380,12 +380,12 @@ class ScalingPairAdmin(GuardedAdmin):
                         [*queues, *schedules, f"{samples:,} chart sample(s), one per cycle",
                          "its decisions stay in the history, with its name"]]
         model_count = {str(ScalingPair._meta.verbose_name_plural): len(pairs)}
+        perms_needed = set()
         for model, key in ((PairQueue, "queues"), (PairSchedule, "schedules"), (PairSample, "samples")):
             if counts[key]:
                 model_count[str(model._meta.verbose_name_plural)] = counts[key]
-        perms_needed = {str(model._meta.verbose_name) for model, key in
-                        ((PairQueue, "queues"), (PairSchedule, "schedules"), (PairSample, "samples"))
-                        if counts[key] and not request.user.has_perm(f"scaling.delete_{model._meta.model_name}")}
+                if not request.user.has_perm(f"scaling.delete_{model._meta.model_name}"):
+                    perms_needed.add(str(model._meta.verbose_name))
         if not all(self.has_delete_permission(request, pair) for pair in pairs):
             perms_needed.add(str(ScalingPair._meta.verbose_name))
         return deleted, model_count, perms_needed, []

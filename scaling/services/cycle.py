@@ -163,7 +163,7 @@ def _observe_decide_act(pair: ScalingPair, backend: Backend, *, now: datetime, d
     prewarm = verdict.details.get("prewarm") or {}
     decided = replace(observed, outcome=Outcome.NO_CHANGE, reason=reason, desired=verdict.desired,
                       backlog_per_instance=verdict.backlog_per_instance, state_after=verdict.state,
-                      state_if_not_applied=verdict.state_if_not_applied,
+                      state_kept_if_not_applied=verdict.state_kept_if_not_applied,
                       paused_by="" if pair.paused_by else None,  # a pause or hold that ended
                       conditions=(*policy_conditions(verdict.details, pair=pair, max_dynos=bounds.max_dynos,
                                                      desired=verdict.desired, formation=process.quantity),

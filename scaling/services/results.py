@@ -46,8 +46,7 @@ class CycleResult:
     backlog_per_instance: float | None = None
     applied: int | None = None
     state_after: Mapping[str, Any] | None = None
-    # The policy's state to keep if the decision is not carried out (``Verdict.state_if_not_applied``).
-    state_if_not_applied: Mapping[str, Any] | None = None
+    state_kept_if_not_applied: bool = False  # ``Verdict.state_kept_if_not_applied``
     refusal: Refusal | None = None
     expected_quantity: int | None = None
     paused_until: datetime | None = None
@@ -65,6 +64,11 @@ class CycleResult:
     learned: Mapping[str, Any] | None = None
     shadow: int | None = None
     measured: Measured = Measured()
+
+    @property
+    def state_if_not_applied(self) -> Mapping[str, Any] | None:
+        """The policy's state to keep if the decision is not carried out (None: it does not move)."""
+        return self.state_after if self.state_kept_if_not_applied else None
 
     @classmethod
     def failed(cls, reason: str, error: AdapterError, *, account: str = "", **seen: Any) -> CycleResult:
